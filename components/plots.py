@@ -1,0 +1,357 @@
+"""Figures for training reports, as ``matplotlib.figure.Figure`` objects.
+
+Every ``*_figure`` function builds a fresh ``Figure`` attached to an Agg canvas
+and returns it without saving or showing it.  Nothing here touches
+``matplotlib.pyplot`` or its global figure registry, so the functions are safe
+to call from worker threads and on headless machines.  Use :func:`save_figure`
+to write a PNG (or hand the figure to a tracker that logs figures).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "curves_figure",
+    "confusion_matrix_figure",
+    "per_class_accuracy_figure",
+    "image_grid_figure",
+    "weight_templates_figure",
+    "save_figure",
+]
+
+
+def _new_figure(width: float, height: float, constrained: bool = False) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100,
+                 layout="constrained" if constrained else None)
+    FigureCanvasAgg(fig)
+    if constrained:
+        fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
+    return fig
+
+
+def _class_names(class_names: Sequence[str] | None, n: int) -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(n)]
+    names = [str(c) for c in class_names]
+    if len(names) != n:
+        raise ValueError(f"expected {n} class names, got {len(names)}")
+    return names
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _panel_of(key: str) -> str | None:
+    leaf = key.rsplit("/", 1)[-1].lower()
+    if "loss" in leaf:
+        return "loss"
+    if "acc" in leaf:
+        return "accuracy"
+    return None
+
+
+def curves_figure(
+    history: Mapping[str, Sequence[tuple[int, float]]], title: str = ""
+) -> Figure:
+    """Loss and accuracy curves against epoch, in two side-by-side panels.
+
+    ``history`` maps a metric name to ``(epoch, value)`` points, e.g.
+    ``{"train/loss": [(1, 2.3), (2, 1.9)], "val/loss": [...],
+    "train/accuracy": [...], "val/accuracy": [...]}``.  A key goes to the loss
+    panel when its last ``/``-component contains ``"loss"`` and to the accuracy
+    panel when it contains ``"acc"``; other keys are ignored.  Points need not
+    be sorted.
+    """
+    fig = _new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    panels = {"loss": axes[0], "accuracy": axes[1]}
+    drawn = {"loss": 0, "accuracy": 0}
+    for key in sorted(history):
+        panel = _panel_of(key)
+        if panel is None:
+            continue
+        pts = sorted((float(e), float(v)) for e, v in history[key])
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        style = "--" if key.lower().startswith(("val", "test", "eval")) else "-"
+        panels[panel].plot(
+            xs, ys, style, marker="o" if len(xs) <= 30 else None,
+            markersize=3, label=key,
+        )
+        drawn[panel] += 1
+    for name, ax in panels.items():
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+        if drawn[name]:
+            ax.legend(fontsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------- confusion matrix
+
+
+def confusion_matrix_figure(
+    cm: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    normalize: bool = True,
+    title: str = "Confusion matrix",
+) -> Figure:
+    """Heatmap of a ``(C, C)`` confusion matrix (rows true, columns predicted).
+
+    With ``normalize`` the colours are row-normalised (recall per true class)
+    and each cell shows the percentage above its count; otherwise colours and
+    annotations are raw counts.  Cell annotations are dropped above 30 classes.
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be square (C, C), got shape {cm.shape}")
+    n = cm.shape[0]
+    names = _class_names(class_names, n)
+    counts = cm.astype(np.int64)
+    if normalize:
+        rows = counts.sum(axis=1, keepdims=True).astype(np.float64)
+        values = np.divide(counts, rows, out=np.zeros(cm.shape, np.float64),
+                           where=rows > 0)
+        vmax = 1.0
+    else:
+        values = counts.astype(np.float64)
+        vmax = max(float(values.max()), 1.0)
+
+    side = min(max(5.0, 0.6 * n + 2.5), 20.0)
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("fraction of true class" if normalize else "count")
+
+    ax.set_xticks(np.arange(n))
+    ax.set_yticks(np.arange(n))
+    ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title + (" (row-normalised)" if normalize else ""))
+    # thin separators between cells
+    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+
+    if n <= 30:
+        fontsize = 8 if n <= 12 else 6
+        for i in range(n):
+            for j in range(n):
+                v = values[i, j]
+                if normalize:
+                    text = f"{100 * v:.0f}%\n{counts[i, j]}" if n <= 15 else f"{100 * v:.0f}"
+                else:
+                    text = f"{counts[i, j]}"
+                colour = "white" if v > 0.55 * vmax else "black"
+                ax.text(j, i, text, ha="center", va="center", color=colour,
+                        fontsize=fontsize, linespacing=1.0)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------- per-class accuracy
+
+
+def per_class_accuracy_figure(
+    acc: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    title: str = "Per-class accuracy",
+) -> Figure:
+    """Horizontal bars of per-class accuracy in ``[0, 1]``, top to bottom in the
+    order given, each labelled with its percentage.  ``nan`` (a class with no
+    samples) draws no bar and is labelled ``n/a``.  A dashed line marks the
+    mean over classes that have a value.
+    """
+    acc = np.asarray(acc, dtype=np.float64).reshape(-1)
+    n = acc.size
+    names = _class_names(class_names, n)
+    fig = _new_figure(7, max(2.5, 0.35 * n + 1.2))
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(n)
+    ax.barh(y, np.nan_to_num(acc, nan=0.0), color="tab:blue", height=0.7)
+    for yi, v in zip(y, acc):
+        label = "n/a" if np.isnan(v) else f"{100 * v:.1f}%"
+        ax.text((0.0 if np.isnan(v) else v) + 0.01, yi, label,
+                va="center", ha="left", fontsize=8, zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.5))
+    if n and not np.all(np.isnan(acc)):
+        mean = float(np.nanmean(acc))
+        ax.axvline(mean, color="tab:red", linestyle="--", linewidth=1, zorder=3,
+                   label=f"mean {100 * mean:.1f}%")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names)
+    ax.set_ylim(n - 0.5, -0.5)  # first class at the top
+    ax.set_xlim(0.0, 1.15)
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("accuracy")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------ images
+
+
+def _to_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """One image (H, W), (H, W, 1) or (H, W, 3/4) -> array for imshow + cmap."""
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float64) / 255.0
+    else:
+        img = np.clip(img.astype(np.float64), 0.0, 1.0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        return img, "gray"
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        return img, None
+    raise ValueError(f"unsupported image shape {img.shape}; expected (H, W[, 1|3|4])")
+
+
+def image_grid_figure(
+    rows: Sequence[np.ndarray],
+    row_titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    labels: Sequence[int] | None = None,
+    title: str = "",
+) -> Figure:
+    """A grid of images, one row per array in ``rows``.
+
+    Each row is ``(N, H, W, C)`` (or ``(N, H, W)``), ``uint8`` in ``[0, 255]`` or
+    float in ``[0, 1]`` (clipped); ``C == 1`` is shown in grey.  Rows may hold
+    different ``N``; the grid is as wide as the longest row.  ``row_titles``
+    label each row on the left (e.g. ``"original"``, ``"aug 1"``, ...).
+    ``labels`` gives one class id per column, written above the top row and
+    mapped through ``class_names`` when given.
+    """
+    rows = [np.asarray(r) for r in rows]
+    if not rows:
+        raise ValueError("rows is empty")
+    if row_titles is not None and len(row_titles) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(row_titles)} row titles")
+    ncols = max(len(r) for r in rows)
+    if ncols == 0:
+        raise ValueError("all rows are empty")
+    nrows = len(rows)
+    has_labels = labels is not None
+    cell = 1.3
+    fig = _new_figure(
+        1.2 + cell * ncols,
+        cell * nrows + (0.35 if has_labels else 0.0) + (0.45 if title else 0.1),
+        constrained=True,
+    )
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                img, cmap = _to_display(row[c])
+                ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(str(row_titles[r]), rotation=0, ha="right",
+                              va="center", fontsize=9, labelpad=6)
+            if r == 0 and has_labels and c < len(labels):
+                lab = labels[c]
+                text = str(class_names[int(lab)]) if class_names is not None else str(lab)
+                ax.set_title(text, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def weight_templates_figure(
+    weights: np.ndarray,
+    shape: Sequence[int],
+    class_names: Sequence[str] | None = None,
+    title: str = "Linear classifier templates",
+    channels_first: bool = False,
+) -> Figure:
+    """Show each row of a linear classifier's ``(C, D)`` weight matrix as an image.
+
+    ``shape`` is the image shape, ``(H, W)`` or ``(H, W, ch)`` (or ``(ch, H, W)``
+    with ``channels_first=True``, for weights of a flattened torch tensor), with
+    ``prod(shape) == D``.  A trailing bias column (``D == prod(shape) + 1``) is
+    dropped.  Each template is min-max rescaled to ``[0, 1]`` on its own.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be (C, D), got shape {w.shape}")
+    shape = tuple(int(s) for s in shape)
+    d = math.prod(shape)
+    if w.shape[1] == d + 1:
+        w = w[:, :d]
+    if w.shape[1] != d:
+        raise ValueError(f"weights have {w.shape[1]} columns but shape {shape} needs {d}")
+    n = w.shape[0]
+    names = _class_names(class_names, n)
+
+    lo = w.min(axis=1, keepdims=True)
+    hi = w.max(axis=1, keepdims=True)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    w = (w - lo) / span
+
+    ncols = min(n, 10)
+    nrows = math.ceil(n / ncols)
+    cell = 1.4
+    fig = _new_figure(cell * ncols + 0.2, (cell + 0.25) * nrows + (0.5 if title else 0.1),
+                      constrained=True)
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = w[k].reshape(shape)
+        if channels_first and img.ndim == 3:
+            img = np.moveaxis(img, 0, -1)
+        img, cmap = _to_display(img)
+        ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(names[k], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- save
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at 100 dpi (creating parent folders), then close it.
+
+    "Closing" clears the figure so its memory is freed; do not reuse ``fig``
+    afterwards.  Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        fig.clear()
+    return path

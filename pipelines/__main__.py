@@ -1,0 +1,5 @@
+"""``python -m pipelines`` is ``visionray``."""
+
+from pipelines.cli import main
+
+raise SystemExit(main())

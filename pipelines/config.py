@@ -1,0 +1,400 @@
+"""One config path: ``conf/`` → :func:`load_config` → one frozen, validated :class:`Config`.
+
+A pipeline file ``conf/pipeline/NAME.yaml`` names a file per config group in ``defaults``
+(``data: fashion_mnist`` reads ``conf/data/fashion_mnist.yaml``) and may override any key below
+that. The command line then selects groups (``model=resnet20``) and sets dotted keys
+(``train.epochs=3``)::
+
+    from pipelines.config import load_config
+    cfg = load_config("quickstart", ["model=resnet20", "train.epochs=3"])
+    cfg.train.epochs  # 3
+
+Every field below carries its help text; ``visionray show`` prints the resolved values. A bad key
+or value raises :class:`ConfigError` with one sentence naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: Config groups: a bare ``GROUP=NAME`` override selects ``conf/GROUP/NAME.yaml``.
+GROUPS = ("data", "model", "train", "cluster")
+
+DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits"]
+ModelName = Literal["softmax", "convnet", "resnet"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+ScheduleName = Literal["constant", "step", "cosine"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class ConfigError(ValueError):
+    """A config key or value the user got wrong; the message is one sentence naming the key."""
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if default is dataclasses.MISSING and "default_factory" not in kw:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_padding: int = _doc("random crop after zero padding by this many pixels (0: off)", 0)
+    flip: bool = _doc("random horizontal flip", False)
+    brightness: float = _doc("brightness jitter: factor drawn from [1-b, 1+b] (0: off)", 0.0)
+    contrast: float = _doc("contrast jitter: factor drawn from [1-c, 1+c] (0: off)", 0.0)
+    cutout: int = _doc("side of one square cut out of each image (0: off)", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.crop_padding >= 0, "data.augment.crop_padding", "must be >= 0")
+        _check(self.cutout >= 0, "data.augment.cutout", "must be >= 0")
+        _check(0 <= self.brightness < 1, "data.augment.brightness", "must be in [0, 1)")
+        _check(0 <= self.contrast < 1, "data.augment.contrast", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: DatasetName = _doc("data source", "fashion_mnist")
+    path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
+    cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
+    image_size: int = _doc("image_folder only: images are resized to this square size", 32)
+    channels: int = _doc("image_folder only: 1 (grey) or 3 (RGB)", 3)
+    split_seed: int = _doc("seed of the stratified train/val/test split (part of the dataset version)", 0)
+    val_fraction: float = _doc("fraction of train held out for model selection", 0.1)
+    test_fraction: float = _doc("fraction held out for the final test, when the source has no test split", 0.1)
+    normalization: Literal["per_channel", "mean_image"] = _doc(
+        "per_channel: VGG-style channel mean/std; mean_image: AlexNet-style mean image (§6.1)", "per_channel")
+    max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
+    max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
+    allow_download: bool = _doc("download the source when it is not found locally", False)
+    augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
+        _check(0 < self.test_fraction < 1, "data.test_fraction", "must be in (0, 1)")
+        _check(self.val_fraction + self.test_fraction < 1, "data.test_fraction",
+               "plus data.val_fraction must stay below 1")
+        _check(self.channels in (1, 3), "data.channels", "must be 1 or 3")
+        _check(self.image_size >= 8, "data.image_size", "must be >= 8")
+        _check(self.max_train_rows >= 0 and self.max_eval_rows >= 0, "data.max_train_rows",
+               "and data.max_eval_rows must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: ModelName = _doc("architecture family", "convnet")
+    width: int = _doc("base channel width (0: the architecture's default)", 0)
+    depth: int = _doc("resnet only: depth 6n+2 (20, 32, 56, ...)", 20)
+    dropout: float = _doc("dropout before the classifier head (§7.2)", 0.0)
+    batchnorm: bool = _doc("batch normalisation after each convolution (§6.1)", True)
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 0, "model.width", "must be >= 0")
+        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.name != "resnet" or (self.depth - 2) % 6 == 0 and self.depth >= 8,
+               "model.depth", "must be 6n+2 for a CIFAR-style ResNet (20, 32, 44, 56, ...)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _doc("passes over the training split", 10)
+    batch_size: int = _doc("global batch size, split evenly across workers", 256)
+    lr: float = _doc("peak learning rate", 0.05)
+    optimizer: OptimizerName = _doc("update rule (§7.1)", "nesterov")
+    momentum: float = _doc("momentum for momentum/nesterov/rmsprop", 0.9)
+    weight_decay: float = _doc("L2 weight decay on weights (not biases or BatchNorm)", 5e-4)
+    schedule: ScheduleName = _doc("learning-rate schedule after warm-up", "cosine")
+    warmup_epochs: float = _doc("linear warm-up length in epochs", 0.5)
+    step_epochs: int = _doc("step schedule: decay every this many epochs", 10)
+    gamma: float = _doc("step schedule: decay factor", 0.1)
+    loss: Literal["softmax", "svm"] = _doc("softmax cross-entropy or multiclass SVM hinge (§3.1)", "softmax")
+    label_smoothing: float = _doc("softmax only: label smoothing", 0.0)
+    precision: Precision = _doc("fp32; bf16 autocast (CPU or GPU); fp16 autocast + grad scaler (GPU)", "fp32")
+    channels_last: bool = _doc("NHWC memory format: 2-5x faster convolutions on CPU (oneDNN)", True)
+    max_steps_per_epoch: int = _doc("stop each epoch after this many steps (0: whole split); smoke runs", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
+        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str | None = _doc("Ray address (None: $RAY_ADDRESS, else an embedded local Ray)", None)
+    num_workers: int = _doc("data-parallel training workers", 2)
+    use_gpu: bool = _doc("one GPU per worker (NCCL); false trains on CPUs (gloo)", False)
+    cpus_per_worker: float = _doc(
+        "CPUs reserved per worker; fractions leave room for Ray Data on small machines", 0.5)
+    torch_threads: int = _doc("intra-op threads per worker (0: CPUs of the machine / workers)", 0)
+    num_cpus: int = _doc("CPUs of the embedded local Ray (0: all of this machine)", 0)
+    storage_path: str = _doc("checkpoints and Ray Train state; shared storage on a multi-node cluster",
+                             "checkpoints")
+    max_failures: int = _doc("worker failures survived by restarting from the last checkpoint", 2)
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "cluster.num_workers", "must be >= 1")
+        _check(self.cpus_per_worker > 0, "cluster.cpus_per_worker", "must be > 0")
+        _check(self.torch_threads >= 0 and self.num_cpus >= 0, "cluster.torch_threads",
+               "and cluster.num_cpus must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = _doc(
+        "MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)", None)
+    system_metrics: bool = _doc("log CPU/memory/GPU usage of the driver as MLflow system metrics", True)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    name: str | None = _doc("registered model name (None: <dataset>-classifier)", None)
+    enabled: bool = _doc("register the evaluated model and run the champion gate", True)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    steps: int = _doc("timed training steps per contender", 60)
+    warmup_steps: int = _doc("untimed steps before timing (JIT, allocator, oneDNN caches)", 10)
+    batch_size: int = _doc("global batch size of the training comparison", 256)
+    preprocess_rows: int = _doc("rows pushed through each preprocessing contender", 20000)
+
+
+@dataclass(frozen=True)
+class Config:
+    pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
+    description: str = _doc("one line shown by `visionray list`", "")
+    kind: Literal["classify", "bench"] = _doc("which flow runs the stages", "classify")
+    stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
+    seed: int = _doc("seeds model init, shuffling and augmentation", 0)
+    data: DataConfig = _doc("dataset", default_factory=DataConfig)
+    model: ModelConfig = _doc("architecture", default_factory=ModelConfig)
+    train: TrainConfig = _doc("optimisation", default_factory=TrainConfig)
+    cluster: ClusterConfig = _doc("Ray resources", default_factory=ClusterConfig)
+    tracking: TrackingConfig = _doc("MLflow", default_factory=TrackingConfig)
+    registry: RegistryConfig = _doc("MLflow model registry", default_factory=RegistryConfig)
+    bench: BenchConfig = _doc("bench pipeline only", default_factory=BenchConfig)
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.registry.name or f"{self.data.name.replace('_', '-')}-classifier"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+def _check(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {what}.")
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` → ``{"train.lr": 0.1}``; the form MLflow params take."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values.")
+    return data
+
+
+def _group_file(group: str, name: str, key: str) -> dict[str, Any]:
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{key}={name} is not a known {group} config; choose one of: "
+                          f"{', '.join(available(group))}.")
+    return _read_yaml(path)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split ``key=value`` tokens into group selections and dotted key assignments."""
+    groups: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for token in overrides:
+        key, sep, value = token.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{token}' must look like key=value (for example train.epochs=3).")
+        (groups if key in GROUPS else keys)[key] = value.strip()
+    return groups, keys
+
+
+def load_config(pipeline: str, overrides: Sequence[str] = ()) -> Config:
+    """Compose ``conf/pipeline/<pipeline>.yaml`` with its group files and the overrides."""
+    path = CONF_DIR / "pipeline" / f"{pipeline}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"pipeline '{pipeline}' does not exist; choose one of: "
+                          f"{', '.join(available('pipeline'))}.")
+    spec = _read_yaml(path)
+    group_sel, dotted = parse_overrides(overrides)
+    defaults = dict(spec.pop("defaults", {}) or {})
+    unknown = set(defaults) - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"{path} defaults names unknown group '{sorted(unknown)[0]}'; groups are: "
+                          f"{', '.join(GROUPS)}.")
+    defaults.update(group_sel)
+    tree: dict[str, Any] = {"pipeline": pipeline}
+    for group, name in defaults.items():
+        tree[group] = _group_file(group, name, group)
+    tree = _merge(tree, spec)
+    for key, raw in dotted.items():
+        tree = _assign(tree, key, raw)
+    return build(Config, tree, "")
+
+
+def _assign(tree: dict[str, Any], key: str, raw: str) -> dict[str, Any]:
+    parts = key.split(".")
+    # Walk the schema so the error names the first part that does not exist.
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in names:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown key '{key}': {where} takes {', '.join(names)}.")
+        ftype = _hints(cls)[part]
+        if i < len(parts) - 1:
+            if not (isinstance(ftype, type) and dataclasses.is_dataclass(ftype)):
+                raise ConfigError(f"unknown key '{key}': {'.'.join(parts[:i + 1])} is a value, not a section.")
+            cls = ftype
+    nested: Any = {}
+    node = nested
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = _RawString(raw)
+    return _merge(tree, nested)
+
+
+class _RawString(str):
+    """A command-line value: still text, converted by the field's type in :func:`build`."""
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """Validate ``data`` against dataclass ``cls``; unknown keys and bad values raise ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"unknown key '{prefix}{key}': {where} takes {', '.join(sorted(names))}.")
+    kwargs = {k: _coerce(_hints(cls)[k], v, f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field without a value
+        raise ConfigError(f"{prefix or 'config'}: {e}.") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, _RawString):
+            raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<key>=VALUE.")
+        return build(tp, value or {}, f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, _RawString) and value.lower() in ("null", "none", "~", "")):
+            return None
+        return _coerce(args[0], value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(map(str, choices))}.")
+        return str(value)
+    if origin is tuple:
+        if isinstance(value, _RawString):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}.")
+        return tuple(str(v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}={value} is not allowed; use true or false.")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value} must be a whole number.")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value} must be a whole number.") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value} must be a number.")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value} must be a number.") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be text, got {value!r}.")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp!r}.")  # a bug in the schema, not user input
+
+
+def dump(cfg: Config) -> str:
+    """The resolved config as YAML, in schema order (what `visionray show` prints)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def describe_pipelines() -> list[tuple[str, str]]:
+    return [(name, str(_read_yaml(CONF_DIR / "pipeline" / f"{name}.yaml").get("description", "")))
+            for name in available("pipeline")]

@@ -1,0 +1,136 @@
+"""Wiring only: which stages a pipeline kind runs, in which order, and what passes between them.
+
+Stages hand each other small records of files and URIs (manifest, normaliser, checkpoint, model
+URI), never live objects, so any of them can be re-run alone. Each stage is a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines import names, tracking
+from pipelines.config import Config, ConfigError
+from pipelines.progress import duration, say
+
+CLASSIFY_STAGES = ("ingest", "preprocess", "train", "evaluate", "register")
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_stages(cfg: Config) -> None:
+    order = CLASSIFY_STAGES if cfg.kind == "classify" else ("ingest", "bench")
+    if tuple(cfg.stages) != order[:len(cfg.stages)] or not cfg.stages:
+        raise ConfigError(f"stages={list(cfg.stages)} must be a prefix of {list(order)}: each stage "
+                          f"needs the output of the one before it.")
+
+
+def preflight(cfg: Config) -> None:
+    """User errors that need no Ray and no MLflow run: caught before anything starts."""
+    from components.data.errors import DataError
+    from components.data.sources import locate_fashion_mnist
+
+    validate_stages(cfg)
+    d = cfg.data
+    if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
+        where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
+        raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "
+                        f"dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
+    if d.name in ("image_folder", "cifar10") and d.path is None:
+        raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
+    if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
+        raise DataError(f"data.path {d.path} does not exist.")
+    if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
+        raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
+
+
+def run_pipeline(cfg: Config, command: str) -> PipelineResult:
+    import time
+
+    from pipelines import runtime
+
+    preflight(cfg)
+    started = time.perf_counter()
+    with tracking.pipeline_run(cfg, command) as parent:
+        say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
+            f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
+        with runtime.ray_session(cfg.cluster):
+            flow = {"classify": classify, "bench": bench_flow}[cfg.kind]
+            outputs = flow(cfg, parent)
+        say(f"{cfg.pipeline}: done in {duration(time.perf_counter() - started)}")
+    return PipelineResult(parent.run_id, outputs)
+
+
+def workdir_for(cfg: Config, run_id: str) -> Path:
+    return Path(cfg.cluster.storage_path).resolve() / f"{cfg.pipeline}-{run_id}"
+
+
+def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    from pipelines import evaluate, ingest, preprocess, registry, train
+
+    out: dict[str, Any] = {}
+    workdir = workdir_for(cfg, parent.run_id)
+    with _stage("ingest", parent, cfg):
+        manifest = out["manifest"] = ingest.run(cfg)
+    parent.set_tags({names.DATASET_VERSION: manifest.version})
+    if "preprocess" in cfg.stages:
+        with _stage("preprocess", parent, cfg):
+            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    if "train" in cfg.stages:
+        with _stage("train", parent, cfg) as run_id:
+            trained = out["trained"] = train.run(cfg, prepared, parent.uri, run_id,
+                                                 f"{cfg.pipeline}-{parent.run_id}", workdir)
+    if "evaluate" in cfg.stages:
+        with _stage("evaluate", parent, cfg):
+            evaluation = out["evaluation"] = evaluate.run(cfg, prepared, trained)
+        tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy})
+    if "register" in cfg.stages and cfg.registry.enabled:
+        with _stage("register", parent, cfg):
+            tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],
+                    names.RUN_ID: parent.run_id}
+            out["decision"] = registry.run(cfg, evaluation, prepared.num_classes, tags)
+        parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
+    return out
+
+
+def bench_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    from pipelines import bench, ingest
+
+    with _stage("ingest", parent, cfg):
+        manifest = ingest.run(cfg)
+    parent.set_tags({names.DATASET_VERSION: manifest.version})
+    with _stage("bench", parent, cfg):
+        results = bench.run(cfg, manifest, workdir_for(cfg, parent.run_id))
+    tracking.log_metrics(results)
+    return {"bench": results}
+
+
+class _stage:
+    """A stage's nested MLflow run plus its start/end lines on the terminal."""
+
+    def __init__(self, name: str, parent: tracking.PipelineRun, cfg: Config):
+        self.name, self.parent, self.cfg = name, parent, cfg
+        self._cm: Any = None
+
+    def __enter__(self) -> str:
+        import time
+
+        self.started = time.perf_counter()
+        position = list(self.cfg.stages).index(self.name) + 1
+        say(f"stage {self.name} ({position}/{len(self.cfg.stages)})")
+        self._cm = tracking.stage_run(self.name, self.parent)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool:
+        import time
+
+        suppressed = bool(self._cm.__exit__(*exc))
+        if exc[0] is None:
+            say(f"stage {self.name} finished in {duration(time.perf_counter() - self.started)}")
+        return suppressed
+

@@ -1,0 +1,44 @@
+"""Stage ``ingest``: a data source → versioned Parquet shards + manifest (cached when unchanged).
+
+    visionray run quickstart stages=[ingest]          # just ingest Fashion-MNIST
+    visionray run train data=image_folder data.path=~/photos stages=[ingest]
+
+The dataset version is a content hash of the source and the split parameters; ingesting unchanged
+data again finds the finished version on disk and writes nothing. Bad images are quarantined:
+listed in the manifest with the reason and counted as ``data/quarantined``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from components.data.shards import Manifest, write_dataset
+from components.data.sources import load_source
+from pipelines import names, tracking
+from pipelines.config import Config
+from pipelines.progress import say
+
+
+def run(cfg: Config) -> Manifest:
+    d = cfg.data
+    started = time.perf_counter()
+    raw = load_source(d.name, path=d.path, image_size=d.image_size, channels=d.channels,
+                      allow_download=d.allow_download)
+    manifest = write_dataset(raw, Path(d.cache_dir), seed=d.split_seed, val_fraction=d.val_fraction,
+                             test_fraction=d.test_fraction)
+    rows = {split: info["rows"] for split, info in manifest.splits.items()}
+    say(f"ingest: {manifest.name} version {manifest.version} "
+        f"({'cached' if manifest.cached else 'written'}; "
+        + ", ".join(f"{k} {v:,}" for k, v in rows.items())
+        + (f"; {len(manifest.quarantine)} quarantined" if manifest.quarantine else "") + ")")
+    tracking.set_tags({names.DATASET_VERSION: manifest.version})
+    tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine),
+                          "data/ingest_seconds": time.perf_counter() - started,
+                          **{f"data/rows_{k}": v for k, v in rows.items()}})
+    tracking.log_params({"data.cached": manifest.cached})
+    tracking.log_json(manifest.to_dict(), names.MANIFEST_ARTIFACT)
+    for split in rows:
+        tracking.log_dataset(f"{manifest.name}-{split}", manifest.version, Path(manifest.root) / split,
+                             context=split, schema=manifest.schema)
+    return manifest

@@ -1,0 +1,49 @@
+"""Every MLflow name users and dashboards rely on (../shared/CONTRACT.md), defined once.
+
+Nothing else in visionray retypes these strings.
+"""
+
+from __future__ import annotations
+
+# Per-epoch metrics (step = epoch).
+TRAIN_LOSS = "train/loss"
+TRAIN_ACCURACY = "train/accuracy"
+VAL_LOSS = "val/loss"
+VAL_ACCURACY = "val/accuracy"
+LR = "lr"
+IMAGES_PER_S = "perf/images_per_s"
+# Final evaluation.
+TEST_LOSS = "test/loss"
+TEST_ACCURACY = "test/accuracy"
+# Data quality.
+QUARANTINED = "data/quarantined"
+# Benchmarks: bench/<name>.
+BENCH_PREFIX = "bench/"
+
+# Tags.
+STAGE_TAG = "visionray.stage"
+GIT_SHA = "git_sha"
+COMMAND = "command"
+DATASET_VERSION = "dataset_version"
+RUN_ID = "run_id"
+TEST_ACCURACY_TAG = "test_accuracy"
+COMPRESSION = "compression"
+PIPELINE_TAG = "visionray.pipeline"
+ERROR_TAG = "visionray.error"
+DECISION_TAG = "visionray.registry_decision"
+
+# Registry aliases.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# Artifact file names.
+CONFIG_ARTIFACT = "config.yaml"
+MANIFEST_ARTIFACT = "dataset/manifest.json"
+
+
+def experiment_name(pipeline: str) -> str:
+    return f"visionray/{pipeline}"
+
+
+def bench_metric(name: str) -> str:
+    return f"{BENCH_PREFIX}{name}"

@@ -1,0 +1,37 @@
+"""The served form of an image classifier: an MLflow pyfunc wrapping a model package.
+
+Input: raw uint8 images, N×H×W (grey) or N×H×W×C. Output: ``class`` (N,) and ``probabilities``
+(N, classes). Normalisation is inside the model, so a client sends pixels as they are::
+
+    mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local -p 5001
+    curl -s localhost:5001/invocations -H 'Content-Type: application/json' \
+         -d '{"inputs": [[[0, 0, ...], ...]]}'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+
+
+class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from components.packaging import load_package
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self.model, self.spec = load_package(context.artifacts["package"])
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> dict[str, np.ndarray]:
+        if hasattr(model_input, "to_numpy"):  # a DataFrame of flattened pixels
+            model_input = np.stack([np.asarray(v, dtype=np.uint8) for v in model_input.to_numpy()[:, 0]])
+        images = np.asarray(model_input)
+        if images.dtype != np.uint8:
+            if images.size and (images.min() < 0 or images.max() > 255):
+                raise ValueError("images must be raw pixels in 0..255 (uint8)")
+            images = images.astype(np.uint8)
+        classes, probs = self.model.predict_uint8(images)
+        return {"class": classes.numpy().astype(np.int64), "probabilities": probs.numpy().astype(np.float32)}

@@ -1,0 +1,291 @@
+"""MLflow runs, metrics and artifacts: the one module (with ``registry``) that calls MLflow.
+
+A pipeline run is one parent run in experiment ``visionray/<pipeline>``; each stage is a nested
+child run tagged ``visionray.stage=<stage>``. Only the driver and rank 0 of a Ray Train job log::
+
+    with tracking.pipeline_run(cfg, command="visionray run quickstart") as parent:
+        with tracking.stage_run("train", parent) as run_id:
+            tracking.log_metrics({names.LR: 0.1}, step=0)
+
+Workers get a :class:`RunLogger` (a plain client bound to one run id), never the fluent API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pipelines import names
+from pipelines.config import Config, dump, flatten
+
+_SECRET = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached or written; the message names the address."""
+
+
+def resolve_uri(configured: str | None) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite at ``./mlruns/mlflow.db``."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside it (``mlruns/artifacts``); a server picks its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def is_local_uri(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def check_store(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, naming the address, when the store is unreachable or not writable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingUnavailable(f"MLflow server at {uri} answered {resp.status} to /health.")
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingUnavailable(f"MLflow server at {uri} is not reachable ({reason}).") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingUnavailable(f"cannot create the MLflow store directory {db.parent} ({e}).") from None
+        if not os.access(db.parent, os.W_OK):
+            raise TrackingUnavailable(f"the MLflow store directory {db.parent} is not writable.")
+
+
+def connect(uri: str) -> None:
+    import mlflow
+
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except MlflowException:  # created concurrently by another run: use theirs
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_sha() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("VISIONRAY_GIT_SHA", "unknown")
+    return (sha + ("-dirty" if dirty else "")) if sha else os.environ.get("VISIONRAY_GIT_SHA", "unknown")
+
+
+def config_params(cfg: Config) -> dict[str, str]:
+    """The resolved config, flattened to dotted keys; secret-looking values are never logged."""
+    out = {}
+    for k, v in flatten(cfg.to_dict()).items():
+        out[k] = "***" if _SECRET.search(k) else (json.dumps(v) if isinstance(v, list) else str(v))
+    return out
+
+
+@dataclass
+class PipelineRun:
+    """The parent run of one pipeline run, and the tags every child run inherits."""
+
+    run_id: str
+    experiment_id: str
+    uri: str
+    cfg: Config
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow import MlflowClient
+
+        self.tags.update(tags)
+        client = MlflowClient(self.uri)
+        for k, v in tags.items():
+            client.set_tag(self.run_id, k, v)
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg: Config, command: str) -> Iterator[PipelineRun]:
+    import mlflow
+
+    uri = resolve_uri(cfg.tracking.uri)
+    connect(uri)
+    exp_id = ensure_experiment(names.experiment_name(cfg.pipeline), uri)
+    tags = {names.GIT_SHA: git_sha(), names.COMMAND: command, names.PIPELINE_TAG: cfg.pipeline}
+    run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           tags=tags, log_system_metrics=cfg.tracking.system_metrics)
+    parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags))
+    with _finish_run_on_exit():
+        _log_config(cfg)
+        yield parent
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, parent: PipelineRun) -> Iterator[str]:
+    import mlflow
+
+    run = mlflow.start_run(run_name=stage, nested=True, parent_run_id=parent.run_id,
+                           tags={**parent.tags, names.STAGE_TAG: stage})
+    with _finish_run_on_exit():
+        _log_config(parent.cfg)
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def _finish_run_on_exit() -> Iterator[None]:
+    """End the active run FINISHED, or FAILED with the error recorded; KILLED on Ctrl-C."""
+    import mlflow
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.set_tag(names.ERROR_TAG, "interrupted by the user")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as e:
+        mlflow.set_tag(names.ERROR_TAG, f"{type(e).__name__}: {e}"[:5000])
+        with contextlib.suppress(Exception):
+            mlflow.log_text("".join(traceback.format_exception(e)), "error.txt")
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _log_config(cfg: Config) -> None:
+    import mlflow
+
+    params = config_params(cfg)
+    items = list(params.items())
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow.log_params(dict(items[i:i + 100]))
+    mlflow.log_text(dump(cfg), names.CONFIG_ARTIFACT)
+
+
+# --------------------------------------------------------------------------- active-run helpers
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(dict(tags))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({k: str(v) for k, v in params.items()})
+
+
+def log_figure(fig: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_figure(fig, artifact_file)
+    fig.clear()
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_dataset(name: str, version: str, source_dir: Path, context: str, schema: str) -> None:
+    """Log the ingested shards as an MLflow dataset input (name, digest = dataset version)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
+        source = resolve_dataset_source(source_dir.resolve().as_uri())
+    mlflow.log_input(MetaDataset(source, name=name, digest=version[:36]), context=context)
+
+
+def run_metrics(run_id: str, uri: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(uri).get_run(run_id).data.metrics)
+
+
+class RunLogger:
+    """Logs metrics to one run from any process (rank 0 of a Ray Train job); batched and retried."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self._client: Any = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, attempts: int = 3) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for attempt in range(attempts):
+            try:
+                self._client.log_batch(self.run_id, metrics=batch)
+                return
+            except Exception:  # a busy SQLite file or a server hiccup: back off, then give up loudly
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(self.uri).log_text(self.run_id, text, artifact_file)
+
+
+def temp_artifact_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="visionray-")

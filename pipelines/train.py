@@ -1,0 +1,253 @@
+"""Stage ``train``: data-parallel training on Ray Train (DDP: gloo on CPU, NCCL on GPU).
+
+    visionray run train model=resnet20 cluster.num_workers=4 cluster.use_gpu=true train.precision=bf16
+
+Each worker streams its shard of the Ray Dataset, augments per batch in Ray Data's iterator threads
+and runs the one training loop of ``components.engine``. Rank 0 logs each epoch to the stage's
+MLflow run and saves a checkpoint (model package + optimiser state); a worker that dies is replaced
+and training resumes from the last checkpoint (``FailureConfig``). Running the same run name again
+resumes a stopped run, since Ray Train restores its checkpoint manager from storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components import engine
+from components.augment import Augment
+from components.losses import build_criterion
+from components.models import Normalize
+from components.optim import build_optimizer, build_scheduler
+from components.packaging import ModelSpec, load_package, save_package, unwrap
+from pipelines import names, tracking
+from pipelines.config import Config, TrainConfig
+from pipelines.preprocess import Prepared, augment_from, image_dataset
+from pipelines.progress import duration, eta, say
+from pipelines.runtime import worker_threads
+
+STATE_FILE = "train_state.pt"
+MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class Trained:
+    best_checkpoint: str  # a model package directory
+    best_epoch: int
+    history: dict[str, list[tuple[int, float]]]
+
+
+def model_spec(cfg: Config, prepared: Prepared) -> ModelSpec:
+    m = cfg.model
+    h, _, c = prepared.shape
+    return ModelSpec(name=m.name, in_channels=c, num_classes=prepared.num_classes, image_size=h,
+                     classes=tuple(prepared.manifest().classes), normalization=prepared.normalization,
+                     width=m.width or None, depth=m.depth if m.name == "resnet" else None,
+                     dropout=m.dropout, batchnorm=m.batchnorm)
+
+
+def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> int:
+    per_worker = max(1, batch_size // world)
+    steps = math.ceil(rows / world / per_worker)
+    return min(steps, max_steps) if max_steps else steps
+
+
+# --------------------------------------------------------------------------- per worker (Ray boundary)
+
+
+def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
+    """Optimiser, per-step schedule, loss functions: one recipe for Ray workers and the bench baseline."""
+    optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
+                                weight_decay=tc.weight_decay)
+    scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
+                                warmup_steps=int(tc.warmup_epochs * steps), step_every=tc.step_epochs * steps,
+                                gamma=tc.gamma)
+    criterion = build_criterion(tc.loss, label_smoothing=tc.label_smoothing)
+    eval_criterion = build_criterion(tc.loss)  # no smoothing: val loss stays comparable across recipes
+    return optimizer, scheduler, criterion, eval_criterion
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tc = TrainConfig(**config["train"])
+    spec = ModelSpec.from_dict(config["spec"])
+    torch.manual_seed(config["seed"])
+    model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)
+    steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
+    optimizer, scheduler, criterion, eval_criterion = build_training(tc, model, steps)
+    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+
+    start_epoch, history = 0, {}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            restored, _ = load_package(Path(d) / MODEL_DIR)
+            unwrap(model).load_state_dict(restored.state_dict())
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        if rank == 0:
+            print(f"resuming from the checkpoint of epoch {state['epoch'] + 1}", flush=True)
+
+    logger = tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+    augment = Augment(**config["augment"])
+    per_worker = max(1, tc.batch_size // world)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    run_started = time.perf_counter()
+    for epoch in range(start_epoch, tc.epochs):
+        started = time.perf_counter()
+        prep = engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last)
+        batches = train_shard.iter_torch_batches(
+            batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
+            local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
+            local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + rank)
+        meter = engine.Throughput()
+        progress = _EpochProgress(epoch, tc.epochs, steps, run_started, start_epoch) if rank == 0 else None
+
+        def on_step(step: int, stats: Any) -> None:
+            meter.step(step, per_worker)
+            if progress:
+                progress.update(step, stats)
+
+        train_stats = engine.train_one_epoch(model, criterion, optimizer, batches, scheduler=scheduler,
+                                             scaler=scaler, precision=tc.precision, device=device,
+                                             max_steps=steps, on_step=on_step)
+        val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=engine.BatchPrep(
+            channels_last=tc.channels_last), prefetch_batches=2)
+        val_stats, _, _ = engine.evaluate(model, eval_criterion, val_batches, precision=tc.precision, device=device)
+        totals = _all_reduce([train_stats.loss_sum, train_stats.correct, train_stats.count,
+                              val_stats.loss_sum, val_stats.correct, val_stats.count,
+                              meter.images_per_s if math.isfinite(meter.images_per_s) else 0.0], device)
+        metrics = {
+            names.TRAIN_LOSS: totals[0] / max(totals[2], 1), names.TRAIN_ACCURACY: totals[1] / max(totals[2], 1),
+            names.VAL_LOSS: totals[3] / max(totals[5], 1), names.VAL_ACCURACY: totals[4] / max(totals[5], 1),
+            names.LR: optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
+            "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
+        }
+        for k in (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY):
+            history.setdefault(k, []).append((epoch, metrics[k]))
+        if rank == 0:
+            logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            progress.done(metrics)
+            with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
+                save_package(Path(tmp) / MODEL_DIR, model, spec)
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict() if scaler else None, "epoch": epoch,
+                            "history": history}, Path(tmp) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)  # sums: loss/correct/count, and images/s of all workers = the cluster's
+    return t.tolist()
+
+
+class _EpochProgress:
+    """Rank 0's terminal line: a few updates per epoch with ETA, then one summary line."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int):
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self.run_started, self.first_epoch = run_started, first_epoch
+        self.started = time.perf_counter()
+        self.marks = {max(1, steps * q // 4) for q in (1, 2, 3)}
+
+    def update(self, step: int, stats: Any) -> None:
+        if step + 1 in self.marks:
+            elapsed = time.perf_counter() - self.started
+            print(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
+                  f"loss {stats.loss:.4f}  acc {stats.accuracy:.4f}  "
+                  f"epoch ETA {eta(elapsed, step + 1, self.steps)}", flush=True)
+
+    def done(self, m: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.run_started
+        done = self.epoch + 1 - self.first_epoch
+        print(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m['perf/epoch_seconds'])}  "
+              f"train loss {m[names.TRAIN_LOSS]:.4f} acc {m[names.TRAIN_ACCURACY]:.4f}  "
+              f"val loss {m[names.VAL_LOSS]:.4f} acc {m[names.VAL_ACCURACY]:.4f}  "
+              f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}",
+              flush=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[str, Any]:
+    mean, std = prepared.normalizer()
+    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared).to_dict(),
+            "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
+            "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
+            "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id}
+
+
+def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path) -> Trained:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    manifest = prepared.manifest()
+    datasets = {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                "val": image_dataset(manifest, "val", prepared.rows["val"])}
+    c = cfg.cluster
+    storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(cfg, prepared, uri, run_id),
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
+                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name, storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=names.VAL_ACCURACY,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=c.max_failures)),
+        datasets=datasets,
+    )
+    spec = model_spec(cfg, prepared)
+    say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
+        f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+        f"{cfg.train.optimizer} lr {cfg.train.lr}, {cfg.train.precision}")
+    started = time.perf_counter()
+    result = trainer.fit()
+    best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][names.VAL_ACCURACY])
+    best_dir = workdir / "best"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    with best.as_directory() as d:
+        shutil.copytree(Path(d) / MODEL_DIR, best_dir)
+        history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+    latest = result.checkpoint
+    if latest is not None:  # the latest checkpoint has the full curve even when it is not the best
+        with latest.as_directory() as d:
+            history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+    epoch = int(best_metrics["epoch"])
+    tracking.log_metrics({"train/best_epoch": epoch, "train/best_val_accuracy": best_metrics[names.VAL_ACCURACY],
+                          "perf/fit_seconds": time.perf_counter() - started})
+    tracking.log_artifact(best_dir, "best_model")
+    say(f"train: best val accuracy {best_metrics[names.VAL_ACCURACY]:.4f} at epoch {epoch + 1} "
+        f"({duration(time.perf_counter() - started)})")
+    return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history)

@@ -1,0 +1,208 @@
+"""Tests for components.models: nets, normalisation statistics, the serving path."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from components.models import (
+    MODEL_NAMES,
+    ConvNet,
+    ImageClassifier,
+    Normalize,
+    ResNet,
+    SoftmaxLinear,
+    accumulate_moments,
+    build_model,
+    count_macs,
+    count_parameters,
+    finalize_moments,
+    normalization_stats,
+    resnet,
+)
+
+# (in_channels, image_size): Fashion-MNIST, CIFAR-10, sklearn digits.
+SHAPES = [(1, 28), (3, 32), (1, 8)]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("in_channels,size", SHAPES)
+def test_every_net_forward_backward(name: str, in_channels: int, size: int) -> None:
+    torch.manual_seed(0)
+    # Smallest widths/depth keep the test fast; the defaults are checked below.
+    width = {"softmax": None, "convnet": 8, "resnet": 4}[name]
+    depth = 8 if name == "resnet" else None
+    net = build_model(name, in_channels=in_channels, num_classes=7, image_size=size,
+                      width=width, depth=depth, dropout=0.1)
+    x = torch.rand(4, in_channels, size, size)
+    out = net(x)
+    assert out.shape == (4, 7)
+    out.square().sum().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("in_channels,size", SHAPES)
+def test_default_nets_forward(in_channels: int, size: int) -> None:
+    for name in MODEL_NAMES:
+        net = build_model(name, in_channels=in_channels, num_classes=10, image_size=size).eval()
+        with torch.no_grad():
+            assert net(torch.rand(2, in_channels, size, size)).shape == (2, 10)
+
+
+def test_build_model_types_and_errors() -> None:
+    kw = dict(in_channels=1, num_classes=10, image_size=28)
+    assert isinstance(build_model("softmax", **kw), SoftmaxLinear)
+    assert isinstance(build_model("convnet", **kw), ConvNet)
+    assert isinstance(build_model("resnet", **kw), ResNet)
+    with pytest.raises(ValueError, match="softmax.*convnet.*resnet"):
+        build_model("vgg16", **kw)
+    with pytest.raises(ValueError, match="depth"):
+        build_model("convnet", depth=20, **kw)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        build_model("resnet", depth=21, **kw)
+
+
+def test_resnet20_size_and_shortcuts() -> None:
+    # He et al. (2016) Table 6: ResNet-20 has 0.27M parameters.
+    net_b = resnet(20, in_channels=3, num_classes=10, image_size=32)
+    assert 0.26e6 < count_parameters(net_b) < 0.28e6
+    net_a = resnet(20, shortcut="A", in_channels=3, num_classes=10, image_size=32)
+    assert 0.26e6 < count_parameters(net_a) < count_parameters(net_b)
+    assert net_a(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    # depth = 6n + 2 -> 3n BasicBlocks.
+    assert len(resnet(32).stages) == 15
+
+
+def test_count_macs_matches_hand_count() -> None:
+    net = SoftmaxLinear(1, 10, 28)
+    assert count_macs(net, (1, 28, 28)) == 784 * 10
+    conv = build_model("convnet", in_channels=1, num_classes=10, image_size=28, width=8)
+    # 4 convs (two at 28x28, two at 14x14) + the head on a 16x7x7 map.
+    expected = 784 * 9 * (1 * 8 + 8 * 8) + 196 * 9 * (8 * 16 + 16 * 16) + 16 * 49 * 10
+    assert count_macs(conv, (1, 28, 28)) == expected
+    assert conv.training  # restored
+
+
+def test_softmax_templates_shape() -> None:
+    net = SoftmaxLinear(3, 10, 32)
+    assert net.templates().shape == (10, 3, 32, 32)
+
+
+# --- normalisation -----------------------------------------------------------
+
+
+def _random_images(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_streaming_moments_equal_numpy(channels: int) -> None:
+    images = _random_images(0, (50, 8, 8, channels))
+    batches = [images[:7], images[7:30], images[30:]]
+    ref = images.astype(np.float64) / 255
+
+    mean, std = normalization_stats(batches, mode="per_channel")
+    assert mean.shape == std.shape == (channels, 1, 1)
+    np.testing.assert_allclose(mean.flatten(), ref.mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(std.flatten(), ref.std(axis=(0, 1, 2)), rtol=1e-6)
+
+    mean, std = normalization_stats(batches, mode="mean_image")
+    assert mean.shape == (channels, 8, 8) and std.shape == (1, 1, 1)
+    np.testing.assert_allclose(mean.numpy(), ref.mean(axis=0).transpose(2, 0, 1), rtol=1e-6)
+    np.testing.assert_allclose(float(std), ref.std(), rtol=1e-6)
+
+
+def test_partial_moments_combine_in_any_order() -> None:
+    images = _random_images(1, (40, 8, 8))  # N,H,W grayscale
+    parts = [accumulate_moments(images[i : i + 10]) for i in range(0, 40, 10)]
+    for mode in ("per_channel", "mean_image"):
+        forward = finalize_moments(parts, mode)
+        backward = finalize_moments(parts[::-1], mode)
+        whole = finalize_moments([accumulate_moments(torch.from_numpy(images))], mode)
+        for a, b, c in zip(forward, backward, whole):
+            assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_moments_errors() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        accumulate_moments(np.zeros((2, 8, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="mode"):
+        parts = [accumulate_moments(_random_images(0, (2, 8, 8)))]
+        finalize_moments(parts, "bogus")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        normalization_stats([], mode="per_channel")
+
+
+def test_normalize_forward_both_layouts() -> None:
+    images = _random_images(2, (20, 8, 8, 3))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    for mode in ("per_channel", "mean_image"):
+        out = Normalize(*normalization_stats([images], mode=mode))(x)
+        assert out.shape == x.shape
+        assert abs(float(out.mean())) < 1e-4
+        if mode == "per_channel":
+            std = out.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=False)
+            torch.testing.assert_close(std, torch.ones(3), atol=1e-4, rtol=0)
+    ident = Normalize.identity(3)
+    assert torch.equal(ident(x), x)
+    # Buffers travel in the state dict, so a saved model keeps its preprocessing.
+    assert set(ident.state_dict()) == {"mean", "std"}
+
+
+def test_normalize_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError):
+        Normalize(torch.zeros(3, 1, 1), torch.ones(2, 1, 1))
+    with pytest.raises(ValueError):
+        Normalize(torch.zeros(1, 3), torch.ones(1))
+
+
+# --- serving path ---------------------------------------------------------
+
+
+def _classifier(in_channels: int, size: int) -> ImageClassifier:
+    torch.manual_seed(0)
+    net = build_model("convnet", in_channels=in_channels, num_classes=10, image_size=size, width=4)
+    norm = Normalize(torch.full((in_channels,), 0.5), torch.full((in_channels,), 0.25))
+    return ImageClassifier(norm, net)
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 8), (5, 8, 8, 1)])
+def test_predict_uint8_grayscale(shape: tuple[int, ...]) -> None:
+    model = _classifier(1, 8).train()
+    images = torch.from_numpy(_random_images(3, shape))
+    classes, probs = model.predict_uint8(images)
+    assert classes.dtype == torch.int64 and classes.shape == (5,)
+    assert probs.dtype == torch.float32 and probs.shape == (5, 10)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(5))
+    assert torch.equal(classes, probs.argmax(dim=1))
+    assert model.training  # mode restored
+
+
+def test_predict_uint8_matches_forward_and_accepts_numpy() -> None:
+    model = _classifier(3, 32).eval()
+    images = _random_images(4, (3, 32, 32, 3))
+    classes, probs = model.predict_uint8(images)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        expected = torch.softmax(model(x), dim=1)
+    torch.testing.assert_close(probs, expected)
+    assert math.isclose(float(probs.sum()), 3.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        model.predict_uint8(_random_images(0, (2, 32, 32)))
+    with pytest.raises(ValueError, match="uint8"):
+        model.predict_uint8(torch.rand(2, 32, 32, 3))
+
+
+def test_classifier_state_dict_roundtrip() -> None:
+    model = _classifier(1, 8)
+    clone = _classifier(1, 8)
+    for p in clone.parameters():
+        nn.init.zeros_(p)
+    clone.load_state_dict(model.state_dict())
+    images = _random_images(5, (4, 8, 8))
+    assert torch.equal(model.predict_uint8(images)[1], clone.predict_uint8(images)[1])
