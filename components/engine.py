@@ -40,7 +40,7 @@ class BatchPrep:
     channels_last: bool = False
 
     def __call__(self, batch: Mapping[str, Any]) -> Batch:
-        images = torch.as_tensor(np.ascontiguousarray(batch["image"]))
+        images = torch.from_numpy(_writable(batch["image"]))
         if images.ndim == 3:  # N×H×W grey
             images = images.unsqueeze(-1)
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
@@ -48,7 +48,13 @@ class BatchPrep:
             first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
             x = self.augment(x, generator_for(self.seed, self.epoch, 0, first))
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
-        return x, torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long)
+        return x, torch.from_numpy(_writable(batch["label"])).long()
+
+
+def _writable(a: Any) -> np.ndarray:
+    """Arrow-backed batches are read-only views; torch wants memory it may write (a cheap copy)."""
+    a = np.asarray(a)
+    return a if a.flags.writeable and a.flags.c_contiguous else np.array(a, order="C")
 
 
 def autocast(precision: str, device: torch.device) -> ContextManager:

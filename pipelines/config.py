@@ -272,6 +272,9 @@ def load_config(pipeline: str, overrides: Sequence[str] = ()) -> Config:
                           f"{', '.join(available('pipeline'))}.")
     spec = _read_yaml(path)
     group_sel, dotted = parse_overrides(overrides)
+    if "pipeline" in dotted:  # it names the experiment (visionray/<pipeline>): never a silent rename
+        raise ConfigError(f"pipeline={dotted['pipeline']} is not an override; the pipeline is the PIPELINE "
+                          f"argument (one of: {', '.join(available('pipeline'))}).")
     defaults = dict(spec.pop("defaults", {}) or {})
     unknown = set(defaults) - set(GROUPS)
     if unknown:

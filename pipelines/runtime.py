@@ -64,12 +64,21 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}).") from None
     else:
-        ray.init(num_cpus=cluster.num_cpus or None, include_dashboard=False, **kwargs)
+        # The dashboard serves Ray's State API, which Ray Train's controller polls; loopback only.
+        ray.init(num_cpus=cluster.num_cpus or None, include_dashboard=True, dashboard_host="127.0.0.1",
+                 **kwargs)
     _quiet_ray_data()
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def quiet_worker_logs() -> None:
+    """Inside a Ray Train worker: keep Ray's per-report INFO lines out of the user's terminal."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray") or "/ray/train/" in name or "/ray/data/" in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _quiet_ray_data() -> None:

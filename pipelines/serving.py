@@ -10,14 +10,14 @@ Input: raw uint8 images, N×H×W (grey) or N×H×W×C. Output: ``class`` (N,) an
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow.pyfunc
 import numpy as np
 
 
 class ImageClassifierModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+    # No type hints on these two: MLflow would try to derive a schema from them; the signature
+    # logged with the model is the schema.
+    def load_context(self, context):
         import torch
 
         from components.packaging import load_package
@@ -25,7 +25,7 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.model, self.spec = load_package(context.artifacts["package"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> dict[str, np.ndarray]:
+    def predict(self, context, model_input, params=None):
         if hasattr(model_input, "to_numpy"):  # a DataFrame of flattened pixels
             model_input = np.stack([np.asarray(v, dtype=np.uint8) for v in model_input.to_numpy()[:, 0]])
         images = np.asarray(model_input)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pipelines import names, tracking
 from pipelines.config import Config, TrainConfig
 from pipelines.preprocess import Prepared, augment_from, image_dataset
 from pipelines.progress import duration, eta, say
-from pipelines.runtime import worker_threads
+from pipelines.runtime import quiet_worker_logs, worker_threads
 
 STATE_FILE = "train_state.pt"
 MODEL_DIR = "model"
@@ -75,10 +76,31 @@ def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
     return optimizer, scheduler, criterion, eval_criterion
 
 
+def _ray_batch_prep_class():
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class RayBatchPrep(NumpyBatchCollateFn):
+        """engine.BatchPrep as Ray Data's collate: runs in the iterator's prefetch threads."""
+
+        def __init__(self, prep: engine.BatchPrep):
+            super().__init__()
+            self.prep = prep
+
+        def __call__(self, batch):
+            return self.prep(batch)
+
+    return RayBatchPrep
+
+
+def RayBatchPrep(prep: engine.BatchPrep):  # noqa: N802 - a factory that reads like the class
+    return _ray_batch_prep_class()(prep)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    quiet_worker_logs()
     torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -107,7 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         if rank == 0:
-            print(f"resuming from the checkpoint of epoch {state['epoch'] + 1}", flush=True)
+            _emit(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
 
     logger = tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
     augment = Augment(**config["augment"])
@@ -117,7 +139,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_started = time.perf_counter()
     for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
-        prep = engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last)
+        prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last))
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
             local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
@@ -133,8 +155,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_stats = engine.train_one_epoch(model, criterion, optimizer, batches, scheduler=scheduler,
                                              scaler=scaler, precision=tc.precision, device=device,
                                              max_steps=steps, on_step=on_step)
-        val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=engine.BatchPrep(
-            channels_last=tc.channels_last), prefetch_batches=2)
+        val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
+            engine.BatchPrep(channels_last=tc.channels_last)), prefetch_batches=2)
         val_stats, _, _ = engine.evaluate(model, eval_criterion, val_batches, precision=tc.precision, device=device)
         totals = _all_reduce([train_stats.loss_sum, train_stats.correct, train_stats.count,
                               val_stats.loss_sum, val_stats.correct, val_stats.count,
@@ -169,6 +191,12 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _emit(line: str) -> None:
+    # Not print(): Ray Train patches print() in workers and the line would show twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class _EpochProgress:
     """Rank 0's terminal line: a few updates per epoch with ETA, then one summary line."""
 
@@ -181,18 +209,17 @@ class _EpochProgress:
     def update(self, step: int, stats: Any) -> None:
         if step + 1 in self.marks:
             elapsed = time.perf_counter() - self.started
-            print(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
+            _emit(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
                   f"loss {stats.loss:.4f}  acc {stats.accuracy:.4f}  "
-                  f"epoch ETA {eta(elapsed, step + 1, self.steps)}", flush=True)
+                  f"epoch ETA {eta(elapsed, step + 1, self.steps)}")
 
     def done(self, m: dict[str, float]) -> None:
         elapsed = time.perf_counter() - self.run_started
         done = self.epoch + 1 - self.first_epoch
-        print(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m['perf/epoch_seconds'])}  "
+        _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m['perf/epoch_seconds'])}  "
               f"train loss {m[names.TRAIN_LOSS]:.4f} acc {m[names.TRAIN_ACCURACY]:.4f}  "
               f"val loss {m[names.VAL_LOSS]:.4f} acc {m[names.VAL_ACCURACY]:.4f}  "
-              f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}",
-              flush=True)
+              f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
 
 
 # --------------------------------------------------------------------------- driver
