@@ -179,6 +179,8 @@ class Config:
     kind: Literal["classify", "bench"] = _doc("which flow runs the stages", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
+    resume: str | None = _doc(
+        "continue an interrupted run from its last checkpoint: its MLflow run id, or 'last'", None)
     data: DataConfig = _doc("dataset", default_factory=DataConfig)
     model: ModelConfig = _doc("architecture", default_factory=ModelConfig)
     train: TrainConfig = _doc("optimisation", default_factory=TrainConfig)

@@ -54,16 +54,38 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
 
     from pipelines import runtime
 
+    cfg, resume_id = resolve_resume(cfg)
     preflight(cfg)
     started = time.perf_counter()
-    with tracking.pipeline_run(cfg, command) as parent:
+    with tracking.pipeline_run(cfg, command, resume_id) as parent:
         say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
             f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
-        with runtime.ray_session(cfg.cluster):
+        with runtime.MemoryWatcher() as memory, runtime.ray_session(cfg.cluster):
             flow = {"classify": classify, "bench": bench_flow}[cfg.kind]
             outputs = flow(cfg, parent)
-        say(f"{cfg.pipeline}: done in {duration(time.perf_counter() - started)}")
+        elapsed = time.perf_counter() - started
+        tracking.log_metrics({"perf/peak_memory_gib": memory.peak_bytes / 2**30, "perf/pipeline_seconds": elapsed})
+        say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
+            f"{memory.peak_bytes / 2**30:.1f} GiB)")
     return PipelineResult(parent.run_id, outputs)
+
+
+def resolve_resume(cfg: Config) -> tuple[Config, str | None]:
+    """With ``resume=``, the interrupted run's own config (from its config.yaml) and its run id."""
+    import dataclasses
+
+    import yaml
+
+    from pipelines.config import build
+
+    if not cfg.resume:
+        return cfg, None
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_store(uri)
+    run_id, text = tracking.find_resumable(cfg.pipeline, uri, cfg.resume)
+    original = build(Config, yaml.safe_load(text), "")
+    say(f"resuming {cfg.pipeline} run {run_id} with its original config")
+    return dataclasses.replace(original, resume=run_id), run_id
 
 
 def workdir_for(cfg: Config, run_id: str) -> Path:

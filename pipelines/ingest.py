@@ -36,7 +36,7 @@ def run(cfg: Config) -> Manifest:
     tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine),
                           "data/ingest_seconds": time.perf_counter() - started,
                           **{f"data/rows_{k}": v for k, v in rows.items()}})
-    tracking.log_params({"data.cached": manifest.cached})
+    tracking.set_tags({"visionray.data_cached": str(manifest.cached).lower()})
     tracking.log_json(manifest.to_dict(), names.MANIFEST_ARTIFACT)
     for split in rows:
         tracking.log_dataset(f"{manifest.name}-{split}", manifest.version, Path(manifest.root) / split,

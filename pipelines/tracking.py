@@ -118,6 +118,8 @@ def config_params(cfg: Config) -> dict[str, str]:
     """The resolved config, flattened to dotted keys; secret-looking values are never logged."""
     out = {}
     for k, v in flatten(cfg.to_dict()).items():
+        if k == "resume":  # how the run was started, not what it is; would clash on resume
+            continue
         out[k] = "***" if _SECRET.search(k) else (json.dumps(v) if isinstance(v, list) else str(v))
     return out
 
@@ -131,6 +133,7 @@ class PipelineRun:
     uri: str
     cfg: Config
     tags: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow import MlflowClient
@@ -142,16 +145,23 @@ class PipelineRun:
 
 
 @contextlib.contextmanager
-def pipeline_run(cfg: Config, command: str) -> Iterator[PipelineRun]:
+def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) -> Iterator[PipelineRun]:
+    """The parent run; with ``resume_run_id``, the same run continues (status back to RUNNING)."""
     import mlflow
 
     uri = resolve_uri(cfg.tracking.uri)
     connect(uri)
     exp_id = ensure_experiment(names.experiment_name(cfg.pipeline), uri)
+    mlflow.set_experiment(experiment_id=exp_id)  # nested runs land in the same experiment
     tags = {names.GIT_SHA: git_sha(), names.COMMAND: command, names.PIPELINE_TAG: cfg.pipeline}
-    run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
-                           tags=tags, log_system_metrics=cfg.tracking.system_metrics)
-    parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags))
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=cfg.tracking.system_metrics)
+        mlflow.set_tag("visionray.resumed_by", command)
+        tags = {k: v for k, v in run.data.tags.items() if k in (names.GIT_SHA, names.COMMAND, names.PIPELINE_TAG)}
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags=tags, log_system_metrics=cfg.tracking.system_metrics)
+    parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags), resumed=bool(resume_run_id))
     with _finish_run_on_exit():
         _log_config(cfg)
         yield parent
@@ -161,11 +171,56 @@ def pipeline_run(cfg: Config, command: str) -> Iterator[PipelineRun]:
 def stage_run(stage: str, parent: PipelineRun) -> Iterator[str]:
     import mlflow
 
-    run = mlflow.start_run(run_name=stage, nested=True, parent_run_id=parent.run_id,
-                           tags={**parent.tags, names.STAGE_TAG: stage})
+    existing = _child_run(parent, stage) if parent.resumed else None
+    if existing:
+        run = mlflow.start_run(run_id=existing, nested=True)
+    else:
+        run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=stage, nested=True,
+                               parent_run_id=parent.run_id, tags={**parent.tags, names.STAGE_TAG: stage})
     with _finish_run_on_exit():
         _log_config(parent.cfg)
         yield run.info.run_id
+
+
+def _child_run(parent: PipelineRun, stage: str) -> str | None:
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(parent.uri).search_runs(
+        [parent.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}' and tags.`{names.STAGE_TAG}` = '{stage}'",
+        max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def find_resumable(pipeline: str, uri: str, which: str) -> tuple[str, str]:
+    """(run id, config.yaml text) of the run to resume: an id, or 'last' unfinished parent run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    if which == "last":
+        exp = client.get_experiment_by_name(names.experiment_name(pipeline))
+        runs = [] if exp is None else [
+            r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                                          max_results=50)
+            if "mlflow.parentRunId" not in r.data.tags and r.info.status != "FINISHED"]
+        if not runs:
+            raise TrackingUnavailable(f"resume=last: no unfinished {pipeline} run in {uri} to resume.")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(which)
+        except MlflowException:
+            raise TrackingUnavailable(f"resume={which}: no such MLflow run in {uri}.") from None
+        if run.data.tags.get(names.PIPELINE_TAG) != pipeline or "mlflow.parentRunId" in run.data.tags:
+            raise TrackingUnavailable(f"resume={which} is not a {pipeline} pipeline run; resume it with its own pipeline.")
+        if run.info.status == "FINISHED":
+            raise TrackingUnavailable(f"resume={which}: that run already finished; there is nothing to resume.")
+    try:
+        text = client.download_artifacts(run.info.run_id, names.CONFIG_ARTIFACT)
+    except (MlflowException, OSError):
+        raise TrackingUnavailable(f"resume={run.info.run_id}: the run has no {names.CONFIG_ARTIFACT} to resume from.") from None
+    return run.info.run_id, Path(text).read_text()
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
     optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                 weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
-                                warmup_steps=int(tc.warmup_epochs * steps), step_every=tc.step_epochs * steps,
+                                warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
                                 gamma=tc.gamma)
     criterion = build_criterion(tc.loss, label_smoothing=tc.label_smoothing)
     eval_criterion = build_criterion(tc.loss)  # no smoothing: val loss stays comparable across recipes

@@ -1,0 +1,108 @@
+"""Tracking on a real SQLite MLflow store: URIs, parent/child runs, failure marking, resume lookup."""
+
+from __future__ import annotations
+
+import socket
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import names, tracking
+from pipelines.config import load_config
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    while mlflow.active_run():
+        mlflow.end_run()
+    yield tmp_path
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def cfg(*overrides):
+    return load_config("quickstart", ["data=digits", "tracking.system_metrics=false", *overrides])
+
+
+def test_uri_precedence(store, monkeypatch):
+    assert tracking.resolve_uri(None) == f"sqlite:///{store / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert tracking.resolve_uri(None) == "http://127.0.0.1:9"
+    assert tracking.resolve_uri("sqlite:///x.db") == "sqlite:///x.db"
+    assert tracking.artifact_root(f"sqlite:///{store}/mlruns/mlflow.db") == (store / "mlruns" / "artifacts").as_uri()
+    assert tracking.artifact_root("http://h:5000") is None
+
+
+def test_unreachable_server_is_named_quickly():
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(tracking.TrackingUnavailable, match=f"127.0.0.1:{port}"):
+        tracking.check_store(f"http://127.0.0.1:{port}", timeout_s=5)
+
+
+def test_secret_looking_keys_are_never_logged():
+    params = tracking.config_params(cfg())
+    assert params["train.epochs"] == "6"
+    assert "resume" not in params
+    fake = {"registry.api_key": "x", "tracking.password": "y"}
+    masked = {k: ("***" if tracking._SECRET.search(k) else v) for k, v in fake.items()}
+    assert set(masked.values()) == {"***"}
+
+
+def test_parent_and_child_runs_follow_the_contract(store):
+    c = cfg()
+    with tracking.pipeline_run(c, "visionray run quickstart data=digits") as parent:
+        with tracking.stage_run("ingest", parent) as child:
+            tracking.log_metrics({names.QUARANTINED: 0})
+    client = MlflowClient(parent.uri)
+    exp = client.get_experiment_by_name("visionray/quickstart")
+    assert exp is not None and exp.artifact_location.endswith("mlruns/artifacts")
+    p, k = client.get_run(parent.run_id), client.get_run(child)
+    assert p.info.status == k.info.status == "FINISHED"
+    assert k.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert k.info.experiment_id == p.info.experiment_id == exp.experiment_id
+    assert k.data.tags[names.STAGE_TAG] == "ingest"
+    for run in (p, k):
+        assert run.data.params["train.epochs"] == "6"
+        assert {names.GIT_SHA, names.COMMAND} <= set(run.data.tags)
+        assert names.CONFIG_ARTIFACT in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_a_failing_stage_marks_both_runs_failed_with_the_error(store):
+    c = cfg()
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.pipeline_run(c, "test") as parent:
+            with tracking.stage_run("train", parent) as child:
+                raise RuntimeError("boom")
+    client = MlflowClient(parent.uri)
+    for run_id in (parent.run_id, child):
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED"
+        assert "boom" in run.data.tags[names.ERROR_TAG]
+    assert "error.txt" in [a.path for a in client.list_artifacts(child)]
+
+
+def test_resume_continues_the_same_runs(store):
+    c = cfg()
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.pipeline_run(c, "first") as parent:
+            with tracking.stage_run("train", parent) as child:
+                raise KeyboardInterrupt
+    run_id, text = tracking.find_resumable("quickstart", parent.uri, "last")
+    assert run_id == parent.run_id and "epochs: 6" in text
+    with tracking.pipeline_run(c, "second", resume_run_id=run_id) as again:
+        with tracking.stage_run("train", again) as child_again:
+            pass
+    assert again.run_id == parent.run_id and child_again == child
+    client = MlflowClient(parent.uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    with pytest.raises(tracking.TrackingUnavailable, match="already finished"):
+        tracking.find_resumable("quickstart", parent.uri, run_id)
+    with pytest.raises(tracking.TrackingUnavailable, match="no unfinished quickstart run"):
+        tracking.find_resumable("quickstart", parent.uri, "last")
+    with pytest.raises(tracking.TrackingUnavailable, match="no such MLflow run"):
+        tracking.find_resumable("quickstart", parent.uri, "0" * 32)
