@@ -101,17 +101,26 @@ def train_one_epoch(
             scaler.update()
         else:
             loss.backward()
+            # A non-finite local loss poisons the all-reduced gradients, which are identical on
+            # every DDP rank: so every rank stops at the same step (one rank stopping alone would
+            # leave the others waiting in all-reduce).
+            if not (math.isfinite(float(loss.detach())) and _finite_grads(model)):
+                raise LossExplosion(f"training diverged (non-finite loss or gradients) at step {step}; "
+                                    f"lower train.lr.")
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
         n = y.shape[0]
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise LossExplosion(f"training loss became {loss_value} at step {step}; lower train.lr.")
         stats.update(loss_value * n, int((logits.detach().argmax(1) == y).sum()), n)
         if on_step is not None:
             on_step(step, stats)
     return stats
+
+
+def _finite_grads(model: nn.Module) -> bool:
+    norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+    return bool(torch.isfinite(torch.stack(norms).sum())) if norms else True
 
 
 @torch.no_grad()

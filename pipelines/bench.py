@@ -27,7 +27,7 @@ import torch
 
 from components import engine
 from components.augment import Augment
-from components.data.shards import Manifest, decode_images
+from components.data.shards import Manifest
 from components.models import Normalize
 from components.packaging import ModelSpec
 from pipelines import names, tracking
@@ -35,17 +35,9 @@ from pipelines.config import Config, TrainConfig
 from pipelines.preprocess import augment_from, decode_batch, image_dataset
 from pipelines.progress import say
 from pipelines.runtime import quiet_worker_logs, worker_threads
-from pipelines.train import RayBatchPrep, build_training
+from pipelines.train import RayBatchPrep, build_training, model_spec
 
 RESULT_FILE = "bench.json"
-
-
-def _spec(cfg: Config, manifest: Manifest) -> ModelSpec:
-    h, _, c = manifest.shape
-    m = cfg.model
-    return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
-                     classes=tuple(manifest.classes), width=m.width or None,
-                     depth=m.depth if m.name == "resnet" else None, dropout=m.dropout, batchnorm=m.batchnorm)
 
 
 def _timed_loop(model, tc: TrainConfig, batches, steps: int, warmup: int, per_step_images: int,
@@ -202,7 +194,7 @@ def _drain(batches, started: float, skip: int = 2) -> tuple[float, float]:
 
 def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
-    spec = _spec(cfg, manifest)
+    spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
     torch_loop, torch_total = bench_torch_train(cfg, manifest, spec, rows)
     say(f"bench: plain PyTorch training {torch_loop:,.0f} img/s in the loop ({torch_total:,.0f} with start-up)")

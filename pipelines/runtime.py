@@ -65,13 +65,27 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}).") from None
     else:
         # The dashboard serves Ray's State API, which Ray Train's controller polls; loopback only.
+        # Its port is chosen here and exported (inherited by every Ray process started below), so
+        # the State API finds *this* cluster even when another local Ray runs beside it.
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         ray.init(num_cpus=cluster.num_cpus or None, include_dashboard=True, dashboard_host="127.0.0.1",
-                 **kwargs)
+                 dashboard_port=port, **kwargs)
     _quiet_ray_data()
     try:
         yield
     finally:
         ray.shutdown()
+        if not address:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def quiet_worker_logs() -> None:

@@ -306,6 +306,12 @@ def log_dataset(name: str, version: str, source_dir: Path, context: str, schema:
     mlflow.log_input(MetaDataset(source, name=name, digest=version[:36]), context=context)
 
 
+def run_tags(run_id: str, uri: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(uri).get_run(run_id).data.tags)
+
+
 def run_metrics(run_id: str, uri: str) -> dict[str, float]:
     from mlflow import MlflowClient
 
@@ -335,6 +341,11 @@ class RunLogger:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.5 * 2 ** attempt)
+
+    def set_tag(self, key: str, value: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(self.uri).set_tag(self.run_id, key, value)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         from mlflow import MlflowClient

@@ -25,6 +25,7 @@ import torch
 
 from components import engine
 from components.augment import Augment
+from components.data.shards import Manifest
 from components.losses import build_criterion
 from components.models import Normalize
 from components.optim import build_optimizer, build_scheduler
@@ -36,6 +37,7 @@ from pipelines.progress import duration, eta, say
 from pipelines.runtime import quiet_worker_logs, worker_threads
 
 STATE_FILE = "train_state.pt"
+STOPPED_TAG = "visionray.stopped"
 MODEL_DIR = "model"
 
 
@@ -46,11 +48,12 @@ class Trained:
     history: dict[str, list[tuple[int, float]]]
 
 
-def model_spec(cfg: Config, prepared: Prepared) -> ModelSpec:
+def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
+    """The architecture from ``model.*``, sized for the dataset's images and classes."""
     m = cfg.model
-    h, _, c = prepared.shape
-    return ModelSpec(name=m.name, in_channels=c, num_classes=prepared.num_classes, image_size=h,
-                     classes=tuple(prepared.manifest().classes), normalization=prepared.normalization,
+    h, _, c = manifest.shape
+    return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
+                     classes=tuple(manifest.classes), normalization=cfg.data.normalization,
                      width=m.width or None, depth=m.depth if m.name == "resnet" else None,
                      dropout=m.dropout, batchnorm=m.batchnorm)
 
@@ -96,7 +99,40 @@ def RayBatchPrep(prep: engine.BatchPrep):  # noqa: N802 - a factory that reads l
     return _ray_batch_prep_class()(prep)
 
 
+@dataclass
+class _Worker:
+    """One Ray Train worker's training state (built once; the epoch loop reads it)."""
+
+    config: dict[str, Any]
+    tc: TrainConfig
+    spec: ModelSpec
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    criterion: Any
+    eval_criterion: Any
+    device: torch.device
+    steps: int
+    rank: int
+    world: int
+    logger: Any
+    start_epoch: int = 0
+    history: dict = dataclasses.field(default_factory=dict)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    w = _setup_worker(config)
+    try:
+        _run_epochs(w)
+    except engine.LossExplosion as e:
+        # Deterministic: retrying from the checkpoint would explode again. Every rank gets here at
+        # the same step; rank 0 records why, all return, and the driver raises it.
+        if w.logger:
+            w.logger.set_tag(STOPPED_TAG, str(e))
+
+
+def _setup_worker(config: dict[str, Any]) -> _Worker:
     import ray.train
     import ray.train.torch
 
@@ -110,34 +146,39 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
     steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
     optimizer, scheduler, criterion, eval_criterion = build_training(tc, model, steps)
-    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-
-    start_epoch, history = 0, {}
+    w = _Worker(config, tc, spec, model, optimizer, scheduler,
+                torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, criterion, eval_criterion,
+                ray.train.torch.get_device(), steps, rank, world,
+                tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+    if checkpoint:  # a replaced worker, or a resumed run: continue after the last finished epoch
         with checkpoint.as_directory() as d:
             restored, _ = load_package(Path(d) / MODEL_DIR)
             unwrap(model).load_state_dict(restored.state_dict())
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+        if w.scaler is not None and state.get("scaler"):
+            w.scaler.load_state_dict(state["scaler"])
+        w.start_epoch, w.history = state["epoch"] + 1, state["history"]
         if rank == 0:
             _emit(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
+    return w
 
-    logger = tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+
+def _run_epochs(w: _Worker) -> None:
+    import ray.train
+
+    config, tc, rank, model, history = w.config, w.tc, w.rank, w.model, w.history
     augment = Augment(**config["augment"])
-    per_worker = max(1, tc.batch_size // world)
+    per_worker = max(1, tc.batch_size // w.world)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     run_started = time.perf_counter()
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(w.start_epoch, tc.epochs):
         started = time.perf_counter()
         prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last))
         batches = train_shard.iter_torch_batches(
@@ -145,37 +186,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
             local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + rank)
         meter = engine.Throughput()
-        progress = _EpochProgress(epoch, tc.epochs, steps, run_started, start_epoch) if rank == 0 else None
+        progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch) if rank == 0 else None
 
         def on_step(step: int, stats: Any) -> None:
             meter.step(step, per_worker)
             if progress:
                 progress.update(step, stats)
 
-        train_stats = engine.train_one_epoch(model, criterion, optimizer, batches, scheduler=scheduler,
-                                             scaler=scaler, precision=tc.precision, device=device,
-                                             max_steps=steps, on_step=on_step)
+        train_stats = engine.train_one_epoch(model, w.criterion, w.optimizer, batches, scheduler=w.scheduler,
+                                             scaler=w.scaler, precision=tc.precision, device=w.device,
+                                             max_steps=w.steps, on_step=on_step)
         val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
             engine.BatchPrep(channels_last=tc.channels_last)), prefetch_batches=2)
-        val_stats, _, _ = engine.evaluate(model, eval_criterion, val_batches, precision=tc.precision, device=device)
+        val_stats, _, _ = engine.evaluate(model, w.eval_criterion, val_batches, precision=tc.precision,
+                                          device=w.device)
         totals = _all_reduce([train_stats.loss_sum, train_stats.correct, train_stats.count,
                               val_stats.loss_sum, val_stats.correct, val_stats.count,
-                              meter.images_per_s if math.isfinite(meter.images_per_s) else 0.0], device)
+                              meter.images_per_s if math.isfinite(meter.images_per_s) else 0.0], w.device)
         metrics = {
             names.TRAIN_LOSS: totals[0] / max(totals[2], 1), names.TRAIN_ACCURACY: totals[1] / max(totals[2], 1),
             names.VAL_LOSS: totals[3] / max(totals[5], 1), names.VAL_ACCURACY: totals[4] / max(totals[5], 1),
-            names.LR: optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
+            names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
             "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
         }
         for k in (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY):
             history.setdefault(k, []).append((epoch, metrics[k]))
         if rank == 0:
-            logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            w.logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             progress.done(metrics)
             with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
-                save_package(Path(tmp) / MODEL_DIR, model, spec)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict() if scaler else None, "epoch": epoch,
+                save_package(Path(tmp) / MODEL_DIR, model, w.spec)
+                torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
+                            "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
                             "history": history}, Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
@@ -225,9 +267,17 @@ class _EpochProgress:
 # --------------------------------------------------------------------------- driver
 
 
+def root_cause(e: BaseException) -> BaseException:
+    """The first worker's own exception inside Ray Train's WorkerGroupError / RayTaskError."""
+    failures = getattr(e, "worker_failures", None)
+    if failures:
+        e = next(iter(failures.values()))
+    return getattr(e, "cause", None) or e
+
+
 def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[str, Any]:
     mean, std = prepared.normalizer()
-    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared).to_dict(),
+    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared.manifest()).to_dict(),
             "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
             "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
             "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id}
@@ -254,12 +304,21 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             failure_config=FailureConfig(max_failures=c.max_failures)),
         datasets=datasets,
     )
-    spec = model_spec(cfg, prepared)
+    spec = model_spec(cfg, prepared.manifest())
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"{cfg.train.optimizer} lr {cfg.train.lr}, {cfg.train.precision}")
     started = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Ray wraps the worker's error twice; the user needs the worker's own
+        cause = root_cause(e)
+        if cause is e:
+            raise
+        raise RuntimeError(f"training failed on a worker: {type(cause).__name__}: {cause}") from e
+    stopped = tracking.run_tags(run_id, uri).get(STOPPED_TAG)
+    if stopped:
+        raise engine.LossExplosion(stopped)
     best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][names.VAL_ACCURACY])
     best_dir = workdir / "best"
     if best_dir.exists():

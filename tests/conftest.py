@@ -87,6 +87,9 @@ def store_context(store: Store) -> Iterator[Store]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(store.root)
         mp.setenv("MLFLOW_TRACKING_URI", store.uri)
+        # mlflow.set_registry_uri also writes MLFLOW_REGISTRY_URI into os.environ and never removes it;
+        # patched here so that it is undone and a later subprocess cannot inherit another test's store.
+        mp.setenv("MLFLOW_REGISTRY_URI", store.uri)
         _reset_mlflow(store.uri)
         try:
             yield store

@@ -120,7 +120,7 @@ def test_stage_artifacts_and_dataset_input(run):
 def test_first_version_is_the_champion(run):
     qs, client, parent, children = run
     v1 = client.get_model_version_by_alias(MODEL, names.CHAMPION)
-    assert v1.version == "1"
+    assert str(v1.version) == "1"
     assert v1.tags[names.RUN_ID] == qs.run_id
     assert v1.tags[names.DATASET_VERSION] == parent.data.tags[names.DATASET_VERSION]
     assert v1.tags[names.GIT_SHA] == parent.data.tags[names.GIT_SHA]
@@ -156,8 +156,8 @@ def test_a_worse_run_becomes_the_challenger(quickstart_run):
         result = run_pipeline(cfg, command="test")
     client = quickstart_run.store.client()
     assert result.outputs["decision"].alias == names.CHALLENGER
-    assert client.get_model_version_by_alias(MODEL, names.CHALLENGER).version == "2"
-    assert client.get_model_version_by_alias(MODEL, names.CHAMPION).version == "1"
+    assert str(client.get_model_version_by_alias(MODEL, names.CHALLENGER).version) == "2"
+    assert str(client.get_model_version_by_alias(MODEL, names.CHAMPION).version) == "1"
     v2 = client.get_model_version(MODEL, "2")
     assert v2.tags[names.RUN_ID] == result.run_id
     assert float(v2.tags[names.TEST_ACCURACY_TAG]) < float(client.get_model_version(MODEL, "1").tags[
