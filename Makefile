@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU wheel of torch where there is no NVIDIA GPU: an unpinned `torch` pulls a multi-GB CUDA build.
 TORCH_CPU_VERSION ?= 2.13.0
+# PyTorch's CPU-only wheel index; where it cannot be reached, pip falls back to its default index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
@@ -27,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 ifeq ($(HAS_GPU),1)
 	$(PIP) install --quiet "torch>=2.5,<3"
 else
-	$(PIP) install --quiet --index-url https://download.pytorch.org/whl/cpu "torch==$(TORCH_CPU_VERSION)" \
+	$(PIP) install --quiet --retries 0 --timeout 10 --index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_CPU_VERSION)" \
 	  || $(PIP) install --quiet "torch==$(TORCH_CPU_VERSION)"
 endif
 	$(PIP) install --quiet -e ".[test]"

@@ -58,10 +58,8 @@ def requirements() -> list[str]:
 def log_model(evaluation: Evaluation, num_classes: int):
     import mlflow
 
-    from pipelines.serving import ImageClassifierModel
-
     return mlflow.pyfunc.log_model(
-        name="model", python_model=ImageClassifierModel(),
+        name="model", python_model=str(_ROOT / "pipelines" / "serving_model.py"),
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=signature(evaluation.example, num_classes), input_example=evaluation.example,
