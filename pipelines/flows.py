@@ -100,6 +100,7 @@ def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     with _stage("ingest", parent, cfg):
         manifest = out["manifest"] = ingest.run(cfg)
     parent.set_tags({names.DATASET_VERSION: manifest.version})
+    ingest.log_dataset_inputs(manifest, ("train",))  # on the parent too: the runs table shows it
     if "preprocess" in cfg.stages:
         with _stage("preprocess", parent, cfg):
             prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)

@@ -38,7 +38,12 @@ def run(cfg: Config) -> Manifest:
                           **{f"data/rows_{k}": v for k, v in rows.items()}})
     tracking.set_tags({"visionray.data_cached": str(manifest.cached).lower()})
     tracking.log_json(manifest.to_dict(), names.MANIFEST_ARTIFACT)
-    for split in rows:
+    log_dataset_inputs(manifest, tuple(rows))
+    return manifest
+
+
+def log_dataset_inputs(manifest: Manifest, splits: tuple[str, ...]) -> None:
+    """The splits as MLflow dataset inputs of the active run (name, digest = dataset version)."""
+    for split in splits:
         tracking.log_dataset(f"{manifest.name}-{split}", manifest.version, Path(manifest.root) / split,
                              context=split, schema=manifest.schema)
-    return manifest

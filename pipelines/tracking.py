@@ -33,6 +33,12 @@ from pipelines.config import Config, dump, flatten
 _SECRET = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
 
 
+# The dashboard opens an experiment in its "model training" view (runs, charts) rather than the
+# GenAI view (traces) when the experiment says what kind it is.
+_EXPERIMENT_KIND = "mlflow.experimentKind"
+_MODEL_TRAINING = "custom_model_development"
+
+
 class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached or written; the message names the address."""
 
@@ -92,9 +98,12 @@ def ensure_experiment(name: str, uri: str) -> str:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if _EXPERIMENT_KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, _EXPERIMENT_KIND, _MODEL_TRAINING)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(uri))
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                        tags={_EXPERIMENT_KIND: _MODEL_TRAINING})
     except MlflowException:  # created concurrently by another run: use theirs
         exp = client.get_experiment_by_name(name)
         if exp is None:
