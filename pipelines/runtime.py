@@ -64,13 +64,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}).") from None
     else:
-        # The dashboard serves Ray's State API, which Ray Train's controller polls; loopback only.
-        # Its port is chosen here and exported (inherited by every Ray process started below), so
-        # the State API finds *this* cluster even when another local Ray runs beside it.
-        port = _free_port()
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        ray.init(num_cpus=cluster.num_cpus or None, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, **kwargs)
+        init_local(cluster.num_cpus or None, **kwargs)
     _quiet_ray_data()
     try:
         yield
@@ -78,6 +72,22 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         ray.shutdown()
         if not address:
             os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+def init_local(num_cpus: int | None, **kwargs) -> None:
+    """Start an embedded local Ray (token auth as Ray sets it) with its dashboard on loopback.
+
+    The dashboard serves Ray's State API, which Ray Train's controller polls. Its port is chosen
+    here and exported (inherited by every Ray process started below), so the State API finds *this*
+    cluster even when another local Ray runs beside it (two pipelines at once, a test session).
+    """
+    import ray
+
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             **kwargs)
+    _quiet_ray_data()
 
 
 def _free_port() -> int:

@@ -44,16 +44,14 @@ def ray_local() -> Iterator[None]:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     # A short path: Ray's Unix sockets live under it and must stay below ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="vr-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level=logging.WARNING)
-    from ray.data import DataContext
+    from pipelines.runtime import init_local
 
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    init_local(2, _temp_dir=temp_dir, logging_level=logging.WARNING)
     try:
         yield
     finally:
         ray.shutdown()
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
