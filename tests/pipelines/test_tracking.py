@@ -24,7 +24,7 @@ def store(tmp_path, monkeypatch):
 
 
 def cfg(*overrides):
-    return load_config("quickstart", ["data=digits", "tracking.system_metrics=false", *overrides])
+    return load_config("quickstart", ["data=digits", "tracking.system_metrics=false", "train.epochs=3", *overrides])
 
 
 def test_uri_precedence(store, monkeypatch):
@@ -46,7 +46,7 @@ def test_unreachable_server_is_named_quickly():
 
 def test_secret_looking_keys_are_never_logged():
     params = tracking.config_params(cfg())
-    assert params["train.epochs"] == "6"
+    assert params["train.epochs"] == "3"
     assert "resume" not in params
     fake = {"registry.api_key": "x", "tracking.password": "y"}
     masked = {k: ("***" if tracking._SECRET.search(k) else v) for k, v in fake.items()}
@@ -67,7 +67,7 @@ def test_parent_and_child_runs_follow_the_contract(store):
     assert k.info.experiment_id == p.info.experiment_id == exp.experiment_id
     assert k.data.tags[names.STAGE_TAG] == "ingest"
     for run in (p, k):
-        assert run.data.params["train.epochs"] == "6"
+        assert run.data.params["train.epochs"] == "3"
         assert {names.GIT_SHA, names.COMMAND} <= set(run.data.tags)
         assert names.CONFIG_ARTIFACT in [a.path for a in client.list_artifacts(run.info.run_id)]
 
@@ -93,7 +93,7 @@ def test_resume_continues_the_same_runs(store):
             with tracking.stage_run("train", parent) as child:
                 raise KeyboardInterrupt
     run_id, text = tracking.find_resumable("quickstart", parent.uri, "last")
-    assert run_id == parent.run_id and "epochs: 6" in text
+    assert run_id == parent.run_id and "epochs: 3" in text
     with tracking.pipeline_run(c, "second", resume_run_id=run_id) as again:
         with tracking.stage_run("train", again) as child_again:
             pass
