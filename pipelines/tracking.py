@@ -333,6 +333,7 @@ class RunLogger:
     def __init__(self, uri: str, run_id: str):
         self.uri, self.run_id = uri, run_id
         self._client: Any = None
+        self.logged_epochs: set[int] = set()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, attempts: int = 3) -> None:
         from mlflow import MlflowClient
@@ -350,6 +351,30 @@ class RunLogger:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.5 * 2 ** attempt)
+
+    def backfill(self, history: Mapping[str, list[tuple[int, float]]]) -> int:
+        """Log the epochs of ``history`` the run does not have yet (after a restart); returns how many."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.uri)
+        self.logged_epochs = {m.step for m in client.get_metric_history(self.run_id, names.TRAIN_LOSS)}
+        by_epoch: dict[int, dict[str, float]] = {}
+        for key, points in history.items():
+            for epoch, value in points:
+                if epoch not in self.logged_epochs:
+                    by_epoch.setdefault(epoch, {})[key] = value
+        for epoch, metrics in sorted(by_epoch.items()):
+            self.log_epoch(metrics, epoch)
+        return len(by_epoch)
+
+    def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> bool:
+        """Per-epoch metrics, each epoch once: an epoch re-run after a restart (its checkpoint was
+        not committed before the crash) keeps the values first logged. Returns whether it logged."""
+        if epoch in self.logged_epochs:
+            return False
+        self.log_metrics(metrics, step=epoch)
+        self.logged_epochs.add(epoch)
+        return True
 
     def set_tag(self, key: str, value: str) -> None:
         from mlflow import MlflowClient

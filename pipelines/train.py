@@ -166,6 +166,7 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
         w.start_epoch, w.history = state["epoch"] + 1, state["history"]
         if rank == 0:
             _emit(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
+            w.logger.backfill(w.history)
     return w
 
 
@@ -209,10 +210,10 @@ def _run_epochs(w: _Worker) -> None:
             names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
             "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
         }
-        for k in (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY):
-            history.setdefault(k, []).append((epoch, metrics[k]))
+        logged = {k: v for k, v in metrics.items() if k != "epoch"}
+        for k, v in logged.items():
+            history.setdefault(k, []).append((epoch, v))
         if rank == 0:
-            w.logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             progress.done(metrics)
             with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
                 save_package(Path(tmp) / MODEL_DIR, model, w.spec)
@@ -220,6 +221,10 @@ def _run_epochs(w: _Worker) -> None:
                             "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
                             "history": history}, Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
+            # backfills one that was checkpointed but not logged, so no step is lost or doubled.
+            if not w.logger.log_epoch(logged, epoch):
+                _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
         else:
             ray.train.report(metrics, checkpoint=None)
 

@@ -1,0 +1,142 @@
+"""Real processes: a Ray Train worker killed mid-run is replaced; a stopped driver resumes its run.
+
+Each test drives the real CLI in a subprocess (its own local Ray), watches its output, and kills a
+real process by pid. Then it checks what survived in the real MLflow store: one parent run, and a
+metric history with every epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import names
+
+pytestmark = pytest.mark.slow
+
+# Small batches make the digits epochs long enough (~1-3 s each) to be interrupted mid-run.
+RUN = ["run", "quickstart", "data=digits", "train.batch_size=16", "train.epochs=6", "cluster.num_workers=2",
+       "tracking.system_metrics=false"]
+
+
+class Cli:
+    """``python -m pipelines ...`` in its own process group, with its output collected line by line."""
+
+    def __init__(self, args, cwd):
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd}/mlruns/mlflow.db"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never saw {text!r}:\n{''.join(self.lines[-40:])}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 600) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+            self._reader.join(timeout=10)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _train_workers(root_pid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()) or p.name().startswith("ray::RayTrainWorker"):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _runs(cwd):
+    client = MlflowClient(f"sqlite:///{cwd}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("visionray/quickstart")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    train = [r for r in runs if r.data.tags.get(names.STAGE_TAG) == "train"]
+    return client, parents, train
+
+
+def _assert_every_epoch_once(client, run_id, epochs):
+    for key in (names.TRAIN_LOSS, names.VAL_ACCURACY, names.LR):
+        steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+        assert steps == list(range(epochs)), f"{key}: steps {steps}"
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
+    cli = Cli(RUN, tmp_path)
+    try:
+        cli.wait_for("epoch 1/6 done")
+        workers = _train_workers(cli.proc.pid)
+        assert workers, "no Ray Train worker process found"
+        victim = workers[-1]
+        victim.kill()
+        rc = cli.finish()
+    finally:
+        cli.kill()
+    assert rc == 0, cli.output[-3000:]
+    assert "resuming from the checkpoint of epoch" in cli.output
+    client, parents, train = _runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(train) == 1
+    _assert_every_epoch_once(client, train[0].info.run_id, 6)
+
+
+def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path):
+    first = Cli(RUN, tmp_path)
+    try:
+        first.wait_for("epoch 2/6 done")
+        first.proc.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops a run
+        rc = first.finish(timeout=120)
+    finally:
+        first.kill()
+    assert rc != 0
+    client, parents, _ = _runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status != "FINISHED"
+    run_id = parents[0].info.run_id
+
+    second = Cli(["run", "quickstart", "resume=last"], tmp_path)
+    try:
+        rc = second.finish()
+    finally:
+        second.kill()
+    assert rc == 0, second.output[-3000:]
+    assert "resuming from the checkpoint of epoch" in second.output
+    client, parents, train = _runs(tmp_path)
+    assert [p.info.run_id for p in parents] == [run_id]  # the same run continued: no duplicate
+    assert parents[0].info.status == "FINISHED"
+    assert len(train) == 1
+    _assert_every_epoch_once(client, train[0].info.run_id, 6)
+    assert parents[0].data.metrics[names.TEST_ACCURACY] > 0.5
