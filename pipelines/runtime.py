@@ -51,6 +51,9 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     # Ray Data prints a progress bar per operator; the driver prints one line per epoch instead.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    # Ray Data logs a line per dataset execution (every epoch, every split) at INFO: keep its
+    # warnings only, in every Ray process (they inherit this environment). Set it to INFO to debug.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
         # A remote cluster does not have this checkout: ship the two packages with the job.
