@@ -38,6 +38,7 @@ class BatchPrep:
     seed: int = 0
     epoch: int = 0
     channels_last: bool = False
+    pin_memory: bool = False  # GPU training: page-locked batches let .to(device, non_blocking) overlap
 
     def __call__(self, batch: Mapping[str, Any]) -> Batch:
         images = torch.from_numpy(_writable(batch["image"]))
@@ -48,7 +49,8 @@ class BatchPrep:
             first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
             x = self.augment(x, generator_for(self.seed, self.epoch, 0, first))
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
-        return x, torch.from_numpy(_writable(batch["label"])).long()
+        y = torch.from_numpy(_writable(batch["label"])).long()
+        return (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
 
 
 def _writable(a: Any) -> np.ndarray:

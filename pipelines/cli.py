@@ -5,6 +5,9 @@
     visionray run quickstart                       # embedded local Ray + ./mlruns
     RAY_ADDRESS=ray://head:10001 MLFLOW_TRACKING_URI=http://mlflow:5000 visionray run train model=resnet20
     visionray ui                                   # http://127.0.0.1:5000
+    visionray schedule --cron "0 3 * * *" retrain  # nightly, one machine, until stopped
+    visionray submit --address http://head:8265 --follow quickstart train.epochs=3   # a Ray job
+    visionray jobs list|status|logs|stop [JOB_ID]
 
 Exit status: 0 done; 2 bad usage, config or input (one sentence on stderr, nothing started);
 1 the run failed (its MLflow run is marked FAILED with the error).
@@ -37,6 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print the resolved config and exit")
     s.add_argument("pipeline")
     s.add_argument("overrides", nargs="*", metavar="key=value")
+    sm = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster; prints the job id")
+    sm.add_argument("--address", help="the cluster's dashboard URL (default: $RAY_ADDRESS if it is one, "
+                                      "else http://127.0.0.1:8265)")
+    sm.add_argument("--follow", action="store_true", help="stream the job's output; exit with its status")
+    sm.add_argument("pipeline")
+    sm.add_argument("overrides", nargs="*", metavar="key=value")
+    jobs = sub.add_parser("jobs", help="list, watch and stop submitted jobs").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    for action, text in (("list", "the cluster's jobs, oldest first"), ("status", "a job's status"),
+                         ("logs", "a job's output"), ("stop", "stop a job")):
+        j = jobs.add_parser(action, help=text)
+        j.add_argument("--address", help="the cluster's dashboard URL (as for submit)")
+        if action != "list":
+            j.add_argument("job_id", metavar="JOB_ID")
+        if action == "logs":
+            j.add_argument("--follow", action="store_true", help="stream until the job ends; exit with its status")
+    c = sub.add_parser("schedule", help="run a pipeline on a cron schedule from one machine, until stopped")
+    c.add_argument("--cron", required=True, metavar="EXPR", help="five-field cron expression, local time "
+                                                                 "(e.g. '0 3 * * *': daily at 3 a.m.)")
+    c.add_argument("--max-runs", type=int, default=0, metavar="N", help="stop after N runs (default: never)")
+    c.add_argument("pipeline")
+    c.add_argument("overrides", nargs="*", metavar="key=value")
     u = sub.add_parser("ui", help="serve the MLflow dashboard of the configured store on 127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -47,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from components.data.errors import DataError
     from pipelines.config import ConfigError
-    from pipelines.runtime import ClusterUnavailable
+    from pipelines.jobs import JobNotFound
+    from pipelines.runtime import ClusterUnavailable, StorageNotShared
     from pipelines.tracking import TrackingUnavailable
 
-    return (ConfigError, DataError, TrackingUnavailable, ClusterUnavailable)
+    return (ConfigError, DataError, TrackingUnavailable, ClusterUnavailable, JobNotFound, StorageNotShared)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +106,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "ui":
         return _ui(args)
+    if args.command == "schedule":
+        return _schedule(args)
+    if args.command in ("submit", "jobs"):
+        from pipelines import jobs
+
+        if args.command == "submit":
+            return jobs.submit(args.pipeline, args.overrides, args.address, args.follow)
+        return jobs.jobs(args.action, getattr(args, "job_id", None), args.address, getattr(args, "follow", False))
     cfg = config.load_config(args.pipeline, args.overrides)
     return _run(cfg, "visionray " + " ".join(shlex.quote(a) for a in ["run", args.pipeline, *args.overrides]))
 
@@ -101,6 +135,15 @@ def _run(cfg, command: str) -> int:
         print(f"visionray: the {cfg.pipeline} run failed: {type(e).__name__}: {_first_line(e)} "
               f"(full error in the MLflow run's error.txt; VISIONRAY_DEBUG=1 prints it here).", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from pipelines import config, schedule
+
+    schedule.check_cron(args.cron)
+    config.load_config(args.pipeline, args.overrides)  # a bad key stops here, not at 3 a.m.
+    schedule.Scheduler(args.cron, schedule.run_command(args.pipeline, args.overrides), max_runs=args.max_runs).run()
     return EXIT_OK
 
 

@@ -165,6 +165,25 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    min_improvement: float = _doc(
+        "retrain only: promote the challenger when its test accuracy minus the champion's (both on the "
+        "new test split) is at least this", 0.0)
+    warm_start: bool = _doc("retrain only: start from the champion's weights (same architecture)", True)
+    init_from: str | None = _doc(
+        "retrain only: warm-start from this model instead of the champion: models:/NAME/VERSION (the "
+        "configured registry), or runs:/RUN_ID/model, another URI or a local package directory, which "
+        "warn that they come from outside the registry", None)
+    lock_ttl_s: float = _doc(
+        "retrain only: a retrain lock whose holder has not renewed it for this long is broken (the holder "
+        "renews it every third of this)", 600.0)
+
+    def __post_init__(self) -> None:
+        _check(-1 <= self.min_improvement <= 1, "retrain.min_improvement", "must be in [-1, 1]")
+        _check(self.lock_ttl_s >= 5, "retrain.lock_ttl_s", "must be >= 5 (seconds)")
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     steps: int = _doc("timed training steps per contender", 60)
     warmup_steps: int = _doc("untimed steps before timing (JIT, allocator, oneDNN caches)", 10)
@@ -176,7 +195,7 @@ class BenchConfig:
 class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
-    kind: Literal["classify", "bench"] = _doc("which flow runs the stages", "classify")
+    kind: Literal["classify", "bench", "retrain"] = _doc("which flow runs the stages", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
     resume: str | None = _doc(
@@ -188,6 +207,8 @@ class Config:
     tracking: TrackingConfig = _doc("MLflow", default_factory=TrackingConfig)
     registry: RegistryConfig = _doc("MLflow model registry", default_factory=RegistryConfig)
     bench: BenchConfig = _doc("bench pipeline only", default_factory=BenchConfig)
+    retrain: RetrainConfig = _doc("retrain pipeline only: the champion/challenger gate and its lock",
+                                  default_factory=RetrainConfig)
 
     @property
     def registered_model_name(self) -> str:

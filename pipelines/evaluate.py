@@ -39,12 +39,29 @@ def numpy_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
         yield {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
 
 
+def test_split(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The raw uint8 test images and labels (``data.max_eval_rows`` applied)."""
+    test = read_split(prepared.manifest(), "test")
+    n = prepared.rows["test"]
+    return test.images[:n], test.labels[:n]
+
+
+def score_package(cfg: Config, prepared: Prepared, model_dir: str | Path) -> tuple[float, float]:
+    """(test loss, test accuracy) of any model package on this test split, as served: raw images in.
+
+    ``retrain`` scores the champion with it on the challenger's split, so the two numbers compare.
+    """
+    model, _ = load_package(model_dir)
+    images, labels = test_split(prepared)
+    stats, _, _ = engine.evaluate(model, build_criterion(cfg.train.loss),
+                                  map(engine.BatchPrep(), numpy_batches(images, labels, 512)))
+    return stats.loss, stats.accuracy
+
+
 def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     manifest = prepared.manifest()
     model, spec = load_package(trained.best_checkpoint)
-    test = read_split(manifest, "test")
-    n = prepared.rows["test"]
-    images, labels = test.images[:n], test.labels[:n]
+    images, labels = test_split(prepared)
     prep = engine.BatchPrep()
     stats, preds, true = engine.evaluate(model, build_criterion(cfg.train.loss),
                                          map(prep, numpy_batches(images, labels, 512)), collect=True)

@@ -24,7 +24,9 @@ class PipelineResult:
 
 
 def validate_stages(cfg: Config) -> None:
-    order = CLASSIFY_STAGES if cfg.kind == "classify" else ("ingest", "bench")
+    order = CLASSIFY_STAGES if cfg.kind in ("classify", "retrain") else ("ingest", "bench")
+    if cfg.kind == "retrain" and tuple(cfg.stages) != CLASSIFY_STAGES:
+        raise ConfigError(f"stages={list(cfg.stages)}: retrain runs all of {list(CLASSIFY_STAGES)}.")
     if tuple(cfg.stages) != order[:len(cfg.stages)] or not cfg.stages:
         raise ConfigError(f"stages={list(cfg.stages)} must be a prefix of {list(order)}: each stage "
                           f"needs the output of the one before it.")
@@ -50,6 +52,7 @@ def preflight(cfg: Config) -> None:
 
 
 def run_pipeline(cfg: Config, command: str) -> PipelineResult:
+    import contextlib
     import time
 
     from pipelines import runtime
@@ -60,8 +63,13 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
     with tracking.pipeline_run(cfg, command, resume_id) as parent:
         say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
             f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
-        with runtime.MemoryWatcher() as memory, runtime.ray_session(cfg.cluster):
-            flow = {"classify": classify, "bench": bench_flow}[cfg.kind]
+        # retrain starts Ray itself, once it knows there is something to train (a no-op stays quick)
+        ray = contextlib.nullcontext() if cfg.kind == "retrain" else runtime.ray_session(cfg.cluster)
+        with runtime.MemoryWatcher() as memory, ray:
+            if cfg.kind != "retrain":  # retrain runs this check right after it starts Ray
+                # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
+                runtime.check_shared_storage(shared_paths(cfg))
+            flow = {"classify": classify, "bench": bench_flow, "retrain": retrain_flow}[cfg.kind]
             outputs = flow(cfg, parent)
         elapsed = time.perf_counter() - started
         tracking.log_metrics({"perf/peak_memory_gib": memory.peak_bytes / 2**30, "perf/pipeline_seconds": elapsed})
@@ -119,6 +127,16 @@ def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
             out["decision"] = registry.run(cfg, evaluation, prepared.num_classes, tags)
         parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
     return out
+
+
+def shared_paths(cfg: Config) -> dict[str, str]:
+    return {"cluster.storage_path": cfg.cluster.storage_path, "data.cache_dir": cfg.data.cache_dir}
+
+
+def retrain_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    from pipelines import retrain
+
+    return retrain.flow(cfg, parent)
 
 
 def bench_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:

@@ -32,6 +32,18 @@ PIPELINE_TAG = "visionray.pipeline"
 ERROR_TAG = "visionray.error"
 DECISION_TAG = "visionray.registry_decision"
 
+# Retrain (the champion/challenger gate on one new test split).
+RETRAIN_CHALLENGER_ACCURACY = "retrain/challenger_accuracy"
+RETRAIN_CHAMPION_ACCURACY = "retrain/champion_accuracy"
+RETRAIN_IMPROVEMENT = "retrain/improvement"
+RETRAIN_OUTCOME_TAG = "visionray.retrain.outcome"  # no-op | locked | promoted | rejected
+RETRAIN_CHALLENGER_VERSION_TAG = "visionray.retrain.challenger_version"
+RETRAIN_CHAMPION_VERSION_TAG = "visionray.retrain.champion_version"
+#: The retrain lock is a registered model named ``<model><LOCK_SUFFIX>`` (see registry.RegistryLock).
+LOCK_SUFFIX = ".retrain-lock"
+LOCK_HOLDER_TAG = "visionray.lock.holder"
+LOCK_HEARTBEAT_TAG = "visionray.lock.heartbeat"
+
 # Registry aliases.
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -6,6 +6,9 @@ embedded local Ray sized by ``cluster.num_cpus``. Stages never call ``ray.init``
 
 Token authentication stays as Ray sets it (on for local clusters since Ray 2.59): ``ray.init`` of a
 local cluster generates and uses a token; a remote cluster needs ``RAY_AUTH_TOKEN`` or the token file.
+
+On a multi-node cluster every node must see the same files under ``cluster.storage_path`` and
+``data.cache_dir``: :func:`check_shared_storage` proves it before anything trains.
 """
 
 from __future__ import annotations
@@ -55,17 +58,23 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     # warnings only, in every Ray process (they inherit this environment). Set it to INFO to debug.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address:
-        # A remote cluster does not have this checkout: ship the two packages with the job.
+    if address and not inside_ray_job():
+        # A remote cluster does not have this checkout: ship the two packages with the driver. Inside
+        # a Ray job (visionray submit) the job's working_dir already carries them, and Ray refuses
+        # a second runtime_env that sets the same fields.
         import components
         import pipelines
 
         kwargs["runtime_env"] = {"py_modules": [components, pipelines],
                                  "excludes": ["**/__pycache__/**"]}
+    if address:
+        _use_given_token()
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}).") from None
+            hint = "" if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") else (
+                "; if it uses token authentication, set RAY_AUTH_TOKEN to `ray get-auth-token` of the head")
+            raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}){hint}.") from None
     else:
         init_local(cluster.num_cpus or None, **kwargs)
     _quiet_ray_data()
@@ -75,6 +84,70 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         ray.shutdown()
         if not address:
             os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+def _use_given_token() -> None:
+    """A token given in the environment means token authentication (unless RAY_AUTH_MODE says otherwise).
+
+    Ray turns token mode on by itself only for a local cluster it finds; for an explicit address it
+    needs RAY_AUTH_MODE=token, which users forget: the GCS then answers "InvalidAuthToken" in a loop.
+    """
+    if os.environ.get("RAY_AUTH_MODE") or not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        return
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    _enable_token_auth()  # sets RAY_AUTH_MODE=token and refreshes Ray's cached config
+
+
+def inside_ray_job() -> bool:
+    """True in the driver of a submitted Ray job (Ray sets this variable for it)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+class StorageNotShared(ValueError):
+    """A multi-node cluster whose nodes do not all see a local storage path; names the key and path."""
+
+
+def check_shared_storage(paths: dict[str, str], timeout_s: float = 120) -> None:
+    """On a cluster of more than one node, prove that every node sees each local path in ``paths``.
+
+    ``paths`` maps a config key to its value. URIs (``s3://``, ``gs://``, …) are shared by nature and
+    skipped. For a local path, the driver writes a marker file there and a zero-CPU task pinned to each
+    alive node looks for it; a node that cannot see it means checkpoints or shards written on one node
+    would be missing on another, which Ray would report only deep inside training.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    for key, value in paths.items():
+        if "://" in value and not value.startswith("file://"):
+            continue
+        root = Path(value.removeprefix("file://")).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        marker = root / f".visionray-shared-{uuid.uuid4().hex}"
+        marker.write_text("visible from every node\n")
+        try:
+            probe = ray.remote(num_cpus=0)(_exists)
+            refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    .remote(str(marker)) for n in nodes]
+            seen = ray.get(refs, timeout=timeout_s)
+        finally:
+            marker.unlink(missing_ok=True)
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+        if blind:
+            raise StorageNotShared(
+                f"{key}={value} is not shared storage: node(s) {', '.join(blind)} of this {len(nodes)}-node "
+                f"cluster cannot see {root}; use a path on NFS mounted at the same place on every node, "
+                f"or an s3:// or gs:// URI.")
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 def init_local(num_cpus: int | None, **kwargs) -> None:

@@ -244,6 +244,14 @@ def _finish_run_on_exit() -> Iterator[None]:
         mlflow.end_run("KILLED")
         raise
     except BaseException as e:
+        uri = mlflow.get_tracking_uri()
+        if uri.startswith(("http://", "https://")) and not _reachable(uri):
+            # Recording the failure would only retry against a dead server and bury the real error.
+            from pipelines.progress import say
+
+            say(f"the MLflow server at {uri} is unreachable: this run stays RUNNING there, not FAILED; "
+                f"nothing was registered after this point (resume=last continues the run once it is back)")
+            raise
         mlflow.set_tag(names.ERROR_TAG, f"{type(e).__name__}: {e}"[:5000])
         with contextlib.suppress(Exception):
             mlflow.log_text("".join(traceback.format_exception(e)), "error.txt")
@@ -251,6 +259,14 @@ def _finish_run_on_exit() -> Iterator[None]:
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def _reachable(uri: str) -> bool:
+    try:
+        check_store(uri, timeout_s=3)
+    except TrackingUnavailable:
+        return False
+    return True
 
 
 def _log_config(cfg: Config) -> None:

@@ -144,6 +144,8 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     spec = ModelSpec.from_dict(config["spec"])
     torch.manual_seed(config["seed"])
     model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
+    if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
+        model.net.load_state_dict(config["init_state"])
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -181,7 +183,8 @@ def _run_epochs(w: _Worker) -> None:
     run_started = time.perf_counter()
     for epoch in range(w.start_epoch, tc.epochs):
         started = time.perf_counter()
-        prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last))
+        prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last,
+                                             pin_memory=config["use_gpu"]))
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
             local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
@@ -285,10 +288,13 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
     return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared.manifest()).to_dict(),
             "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
             "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
-            "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id}
+            "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id,
+            "use_gpu": cfg.cluster.use_gpu}
 
 
-def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path) -> Trained:
+def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
+        init_state: dict[str, torch.Tensor] | None = None) -> Trained:
+    """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -299,7 +305,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg, prepared, uri, run_id),
+        train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                      resources_per_worker={"CPU": c.cpus_per_worker}),
         run_config=RunConfig(
