@@ -217,13 +217,13 @@ def _run_epochs(w: _Worker) -> None:
         for k, v in logged.items():
             history.setdefault(k, []).append((epoch, v))
         if rank == 0:
-            progress.done(metrics)
             with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
                 save_package(Path(tmp) / MODEL_DIR, model, w.spec)
                 torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
                             "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
                             "history": history}, Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, epoch):

@@ -114,11 +114,17 @@ def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
     _assert_every_epoch_once(client, train[0].info.run_id, 6)
 
 
-def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path):
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path, how):
+    """Ctrl-C (the run is marked KILLED), or the whole driver process tree killed at once (a crash:
+    the run is left RUNNING): either way ``resume=last`` continues the same runs."""
     first = Cli(RUN, tmp_path)
     try:
         first.wait_for("epoch 2/6 done")
-        first.proc.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops a run
+        if how == "sigint":
+            first.proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(first.proc.pid, signal.SIGKILL)
         rc = first.finish(timeout=120)
     finally:
         first.kill()
