@@ -8,6 +8,7 @@ metric history with every epoch exactly once.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,7 +99,9 @@ def _assert_every_epoch_once(client, run_id, epochs):
 def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
     cli = Cli(RUN, tmp_path)
     try:
-        cli.wait_for("epoch 1/6 done")
+        # Ray Train's controller registers a reported checkpoint asynchronously: a kill in the same
+        # instant as "epoch N done" may restart from epoch N-1 (at most one epoch of work repeated).
+        cli.wait_for("epoch 3/6 done")
         workers = _train_workers(cli.proc.pid)
         assert workers, "no Ray Train worker process found"
         victim = workers[-1]
@@ -107,7 +110,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
     finally:
         cli.kill()
     assert rc == 0, cli.output[-3000:]
-    assert "resuming from the checkpoint of epoch" in cli.output
+    resumed = re.findall(r"resuming from the checkpoint of epoch (\d+)", cli.output)
+    assert resumed and int(resumed[0]) in (2, 3), cli.output[-3000:]  # ≤ 1 finished epoch repeated
     client, parents, train = _runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(train) == 1
