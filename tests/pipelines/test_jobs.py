@@ -10,11 +10,9 @@ stop every Ray on the machine. The CLI runs in subprocesses, as a user runs it.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,25 +25,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipelines.runtime import free_port
+from tests import processes
+
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
+BIN = processes.BIN
 SHRUNK = ["quickstart", "data=digits", "train.epochs=1", "train.batch_size=64", "tracking.system_metrics=false"]
 _SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE",
           "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
-    env.update(extra)
-    return env
+    return processes.clean_env(_SCRUB, **extra)
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:

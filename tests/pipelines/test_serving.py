@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.runtime import free_port
+
 from pipelines import names
 
 pytestmark = pytest.mark.slow
 
 MODEL = "digits-classifier"
 STARTUP_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> int:
@@ -81,7 +76,7 @@ def test_champion_serves_raw_images_over_http(quickstart_run, tmp_path):
 
     store = quickstart_run.store
     assert str(store.client().get_model_version_by_alias(MODEL, names.CHAMPION).version) == "1"
-    port = _free_port()
+    port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` runs `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, "MLFLOW_REGISTRY_URI": store.uri,
            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

@@ -30,9 +30,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipelines.runtime import free_port
+from tests import processes
+
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
+BIN = processes.BIN
 ROOT = Path(__file__).resolve().parents[2]
 _SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
 WORKER_IP = "127.0.0.2"  # any 127/8 address is loopback on Linux
@@ -60,17 +63,8 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
+    return processes.clean_env(_SCRUB, **extra)
 
 
 def node_ports() -> list[str]:

@@ -17,6 +17,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from pipelines.runtime import free_port
+
 from pipelines import names, registry, tracking
 from pipelines.evaluate import Evaluation
 from tests.conftest import shrunk_config
@@ -76,21 +78,13 @@ def test_registry_weights_load_quietly_and_outside_weights_warn(mlflow_store, tm
 # --------------------------------------------------------------------------- a real mlflow server
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_losing_the_mlflow_server_mid_run_fails_cleanly_and_registers_nothing(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     from tests.pipelines.test_fault_tolerance import Cli
 
-    port, db = _free_port(), tmp_path / "server" / "mlflow.db"
+    port, db = free_port(), tmp_path / "server" / "mlflow.db"
     db.parent.mkdir()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",

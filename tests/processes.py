@@ -1,0 +1,20 @@
+"""Helpers for tests that start real processes (Ray nodes, MLflow servers, the CLI)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+#: This venv's bin: a subprocess's (or a Ray job's) ``python`` and ``ray`` must be the ones under test.
+BIN = Path(sys.executable).parent
+
+
+def clean_env(scrub: Iterable[str], **extra: str) -> dict[str, str]:
+    """This process's environment without ``scrub``, this venv first on PATH, plus ``extra``."""
+    drop = set(scrub)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
