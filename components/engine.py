@@ -73,6 +73,32 @@ class LossExplosion(RuntimeError):
     """The training loss rose above ``explode_factor`` × its first value (§6.2 babysitting)."""
 
 
+@dataclass
+class ExplosionGuard:
+    """§6.2's rule: stop when the loss exceeds ``factor`` × its first value (``factor`` 0: off).
+
+    ``reduce`` maps a local loss to the value every rank agrees on (the mean over DDP ranks), so all
+    ranks stop at the same step. ``initial`` is kept in checkpoints so a resumed run keeps its start.
+    ``floor`` (ln C for C classes: a fresh net's loss) keeps a warm start's tiny first loss from
+    making ordinary noise look like an explosion.
+    """
+
+    factor: float = 3.0
+    reduce: Callable[[float], float] | None = None
+    initial: float | None = None
+    floor: float = 0.0
+
+    def check(self, loss: float, step: int) -> None:
+        if not self.factor:
+            return
+        value = self.reduce(loss) if self.reduce else loss
+        if self.initial is None:
+            self.initial = max(value, self.floor)
+        elif value > self.factor * self.initial:
+            raise LossExplosion(f"training loss {value:.4g} at step {step} exceeds {self.factor:g}x its "
+                                f"initial {self.initial:.4g}; lower train.lr (or raise train.explode_factor).")
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -85,6 +111,7 @@ def train_one_epoch(
     device: torch.device = torch.device("cpu"),
     max_steps: int = 0,
     on_step: Callable[[int, RunningStats], None] | None = None,
+    guard: ExplosionGuard | None = None,
 ) -> RunningStats:
     """One pass over ``batches``; returns summed loss, correct and count (for all-reduce)."""
     model.train()
@@ -114,6 +141,8 @@ def train_one_epoch(
             scheduler.step()
         n = y.shape[0]
         loss_value = float(loss.detach())
+        if guard is not None:
+            guard.check(loss_value, step)
         stats.update(loss_value * n, int((logits.detach().argmax(1) == y).sum()), n)
         if on_step is not None:
             on_step(step, stats)

@@ -22,6 +22,13 @@ from components.models import ImageClassifier, Normalize, build_model
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
+#: Package formats beyond a plain state dict: ``arch.json``'s ``"format"`` → ``"module:loader"``, where
+#: ``loader(directory) -> (module with predict_uint8, ModelSpec)``. Evaluation and serving load any of
+#: them through :func:`load_package`, so an ensemble or a compressed variant serves like any model.
+FORMATS: dict[str, str] = {
+    "ensemble": "components.ensembles:load_ensemble_package",  # issue 4
+    "compressed": "components.compression.package:load_compressed_package",  # issue 5
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,17 @@ def save_package(directory: str | Path, model: torch.nn.Module, spec: ModelSpec)
 
 def load_package(directory: str | Path) -> tuple[ImageClassifier, ModelSpec]:
     directory = Path(directory)
-    spec = ModelSpec.from_dict(json.loads((directory / ARCH_FILE).read_text()))
+    arch = json.loads((directory / ARCH_FILE).read_text())
+    fmt = arch.get("format", "state_dict")
+    if fmt != "state_dict":
+        import importlib
+
+        if fmt not in FORMATS:
+            raise ValueError(f"{directory} holds a model package of unknown format {fmt!r}; "
+                             f"known: state_dict, {', '.join(FORMATS)}")
+        module, _, loader = FORMATS[fmt].partition(":")
+        return getattr(importlib.import_module(module), loader)(directory)
+    spec = ModelSpec.from_dict(arch)
     model = spec.build()
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

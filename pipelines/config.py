@@ -120,6 +120,16 @@ class TrainConfig:
     precision: Precision = _doc("fp32; bf16 autocast (CPU or GPU); fp16 autocast + grad scaler (GPU)", "fp32")
     channels_last: bool = _doc("NHWC memory format: 2-5x faster convolutions on CPU (oneDNN)", True)
     max_steps_per_epoch: int = _doc("stop each epoch after this many steps (0: whole split); smoke runs", 0)
+    # -- issue 3 (zoo/toolkit) keys go here
+    explode_factor: float = _doc(
+        "stop when the training loss exceeds this many times its first value (§6.2; 0: off)", 3.0)
+    freeze: Literal["none", "backbone"] = _doc(
+        "transfer: 'backbone' trains only the re-initialised head (feature extraction)", "none")
+    # -- issue 4 (sweeps/ensembles) keys go here
+    ema_decay: float = _doc("keep an exponential moving average of the weights with this decay (0: off; §7.1)", 0.0)
+    snapshots: int = _doc("snapshot ensemble: cyclic cosine schedule with this many cycles, a snapshot "
+                          "saved at the end of each (0: off)", 0)
+    # -- issue 5 (compression) keys go here
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -129,6 +139,9 @@ class TrainConfig:
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
+        _check(self.explode_factor == 0 or self.explode_factor > 1, "train.explode_factor", "must be 0 (off) or > 1")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
+        _check(self.snapshots >= 0, "train.snapshots", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -191,11 +204,61 @@ class BenchConfig:
     preprocess_rows: int = _doc("rows pushed through each preprocessing contender", 20000)
 
 
+# --------------------------------------------------------------------------- per-pipeline sections
+# Each section belongs to one pipeline family; keep additions inside your own section.
+
+
+@dataclass(frozen=True)
+class KnnConfig:  # issue 3: pipeline knn
+    k_choices: tuple[str, ...] = _doc("values of k tried by cross-validation", ("1", "3", "5", "7", "10", "20"))
+    distance: Literal["l1", "l2"] = _doc("L1 (Manhattan) or L2 (Euclidean) distance (§2.2)", "l2")
+    folds: int = _doc("k-fold cross-validation folds on the train split", 5)
+
+    def __post_init__(self) -> None:
+        _check(self.folds >= 2, "knn.folds", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class ZooConfig:  # issue 3: pipeline zoo
+    models: tuple[str, ...] = _doc("model config names (conf/model/) trained on the same data and budget",
+                                   ("softmax", "convnet"))
+
+
+@dataclass(frozen=True)
+class TransferConfig:  # issue 3: pipeline transfer
+    source: str | None = _doc("pre-trained model: models:/NAME@alias, models:/NAME/VERSION or a run id", None)
+
+
+@dataclass(frozen=True)
+class TuneConfig:  # issue 4: pipeline sweep
+    num_samples: int = _doc("random-search trials", 8)
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:  # issue 4: pipeline ensemble
+    top_k: int = _doc("members taken from the best trials of a sweep", 3)
+
+
+@dataclass(frozen=True)
+class CompressConfig:  # issue 5: pipeline compress
+    source: str | None = _doc("model to compress (None: models:/<registry name>@champion)", None)
+
+
+@dataclass(frozen=True)
+class RLConfig:  # issue 6: pipeline rl
+    algo: str = _doc("RLlib algorithm: ppo, dqn or reinforce", "ppo")
+    env: str = _doc("Gymnasium environment id", "CartPole-v1")
+
+
 @dataclass(frozen=True)
 class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
-    kind: Literal["classify", "bench", "retrain"] = _doc("which flow runs the stages", "classify")
+    kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl"] = _doc(
+        "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
     resume: str | None = _doc(
@@ -209,6 +272,13 @@ class Config:
     bench: BenchConfig = _doc("bench pipeline only", default_factory=BenchConfig)
     retrain: RetrainConfig = _doc("retrain pipeline only: the champion/challenger gate and its lock",
                                   default_factory=RetrainConfig)
+    knn: KnnConfig = _doc("knn pipeline only", default_factory=KnnConfig)
+    zoo: ZooConfig = _doc("zoo pipeline only", default_factory=ZooConfig)
+    transfer: TransferConfig = _doc("transfer pipeline only", default_factory=TransferConfig)
+    tune: TuneConfig = _doc("sweep pipeline only: Ray Tune random search", default_factory=TuneConfig)
+    ensemble: EnsembleConfig = _doc("ensemble pipeline only", default_factory=EnsembleConfig)
+    compress: CompressConfig = _doc("compress pipeline only", default_factory=CompressConfig)
+    rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
 
     @property
     def registered_model_name(self) -> str:

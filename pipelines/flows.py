@@ -16,6 +16,23 @@ from pipelines.progress import duration, say
 
 CLASSIFY_STAGES = ("ingest", "preprocess", "train", "evaluate", "register")
 
+#: Every pipeline kind: the flow that runs it ("module:function", imported when it runs) and the
+#: stages it may run, in order (a pipeline runs a prefix of them). One line per kind.
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "classify": ("pipelines.flows:classify", CLASSIFY_STAGES),
+    "retrain": ("pipelines.flows:retrain_flow", CLASSIFY_STAGES),
+    "bench": ("pipelines.flows:bench_flow", ("ingest", "bench")),
+    "knn": ("pipelines.knn:flow", ("ingest", "preprocess", "knn", "evaluate", "register")),
+    "zoo": ("pipelines.zoo:flow", ("ingest", "preprocess", "zoo")),
+    "transfer": ("pipelines.transfer:flow", ("ingest", "preprocess", "transfer")),
+    "sweep": ("pipelines.sweep:flow", ("ingest", "preprocess", "sweep", "evaluate", "register")),
+    "ensemble": ("pipelines.ensemble:flow", ("ingest", "preprocess", "ensemble", "evaluate", "register")),
+    "compress": ("pipelines.compress:flow", ("ingest", "preprocess", "compress", "report")),
+    "rl": ("pipelines.rl:flow", ("train", "evaluate", "register")),
+}
+#: Kinds that read no image dataset (no data checks before they start).
+NO_DATA_KINDS = ("rl",)
+
 
 @dataclass
 class PipelineResult:
@@ -24,7 +41,7 @@ class PipelineResult:
 
 
 def validate_stages(cfg: Config) -> None:
-    order = CLASSIFY_STAGES if cfg.kind in ("classify", "retrain") else ("ingest", "bench")
+    order = KINDS[cfg.kind][1]
     if cfg.kind == "retrain" and tuple(cfg.stages) != CLASSIFY_STAGES:
         raise ConfigError(f"stages={list(cfg.stages)}: retrain runs all of {list(CLASSIFY_STAGES)}.")
     if tuple(cfg.stages) != order[:len(cfg.stages)] or not cfg.stages:
@@ -38,6 +55,8 @@ def preflight(cfg: Config) -> None:
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
+    if cfg.kind in NO_DATA_KINDS:
+        return
     d = cfg.data
     if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
         where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
@@ -69,13 +88,19 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
             if cfg.kind != "retrain":  # retrain runs this check right after it starts Ray
                 # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
                 runtime.check_shared_storage(shared_paths(cfg))
-            flow = {"classify": classify, "bench": bench_flow, "retrain": retrain_flow}[cfg.kind]
-            outputs = flow(cfg, parent)
+            outputs = flow_for(cfg.kind)(cfg, parent)
         elapsed = time.perf_counter() - started
         tracking.log_metrics({"perf/peak_memory_gib": memory.peak_bytes / 2**30, "perf/pipeline_seconds": elapsed})
         say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
             f"{memory.peak_bytes / 2**30:.1f} GiB)")
     return PipelineResult(parent.run_id, outputs)
+
+
+def flow_for(kind: str):
+    import importlib
+
+    module, _, function = KINDS[kind][0].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def resolve_resume(cfg: Config) -> tuple[Config, str | None]:
@@ -105,23 +130,23 @@ def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     workdir = workdir_for(cfg, parent.run_id)
-    with _stage("ingest", parent, cfg):
+    with stage("ingest", parent, cfg):
         manifest = out["manifest"] = ingest.run(cfg)
     parent.set_tags({names.DATASET_VERSION: manifest.version})
     ingest.log_dataset_inputs(manifest, ("train",))  # on the parent too: the runs table shows it
     if "preprocess" in cfg.stages:
-        with _stage("preprocess", parent, cfg):
+        with stage("preprocess", parent, cfg):
             prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
     if "train" in cfg.stages:
-        with _stage("train", parent, cfg) as run_id:
+        with stage("train", parent, cfg) as run_id:
             trained = out["trained"] = train.run(cfg, prepared, parent.uri, run_id,
                                                  f"{cfg.pipeline}-{parent.run_id}", workdir)
     if "evaluate" in cfg.stages:
-        with _stage("evaluate", parent, cfg):
+        with stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate.run(cfg, prepared, trained)
         tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy})
     if "register" in cfg.stages and cfg.registry.enabled:
-        with _stage("register", parent, cfg):
+        with stage("register", parent, cfg):
             tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],
                     names.RUN_ID: parent.run_id}
             out["decision"] = registry.run(cfg, evaluation, prepared.num_classes, tags)
@@ -142,16 +167,16 @@ def retrain_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
 def bench_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     from pipelines import bench, ingest
 
-    with _stage("ingest", parent, cfg):
+    with stage("ingest", parent, cfg):
         manifest = ingest.run(cfg)
     parent.set_tags({names.DATASET_VERSION: manifest.version})
-    with _stage("bench", parent, cfg):
+    with stage("bench", parent, cfg):
         results = bench.run(cfg, manifest, workdir_for(cfg, parent.run_id))
     tracking.log_metrics(results)
     return {"bench": results}
 
 
-class _stage:
+class stage:
     """A stage's nested MLflow run plus its start/end lines on the terminal."""
 
     def __init__(self, name: str, parent: tracking.PipelineRun, cfg: Config):

@@ -44,6 +44,21 @@ LOCK_SUFFIX = ".retrain-lock"
 LOCK_HOLDER_TAG = "visionray.lock.holder"
 LOCK_HEARTBEAT_TAG = "visionray.lock.heartbeat"
 
+# Zoo, kNN, linear classifiers, transfer (issue 3).
+
+# Sweeps and ensembles (issue 4).
+
+# Compression (issue 5): compress/<name>, tag ``compression`` above.
+COMPRESS_SIZE_BYTES = "compress/size_bytes"
+COMPRESS_SIZE_RATIO = "compress/size_ratio"
+COMPRESS_LATENCY_MS = "compress/latency_ms"
+COMPRESS_SPEEDUP = "compress/speedup"
+
+# RL (issue 6).
+RL_EPISODE_RETURN_MEAN = "rl/episode_return_mean"
+RL_ENV_STEPS = "rl/env_steps"
+RL_EVAL_RETURN_MEAN = "rl/eval_return_mean"
+
 # Registry aliases.
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -27,7 +27,7 @@ from typing import Any
 
 from pipelines import names, tracking
 from pipelines.config import Config
-from pipelines.flows import _stage, shared_paths, workdir_for
+from pipelines.flows import shared_paths, stage as _stage, workdir_for
 from pipelines.progress import say
 
 NOOP, LOCKED, PROMOTED, REJECTED = "no-op", "locked", "promoted", "rejected"

@@ -25,6 +25,7 @@ import torch
 
 from components import engine
 from components.augment import Augment
+from components.hooks import HookSpec, TrainHook, build_hooks, hook_dirname
 from components.data.shards import Manifest
 from components.losses import build_criterion
 from components.models import Normalize
@@ -37,6 +38,7 @@ from pipelines.progress import duration, eta, say
 from pipelines.runtime import quiet_worker_logs, worker_threads
 
 STATE_FILE = "train_state.pt"
+EXTRAS_DIR = "extras"  # hooks' files inside a checkpoint (components.hooks)
 STOPPED_TAG = "visionray.stopped"
 MODEL_DIR = "model"
 
@@ -46,6 +48,8 @@ class Trained:
     best_checkpoint: str  # a model package directory
     best_epoch: int
     history: dict[str, list[tuple[int, float]]]
+    last_checkpoint: str | None = None  # the final epoch's model package
+    extras: str | None = None  # the final checkpoint's hook files: extras/<NN-HookClass>/...
 
 
 def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
@@ -117,6 +121,8 @@ class _Worker:
     rank: int
     world: int
     logger: Any
+    hooks: list[TrainHook] = dataclasses.field(default_factory=list)
+    guard: engine.ExplosionGuard | None = None
     start_epoch: int = 0
     history: dict = dataclasses.field(default_factory=dict)
 
@@ -146,6 +152,9 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
     if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
         model.net.load_state_dict(config["init_state"])
+    hooks = build_hooks(config.get("hooks"))
+    for hook in hooks:
+        hook.setup(model)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -154,7 +163,9 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     w = _Worker(config, tc, spec, model, optimizer, scheduler,
                 torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, criterion, eval_criterion,
                 ray.train.torch.get_device(), steps, rank, world,
-                tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None)
+                tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None, hooks)
+    w.guard = engine.ExplosionGuard(tc.explode_factor, _mean_over_ranks(w.device) if world > 1 else None,
+                                    floor=math.log(spec.num_classes))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a replaced worker, or a resumed run: continue after the last finished epoch
         with checkpoint.as_directory() as d:
@@ -166,6 +177,9 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
         if w.scaler is not None and state.get("scaler"):
             w.scaler.load_state_dict(state["scaler"])
         w.start_epoch, w.history = state["epoch"] + 1, state["history"]
+        w.guard.initial = state.get("initial_loss")
+        for hook, hook_state in zip(hooks, state.get("hooks", [])):
+            hook.load_state_dict(hook_state)
         if rank == 0:
             _emit(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
             w.logger.backfill(w.history)
@@ -192,14 +206,18 @@ def _run_epochs(w: _Worker) -> None:
         meter = engine.Throughput()
         progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch) if rank == 0 else None
 
+        bare = unwrap(model)
+
         def on_step(step: int, stats: Any) -> None:
+            for hook in w.hooks:
+                hook.after_step(bare, step)
             meter.step(step, per_worker)
             if progress:
                 progress.update(step, stats)
 
         train_stats = engine.train_one_epoch(model, w.criterion, w.optimizer, batches, scheduler=w.scheduler,
                                              scaler=w.scaler, precision=tc.precision, device=w.device,
-                                             max_steps=w.steps, on_step=on_step)
+                                             max_steps=w.steps, on_step=on_step, guard=w.guard)
         val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
             engine.BatchPrep(channels_last=tc.channels_last)), prefetch_batches=2)
         val_stats, _, _ = engine.evaluate(model, w.eval_criterion, val_batches, precision=tc.precision,
@@ -213,23 +231,42 @@ def _run_epochs(w: _Worker) -> None:
             names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
             "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
         }
-        logged = {k: v for k, v in metrics.items() if k != "epoch"}
-        for k, v in logged.items():
-            history.setdefault(k, []).append((epoch, v))
-        if rank == 0:
-            with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
+            for i, hook in enumerate(w.hooks):
+                out_dir = Path(tmp) / EXTRAS_DIR / hook_dirname(i, hook) if rank == 0 else None
+                if out_dir is not None:
+                    out_dir.mkdir(parents=True)
+                metrics.update(hook.end_epoch(bare, epoch, out_dir))
+            logged = {k: v for k, v in metrics.items() if k != "epoch"}
+            for k, v in logged.items():
+                history.setdefault(k, []).append((epoch, v))
+            if rank == 0:
                 save_package(Path(tmp) / MODEL_DIR, model, w.spec)
                 torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
                             "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
-                            "history": history}, Path(tmp) / STATE_FILE)
+                            "history": history, "hooks": [h.state_dict() for h in w.hooks],
+                            "initial_loss": w.guard.initial},
+                           Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            else:
+                ray.train.report(metrics, checkpoint=None)
+        if rank == 0:
             progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, epoch):
                 _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
-        else:
-            ray.train.report(metrics, checkpoint=None)
+
+
+def _mean_over_ranks(device: torch.device):
+    import torch.distributed as dist
+
+    def mean(value: float) -> float:  # one scalar all-reduce per step: every rank sees the same loss
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t) / dist.get_world_size()
+
+    return mean
 
 
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
@@ -293,8 +330,9 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
-        init_state: dict[str, torch.Tensor] | None = None) -> Trained:
-    """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init."""
+        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None) -> Trained:
+    """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
+    ``hooks`` plug into the loop (components.hooks)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -305,7 +343,8 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state},
+        train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state,
+                           "hooks": list(hooks or [])},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                      resources_per_worker={"CPU": c.cpus_per_worker}),
         run_config=RunConfig(
@@ -337,14 +376,23 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     with best.as_directory() as d:
         shutil.copytree(Path(d) / MODEL_DIR, best_dir)
         history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
-    latest = result.checkpoint
+    latest, last_dir, extras_dir = result.checkpoint, None, None
     if latest is not None:  # the latest checkpoint has the full curve even when it is not the best
         with latest.as_directory() as d:
             history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+            last_dir = workdir / "last"
+            shutil.rmtree(last_dir, ignore_errors=True)
+            shutil.copytree(Path(d) / MODEL_DIR, last_dir)
+            if (Path(d) / EXTRAS_DIR).is_dir():
+                extras_dir = workdir / EXTRAS_DIR
+                shutil.rmtree(extras_dir, ignore_errors=True)
+                shutil.copytree(Path(d) / EXTRAS_DIR, extras_dir)
     epoch = int(best_metrics["epoch"])
     tracking.log_metrics({"train/best_epoch": epoch, "train/best_val_accuracy": best_metrics[names.VAL_ACCURACY],
                           "perf/fit_seconds": time.perf_counter() - started})
     tracking.log_artifact(best_dir, "best_model")
     say(f"train: best val accuracy {best_metrics[names.VAL_ACCURACY]:.4f} at epoch {epoch + 1} "
         f"({duration(time.perf_counter() - started)})")
-    return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history)
+    return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history,
+                   last_checkpoint=str(last_dir) if last_dir else None,
+                   extras=str(extras_dir) if extras_dir else None)
