@@ -128,7 +128,7 @@ def _log_augmentation_grid(cfg: Config, manifest: Manifest, n: int = 8, repeats:
 
     augment = augment_from(cfg.data)
     sample = image_dataset(manifest, "train").take_batch(n, batch_format="numpy")
-    x = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.array(sample["image"], order="C")).permute(0, 3, 1, 2).float() / 255
     rows, titles = [sample["image"]], ["original"]
     for r in range(repeats if augment.enabled else 0):
         out = augment(x, generator_for(cfg.seed, r, 0, 0))
