@@ -157,13 +157,33 @@ def init_local(num_cpus: int | None, **kwargs) -> None:
     here and exported (inherited by every Ray process started below), so the State API finds *this*
     cluster even when another local Ray runs beside it (two pipelines at once, a test session).
     """
+    import psutil
     import ray
 
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             **kwargs)
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 **kwargs)
+    except BaseException:
+        # A start that fails half-way (a timeout on a loaded machine) leaves the GCS, dashboard and
+        # monitors it had already started running, with nobody to stop them: stop them here.
+        ray.shutdown()
+        _kill_new_children(before)
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        raise
     _quiet_ray_data()
+
+
+def _kill_new_children(before: set[int]) -> None:
+    import psutil
+
+    new = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    for child in new:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(new, timeout=5)
 
 
 def free_port() -> int:
