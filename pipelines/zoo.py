@@ -161,6 +161,21 @@ def _fit_baseline(baseline: Baseline, cfg: Config, prepared: Any, manifest: Any)
     return {k: v for k, v in result.items() if k in COLUMNS or isinstance(v, (int, float))}
 
 
+def majority_class(cfg: Config, prepared: Any, manifest: Any) -> dict[str, Any]:
+    """The chance-level row of the table (and the reference baseline): predict the most common train class."""
+    import numpy as np
+
+    from components.data.shards import read_split
+    from pipelines.evaluate import test_split
+
+    started = time.perf_counter()
+    train_labels = read_split(manifest, "train").labels[:prepared.rows["train"]]
+    majority = int(np.bincount(train_labels).argmax())
+    _, test_labels = test_split(prepared)
+    return {"test_accuracy": float(np.mean(test_labels == majority)), "params": 1,
+            "seconds": time.perf_counter() - started}
+
+
 def log_comparison(rows: list[dict[str, Any]], cfg: Config) -> None:
     """The table (MLflow table + CSV), the plot and per-member metrics on the active run."""
     from components.plots import zoo_figure
