@@ -54,15 +54,18 @@ class Trained:
 
 def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
     """The architecture from ``model.*``, sized for the dataset's images and classes."""
-    from components.models import accepted_options
+    from components.models import option_defaults
 
     m = cfg.model
     h, _, c = manifest.shape
-    # Only the options the family takes (components.models.accepted_options), so the package's
-    # arch.json says exactly what shaped the net.
-    takes = accepted_options(m.name)
+    # Only the options the family takes. Those added with the zoo are left out (None) at the family's
+    # default, so a resnet's spec equals one written before they existed: retrain compares specs to
+    # decide whether the champion's weights fit.
+    defaults = option_defaults(m.name)
+    takes = tuple(defaults)
     opts = {k: getattr(m, k) for k in ("depth", "activation", "init", "hidden", "block", "groups", "growth")
             if k in takes}
+    opts = {k: (None if k != "depth" and v == defaults[k] else v) for k, v in opts.items()}
     return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
                      classes=tuple(manifest.classes), normalization=cfg.data.normalization,
                      width=(m.width or None) if "width" in takes else None,

@@ -56,7 +56,7 @@ __all__ = [
     "Normalize", "accumulate_moments", "finalize_moments", "normalization_stats", "ImageClassifier",
     "SoftmaxLinear", "MLP", "Maxout", "ConvNet", "AlexNet", "VGG", "GoogLeNet", "Inception",
     "BasicBlock", "Bottleneck", "ResNet", "resnet", "WideResNet", "DenseNet",
-    "build_model", "accepted_options", "count_parameters", "count_macs",
+    "build_model", "accepted_options", "option_defaults", "count_parameters", "count_macs",
 ]
 
 
@@ -131,6 +131,12 @@ def accepted_options(name: str) -> tuple[str, ...]:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     params = inspect.signature(BUILDERS[name]).parameters.values()
     return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _ALWAYS)
+
+
+def option_defaults(name: str) -> dict[str, Any]:
+    """Family ``name``'s default for each of its :func:`accepted_options`."""
+    params = inspect.signature(BUILDERS[name]).parameters
+    return {k: params[k].default for k in accepted_options(name)}
 
 
 def build_model(

@@ -38,11 +38,11 @@ from pipelines.config import ConfigError, available, load_config
 MODEL_CONFS = available("model")
 
 
-def _spec(conf: str, channels: int, size: int) -> ModelSpec:
+def _spec(conf: str, channels: int, size: int, *overrides: str) -> ModelSpec:
     """The ModelSpec the train stage builds from conf/model/<conf>.yaml (pipelines.train.model_spec)."""
     from pipelines.train import model_spec
 
-    cfg = load_config("train", [f"model={conf}"])
+    cfg = load_config("train", [f"model={conf}", *overrides])
 
     @dataclasses.dataclass
     class _Manifest:  # only the two fields model_spec reads
@@ -69,10 +69,13 @@ def test_every_model_conf_builds_and_trains_a_step(conf: str, channels: int, siz
     assert count_parameters(model) > 0 and count_macs(model, (channels, size, size)) > 0
 
 
-@pytest.mark.parametrize("conf", ["mlp", "resnext", "densenet"])
-def test_package_round_trip_keeps_family_options(conf: str, tmp_path) -> None:
+@pytest.mark.parametrize("conf,overrides", [
+    ("mlp", ("model.activation=maxout", "model.hidden=[32,16]", "model.init=xavier")),
+    ("resnext", ()), ("densenet", ("model.growth=6", "model.depth=22"))])
+def test_package_round_trip_keeps_family_options(conf: str, overrides: tuple[str, ...], tmp_path) -> None:
     torch.manual_seed(0)
-    spec = _spec(conf, 1, 28)
+    spec = _spec(conf, 1, 28, *overrides)
+    assert all(getattr(spec, o.split("=")[0].split(".")[1]) is not None for o in overrides)
     model = spec.build().eval()
     save_package(tmp_path / conf, model, spec)
     loaded, loaded_spec = load_package(tmp_path / conf)
@@ -94,6 +97,9 @@ def test_old_package_without_new_fields_still_loads(tmp_path) -> None:
     (tmp_path / "arch.json").write_text(json.dumps(arch))
     loaded, loaded_spec = load_package(tmp_path)
     assert loaded_spec.block is None and isinstance(loaded.net, ResNet)
+    # The train stage's spec of a plain ResNet equals the old one, so retrain still warm-starts from it.
+    assert _spec("resnet20", 1, 28).to_dict() == {**ModelSpec.from_dict(arch).to_dict(), "classes": list("abcdefghij"),
+                                                    "depth": 20, "width": 16}
 
 
 def test_options_are_routed_only_to_families_that_take_them() -> None:
