@@ -252,6 +252,10 @@ class ZooConfig:  # issue 3: pipeline zoo
 
     def __post_init__(self) -> None:
         _check(len(self.models) >= 1, "zoo.models", "must list at least one model")
+        for m in self.models:  # a baseline ("module:function") is imported when the zoo starts
+            _check(":" in m or (CONF_DIR / "model" / f"{m}.yaml").is_file(), "zoo.models",
+                   f"names '{m}', which is neither a conf/model file ({', '.join(available('model'))}) "
+                   f"nor a module:function baseline")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,10 @@ def test_options_are_routed_only_to_families_that_take_them() -> None:
     with pytest.raises(ConfigError, match="model.groups"):
         load_config("train", ["model=resnet20", "model.groups=4"])
     assert load_config("train", ["model=mlp", "model.hidden=[32, 16]"]).model.hidden == (32, 16)
+    with pytest.raises(ConfigError, match="'vggg'.*neither a conf/model file"):
+        load_config("zoo", ["zoo.models=[mlp,vggg]"])
+    assert load_config("zoo", ["zoo.models=[mlp,pipelines.zoo:majority_class]"]).zoo.models[1] == \
+        "pipelines.zoo:majority_class"
 
 
 # --- hand-written pieces against plain references -----------------------------------------------
