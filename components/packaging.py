@@ -45,11 +45,21 @@ class ModelSpec:
     depth: int | None = None
     dropout: float = 0.0
     batchnorm: bool = True
+    # Family options (issue 3); None = the family's default, or an option it does not take. Packages
+    # written before these existed load with all of them None, which rebuilds the same nets.
+    activation: str | None = None  # mlp
+    init: str | None = None  # mlp
+    hidden: tuple[int, ...] | None = None  # mlp
+    block: str | None = None  # resnet: basic | bottleneck
+    groups: int | None = None  # resnet bottleneck: ResNeXt cardinality
+    growth: int | None = None  # densenet
 
     def build(self, normalize: Normalize | None = None) -> ImageClassifier:
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
-                          dropout=self.dropout, batchnorm=self.batchnorm)
+                          dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,
+                          init=self.init, hidden=self.hidden, block=self.block, groups=self.groups,
+                          growth=self.growth)
         return ImageClassifier(normalize or self._placeholder_normalize(), net)
 
     def _placeholder_normalize(self) -> Normalize:
@@ -62,6 +72,8 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
+        if self.hidden is not None:
+            d["hidden"] = list(self.hidden)
         return d
 
     @classmethod
@@ -69,6 +81,8 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["classes"] = tuple(d["classes"])
+        if d.get("hidden") is not None:
+            d["hidden"] = tuple(int(h) for h in d["hidden"])
         return cls(**d)
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "per_class_accuracy_figure",
     "image_grid_figure",
     "weight_templates_figure",
+    "activation_stats_figure",
+    "zoo_figure",
     "save_figure",
 ]
 
@@ -336,6 +338,70 @@ def weight_templates_figure(
         ax.set_title(names[k], fontsize=9)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- issue 3: the zoo
+
+
+def activation_stats_figure(stats: Sequence, title: str = "", max_panels: int = 10) -> Figure:
+    """Lecture 6's init picture: per-layer mean and std of activations, and one histogram per layer.
+
+    ``stats`` are :class:`components.diagnostics.LayerStats` (``name``, ``mean``, ``std``, ``sample``) in
+    forward order. The top row plots mean and std against layer index; the bottom row holds up to
+    ``max_panels`` histograms (evenly spaced layers when there are more), sharing the x range so
+    shrinking or saturating activations stand out.
+    """
+    if not stats:
+        raise ValueError("no layer statistics to plot")
+    n = len(stats)
+    shown = sorted({round(i * (n - 1) / max(1, min(n, max_panels) - 1)) for i in range(min(n, max_panels))})
+    fig = _new_figure(max(8.0, 1.6 * len(shown)), 5.6, constrained=True)
+    grid = fig.add_gridspec(2, len(shown))
+    ax_mean = fig.add_subplot(grid[0, : max(1, len(shown) // 2)])
+    ax_std = fig.add_subplot(grid[0, max(1, len(shown) // 2):] if len(shown) > 1 else grid[0, 0])
+    layers = np.arange(1, n + 1)
+    ax_mean.plot(layers, [s.mean for s in stats], "o-")
+    ax_mean.set(xlabel="layer", ylabel="mean", title="activation mean")
+    ax_std.plot(layers, [s.std for s in stats], "o-", color="tab:red")
+    ax_std.set(xlabel="layer", ylabel="std", title="activation std")
+    if all(s.std > 0 for s in stats) and max(s.std for s in stats) / min(s.std for s in stats) > 100:
+        ax_std.set_yscale("log")
+    lo = min(float(np.min(stats[i].sample)) for i in shown)
+    hi = max(float(np.max(stats[i].sample)) for i in shown)
+    if not hi > lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    for col, i in enumerate(shown):
+        ax = fig.add_subplot(grid[1, col])
+        ax.hist(stats[i].sample, bins=40, range=(lo, hi), color="tab:blue")
+        ax.set_title(f"layer {i + 1}\n{stats[i].std:.2g} std", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def zoo_figure(rows: Sequence[Mapping[str, object]], title: str = "") -> Figure:
+    """Test accuracy against parameter count (log scale); bubble area = training time.
+
+    ``rows`` are the zoo's comparison-table rows with keys ``model``, ``test_accuracy``, ``params`` and
+    ``seconds``. Models without parameters (kNN) are drawn at 1 parameter.
+    """
+    if not rows:
+        raise ValueError("no models to plot")
+    fig = _new_figure(8, 5.2, constrained=True)
+    ax = fig.add_subplot()
+    seconds = np.array([max(float(r["seconds"]), 1e-3) for r in rows])
+    params = np.array([max(float(r["params"]), 1.0) for r in rows])
+    acc = np.array([float(r["test_accuracy"]) for r in rows])
+    sizes = 40 + 1500 * seconds / seconds.max()
+    ax.scatter(params, acc, s=sizes, alpha=0.45, c=np.arange(len(rows)), cmap="tab10", edgecolors="k")
+    for r, x, y, t in zip(rows, params, acc, seconds):
+        ax.annotate(f"{r['model']}\n{t:.0f}s", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters", ylabel="test accuracy", title=title or "accuracy vs parameters (bubble: training time)")
+    ax.grid(True, alpha=0.3)
     return fig
 
 

@@ -29,7 +29,9 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("data", "model", "train", "cluster")
 
 DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits"]
-ModelName = Literal["softmax", "convnet", "resnet"]
+ModelName = Literal["softmax", "convnet", "resnet",
+                    # issue 3 (zoo): the CS231n families, components.models.BUILDERS
+                    "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -91,16 +93,37 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: ModelName = _doc("architecture family", "convnet")
-    width: int = _doc("base channel width (0: the architecture's default)", 0)
-    depth: int = _doc("resnet only: depth 6n+2 (20, 32, 56, ...)", 20)
-    dropout: float = _doc("dropout before the classifier head (§7.2)", 0.0)
-    batchnorm: bool = _doc("batch normalisation after each convolution (§6.1)", True)
+    width: int = _doc("base channel width; wide_resnet: widen factor k (0: the architecture's default)", 0)
+    depth: int = _doc("resnet: 6n+2 (basic) or 9n+2 (bottleneck); wide_resnet and densenet: 6n+4", 20)
+    dropout: float = _doc("dropout before the classifier head (§7.2); mlp: after every hidden layer", 0.0)
+    batchnorm: bool = _doc("batch normalisation after each convolution / hidden layer (§6.1)", True)
+    # -- issue 3 (zoo) keys: each applies to the families named in its help, others ignore it
+    hidden: tuple[int, ...] = _doc("mlp only: hidden layer sizes, e.g. [256,256]", (256, 256))
+    activation: Literal["relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "maxout"] = _doc(
+        "mlp only: hidden-layer non-linearity (§4.1; maxout takes the max of 2 affine pieces)", "relu")
+    init: Literal["small", "xavier", "he"] = _doc(
+        "mlp only: weight init (§6.1): small N(0, 0.01), Xavier 1/sqrt(fan_in), He sqrt(2/fan_in)", "he")
+    block: Literal["basic", "bottleneck"] = _doc("resnet only: basic (2 convs) or bottleneck (1x1-3x3-1x1) blocks",
+                                                "basic")
+    groups: int = _doc("resnet bottleneck only: groups of the 3x3 conv; > 1 makes it a ResNeXt", 1)
+    growth: int = _doc("densenet only: growth rate k (new feature maps per layer)", 12)
+    init_diagnostic: bool = _doc("train stage: log per-layer activation mean/std at initialisation on a real "
+                                 "batch, with histograms (§6.1: is the init collapsing?)", True)
 
     def __post_init__(self) -> None:
         _check(self.width >= 0, "model.width", "must be >= 0")
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _check(self.name != "resnet" or (self.depth - 2) % 6 == 0 and self.depth >= 8,
-               "model.depth", "must be 6n+2 for a CIFAR-style ResNet (20, 32, 44, 56, ...)")
+        per = 6 if self.block == "basic" else 9
+        _check(self.name != "resnet" or (self.depth - 2) % per == 0 and self.depth >= per + 2,
+               "model.depth", f"must be {per}n+2 for a CIFAR-style ResNet with {self.block} blocks "
+               + ("(20, 32, 44, 56, ...)" if per == 6 else "(11, 29, 56, ...)"))
+        _check(self.name not in ("wide_resnet", "densenet") or (self.depth - 4) % 6 == 0 and self.depth >= 10,
+               "model.depth", f"must be 6n+4 for {self.name} (10, 16, 22, 28, 40, ...)")
+        _check(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "model.hidden",
+               "must list at least one positive layer size")
+        _check(self.groups >= 1 and (self.groups == 1 or self.block == "bottleneck"), "model.groups",
+               "must be >= 1, and > 1 only with model.block=bottleneck")
+        _check(self.growth >= 1, "model.growth", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -220,8 +243,19 @@ class KnnConfig:  # issue 3: pipeline knn
 
 @dataclass(frozen=True)
 class ZooConfig:  # issue 3: pipeline zoo
-    models: tuple[str, ...] = _doc("model config names (conf/model/) trained on the same data and budget",
-                                   ("softmax", "convnet"))
+    models: tuple[str, ...] = _doc(
+        "members trained on the same data and budget: conf/model names, or 'module:function' non-neural "
+        "baselines called as baseline(cfg, prepared, manifest) -> dict (pipelines.zoo)",
+        ("softmax", "mlp", "convnet", "alexnet", "vgg", "googlenet", "resnet20", "resnet_bottleneck",
+         "wide_resnet", "densenet"))
+    keep_going: bool = _doc("a member that fails is recorded in the table and the others still run", True)
+
+    def __post_init__(self) -> None:
+        _check(len(self.models) >= 1, "zoo.models", "must list at least one model")
+        for m in self.models:  # a baseline ("module:function") is imported when the zoo starts
+            _check(":" in m or (CONF_DIR / "model" / f"{m}.yaml").is_file(), "zoo.models",
+                   f"names '{m}', which is neither a conf/model file ({', '.join(available('model'))}) "
+                   f"nor a module:function baseline")
 
 
 @dataclass(frozen=True)
@@ -456,6 +490,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}.")
+        if typing.get_args(tp)[0] is int:  # tuple[int, ...] (model.hidden)
+            return tuple(_coerce(int, v, key) for v in value)
         return tuple(str(v) for v in value)
     if tp is bool:
         if isinstance(value, bool):

@@ -45,6 +45,18 @@ LOCK_HOLDER_TAG = "visionray.lock.holder"
 LOCK_HEARTBEAT_TAG = "visionray.lock.heartbeat"
 
 # Zoo, kNN, linear classifiers, transfer (issue 3).
+MODEL_PARAMS = "model/params"  # trainable parameters (train stage, and each zoo member)
+MODEL_MACS = "model/macs_per_image"  # multiply-accumulates of conv and linear layers, one image
+MODEL_FLOPS = "model/flops_per_image"  # 2 x MACs
+INIT_ACT_MEAN = "init/act_mean"  # per probed layer at initialisation, step = layer index (1-based)
+INIT_ACT_STD = "init/act_std"
+INIT_COLLAPSE = "init/act_std_last_over_first"  # -> 0: activations collapse; >> 1: they explode
+INIT_PLOT = "plots/init_activations.png"
+ZOO_MODEL_TAG = "visionray.model"  # a zoo member's conf/model name (or baseline name) on its child run
+ZOO_SECONDS = "zoo/train_seconds"  # a zoo member's training wall time
+ZOO_TABLE = "zoo/comparison.json"  # mlflow.log_table artifact on the zoo's parent run
+ZOO_CSV = "zoo/comparison.csv"
+ZOO_PLOT = "plots/zoo_accuracy_vs_params.png"
 
 # Sweeps and ensembles (issue 4).
 

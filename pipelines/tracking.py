@@ -25,7 +25,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from pipelines import names
 from pipelines.config import Config, dump, flatten
@@ -177,14 +177,15 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, parent: PipelineRun) -> Iterator[str]:
+def stage_run(stage: str, parent: PipelineRun, run_name: str | None = None) -> Iterator[str]:
+    """A nested run tagged ``visionray.stage=<stage>`` under ``parent`` (named ``run_name`` or the stage)."""
     import mlflow
 
     existing = _child_run(parent, stage) if parent.resumed else None
     if existing:
         run = mlflow.start_run(run_id=existing, nested=True)
     else:
-        run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=stage, nested=True,
+        run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name or stage, nested=True,
                                parent_run_id=parent.run_id, tags={**parent.tags, names.STAGE_TAG: stage})
     with _finish_run_on_exit():
         _log_config(parent.cfg)
@@ -305,6 +306,20 @@ def log_figure(fig: Any, artifact_file: str) -> None:
 
     mlflow.log_figure(fig, artifact_file)
     fig.clear()
+
+
+def log_table(rows: Sequence[Mapping[str, Any]], artifact_file: str, run_id: str | None = None) -> None:
+    """Rows of equal keys as an MLflow table (shown in the run's Evaluation/Artifacts views)."""
+    import mlflow
+
+    columns = list(rows[0]) if rows else []
+    mlflow.log_table({c: [r.get(c) for r in rows] for c in columns}, artifact_file, run_id=run_id)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

@@ -54,12 +54,22 @@ class Trained:
 
 def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
     """The architecture from ``model.*``, sized for the dataset's images and classes."""
+    from components.models import option_defaults
+
     m = cfg.model
     h, _, c = manifest.shape
+    # Only the options the family takes. Those added with the zoo are left out (None) at the family's
+    # default, so a resnet's spec equals one written before they existed: retrain compares specs to
+    # decide whether the champion's weights fit.
+    defaults = option_defaults(m.name)
+    takes = tuple(defaults)
+    opts = {k: getattr(m, k) for k in ("depth", "activation", "init", "hidden", "block", "groups", "growth")
+            if k in takes}
+    opts = {k: (None if k != "depth" and v == defaults[k] else v) for k, v in opts.items()}
     return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
                      classes=tuple(manifest.classes), normalization=cfg.data.normalization,
-                     width=m.width or None, depth=m.depth if m.name == "resnet" else None,
-                     dropout=m.dropout, batchnorm=m.batchnorm)
+                     width=(m.width or None) if "width" in takes else None,
+                     dropout=m.dropout, batchnorm=m.batchnorm, **opts)
 
 
 def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> int:
@@ -312,6 +322,41 @@ class _EpochProgress:
 # --------------------------------------------------------------------------- driver
 
 
+def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[str, float]:
+    """Parameters and FLOPs per image, and (``model.init_diagnostic``) per-layer activation statistics at
+    initialisation on a real training batch, to the active run. The net is built with the workers' seed,
+    so these are the statistics of the very weights training starts from."""
+    import numpy as np
+
+    from components.diagnostics import activation_stats, collapse_ratio
+    from components.data.shards import read_split
+    from components.models import count_macs, count_parameters
+    from components.plots import activation_stats_figure
+
+    mean, std = prepared.normalizer()
+    torch.manual_seed(cfg.seed)
+    model = spec.build(Normalize(mean, std))
+    macs = count_macs(model, (spec.in_channels, spec.image_size, spec.image_size))
+    profile = {names.MODEL_PARAMS: count_parameters(model), names.MODEL_MACS: macs, names.MODEL_FLOPS: 2 * macs}
+    tracking.log_metrics(profile)
+    if cfg.model.init_diagnostic:
+        images = read_split(prepared.manifest(), "train").images[:128]
+        x = engine.BatchPrep()({"image": images, "label": np.zeros(len(images), dtype=np.int64)})[0]
+        stats = activation_stats(model, x, seed=cfg.seed)
+        if stats:
+            for i, s in enumerate(stats, start=1):
+                tracking.log_metrics({names.INIT_ACT_MEAN: s.mean, names.INIT_ACT_STD: s.std}, step=i)
+            profile[names.INIT_COLLAPSE] = collapse_ratio(stats)
+            tracking.log_metrics({names.INIT_COLLAPSE: profile[names.INIT_COLLAPSE]})
+            tracking.log_figure(activation_stats_figure(stats, f"{spec.name}: activations at initialisation"),
+                                names.INIT_PLOT)
+            tracking.log_json([{"layer": s.name, "mean": s.mean, "std": s.std} for s in stats],
+                              "diagnostics/init_activations.json")
+    say(f"train: {spec.name} has {profile[names.MODEL_PARAMS]:,} parameters, "
+        f"{profile[names.MODEL_FLOPS] / 1e6:.1f} MFLOPs per image")
+    return profile
+
+
 def root_cause(e: BaseException) -> BaseException:
     """The first worker's own exception inside Ray Train's WorkerGroupError / RayTaskError."""
     failures = getattr(e, "worker_failures", None)
@@ -355,6 +400,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         datasets=datasets,
     )
     spec = model_spec(cfg, prepared.manifest())
+    log_model_profile(cfg, prepared, spec)
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"{cfg.train.optimizer} lr {cfg.train.lr}, {cfg.train.precision}")

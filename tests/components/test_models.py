@@ -27,6 +27,10 @@ from components.models import (
 
 # (in_channels, image_size): Fashion-MNIST, CIFAR-10, sklearn digits.
 SHAPES = [(1, 28), (3, 32), (1, 8)]
+#: The smallest options of each family (fast tests); families not listed build with their defaults.
+SMALL = {"convnet": {"width": 8}, "resnet": {"width": 4, "depth": 8}, "mlp": {"hidden": (16, 8)},
+         "alexnet": {"width": 4}, "vgg": {"width": 4}, "googlenet": {"width": 8},
+         "wide_resnet": {"depth": 10, "width": 1}, "densenet": {"depth": 10, "growth": 4}}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -34,10 +38,8 @@ SHAPES = [(1, 28), (3, 32), (1, 8)]
 def test_every_net_forward_backward(name: str, in_channels: int, size: int) -> None:
     torch.manual_seed(0)
     # Smallest widths/depth keep the test fast; the defaults are checked below.
-    width = {"softmax": None, "convnet": 8, "resnet": 4}[name]
-    depth = 8 if name == "resnet" else None
-    net = build_model(name, in_channels=in_channels, num_classes=7, image_size=size,
-                      width=width, depth=depth, dropout=0.1)
+    net = build_model(name, in_channels=in_channels, num_classes=7, image_size=size, dropout=0.1,
+                      **SMALL.get(name, {}))
     x = torch.rand(4, in_channels, size, size)
     out = net(x)
     assert out.shape == (4, 7)

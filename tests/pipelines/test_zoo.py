@@ -1,0 +1,63 @@
+"""The zoo pipeline end to end on a real local Ray and a real MLflow store (slow)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from tests.conftest import shrunk_config
+
+
+def broken_baseline(cfg, prepared, manifest) -> dict:
+    """A member that fails: the zoo records it and carries on (zoo.keep_going)."""
+    raise RuntimeError("this baseline always fails")
+
+
+@pytest.mark.slow
+def test_zoo_trains_each_member_in_its_own_child_run(ray_local, mlflow_store) -> None:
+    from pipelines import names
+    from pipelines.flows import run_pipeline
+
+    cfg = shrunk_config("zoo", "zoo.models=[softmax,mlp,pipelines.zoo:majority_class,"
+                        "tests.pipelines.test_zoo:broken_baseline]",
+                        "train.epochs=1", "cluster.num_workers=1")
+    result = run_pipeline(cfg, command="test")
+    client = mlflow_store.client()
+    parent = client.get_run(result.run_id)
+    exp = parent.info.experiment_id
+    zoo_stage = client.search_runs([exp], f"tags.`{names.STAGE_TAG}` = 'zoo'")
+    assert len(zoo_stage) == 1
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{zoo_stage[0].info.run_id}'")
+    by_model = {r.data.tags[names.ZOO_MODEL_TAG]: r for r in children}
+    assert set(by_model) == {"softmax", "mlp", "majority_class", "broken_baseline"}
+    assert all(r.data.tags[names.STAGE_TAG] == "train" for r in children)
+    assert by_model["broken_baseline"].info.status == "FAILED"
+    for model in ("softmax", "mlp"):
+        run = by_model[model]
+        assert run.info.status == "FINISHED" and run.info.run_name == model
+        m = run.data.metrics
+        assert 0.0 < m[names.TEST_ACCURACY] <= 1.0 and m[names.MODEL_PARAMS] > 0 and m[names.ZOO_SECONDS] > 0
+        # The init diagnostic: one point per probed layer, and its figure.
+        stds = client.get_metric_history(run.info.run_id, names.INIT_ACT_STD)
+        assert stds and all(math.isfinite(p.value) for p in stds)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert names.INIT_PLOT in artifacts
+    # softmax on 8x8x1 digits: 64*10 + 10 parameters; the MLP's two hidden layers use its conf (256, 256).
+    assert by_model["softmax"].data.metrics[names.MODEL_PARAMS] == 650
+    assert len(client.get_metric_history(by_model["mlp"].info.run_id, names.INIT_ACT_STD)) == 2
+
+    rows = {r["model"]: r for r in result.outputs["rows"]}
+    assert rows["broken_baseline"]["status"].startswith("failed: RuntimeError")
+    assert 0.05 < rows["majority_class"]["test_accuracy"] < 0.2  # 10 balanced classes
+    table = client.download_artifacts(result.run_id, names.ZOO_TABLE, mlflow_store.root / "dl")
+    columns = json.loads(open(table).read())["columns"]
+    assert {"model", "test_accuracy", "params", "seconds", "flops_per_image"} <= set(columns)
+    text = open(client.download_artifacts(result.run_id, names.ZOO_CSV, mlflow_store.root / "dl")).read()
+    assert [r["model"] for r in csv.DictReader(io.StringIO(text))] == [
+        "softmax", "mlp", "majority_class", "broken_baseline"]
+    assert names.ZOO_PLOT in {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert parent.data.metrics["zoo/mlp/test_accuracy"] == pytest.approx(rows["mlp"]["test_accuracy"])
