@@ -544,6 +544,8 @@ def build_model(
     ``depth`` for anything but ``resnet``, so a misrouted option fails loudly
     instead of being ignored. ``batchnorm`` does not apply to ``softmax``.
     """
+    if name in TOOLKIT_MODELS:  # issue 3: kNN and hand-made features + linear, built in their modules
+        return _build_toolkit(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size, dropout=dropout)
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
     if not 0.0 <= dropout < 1.0:
@@ -572,6 +574,17 @@ def build_model(
         dropout=dropout,
         batchnorm=batchnorm,
     )
+
+
+#: Nets built in other modules (issue 3): name -> "module:builder(in_channels, num_classes, image_size, **kw)".
+TOOLKIT_MODELS = {"knn": "components.knn:build_knn", "hoglinear": "components.features:build_hoglinear"}
+
+
+def _build_toolkit(name: str, **kw: object) -> nn.Module:
+    import importlib
+
+    module, _, builder = TOOLKIT_MODELS[name].partition(":")
+    return getattr(importlib.import_module(module), builder)(**kw)
 
 
 def count_parameters(model: nn.Module) -> int:
