@@ -331,9 +331,11 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
-        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None) -> Trained:
+        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
+        spec: ModelSpec | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
-    ``hooks`` plug into the loop (components.hooks)."""
+    ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
+    (transfer: the source model's)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -349,7 +351,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state,
-                           "hooks": list(hooks or [])},
+                           "hooks": list(hooks or []), **({"spec": spec.to_dict()} if spec else {})},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                      resources_per_worker={"CPU": c.cpus_per_worker}),
         run_config=RunConfig(
@@ -359,7 +361,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             failure_config=FailureConfig(max_failures=c.max_failures)),
         datasets=datasets,
     )
-    spec = model_spec(cfg, prepared.manifest())
+    spec = spec or model_spec(cfg, prepared.manifest())
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"{cfg.train.optimizer} lr {cfg.train.lr}, {cfg.train.precision}")
