@@ -65,8 +65,9 @@ def _package_of_run(run_id: str, dst: Path) -> Path:
         if any(f.path == "best_model" for f in client.list_artifacts(rid)):
             root = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="best_model",
                                                             dst_path=str(dst)))
-            if (root / ARCH_FILE).is_file():
-                return root
+            found = sorted(root.rglob(ARCH_FILE))  # best_model/ or best_model/<dir>/, as the store kept it
+            if found:
+                return found[0].parent
     raise ConfigError(f"transfer.source={run_id}: neither the run nor its train stage logged a best_model package.")
 
 
