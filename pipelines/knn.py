@@ -216,7 +216,10 @@ def predict_split(cfg: Config, prepared: Prepared, package: str, split: str = "t
     from ray.data import ActorPoolStrategy
 
     c = cfg.cluster
-    ds = image_dataset(prepared.manifest(), split, prepared.rows[split]).map_batches(
+    rows = prepared.rows[split]
+    # One block per batch: the actors share the split (a single shard would go to one actor).
+    ds = image_dataset(prepared.manifest(), split, rows).repartition(max(1, -(-rows // cfg.knn.batch_size)))
+    ds = ds.map_batches(
         KnnBatchPredictor, fn_constructor_kwargs={"package": package, "threads": worker_threads(c)},
         batch_size=cfg.knn.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=c.num_workers),
         num_cpus=c.cpus_per_worker)
