@@ -151,6 +151,8 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(self.snapshots >= 0, "train.snapshots", "must be >= 0")
         _check(self.overfit_rows >= 0, "train.overfit_rows", "must be >= 0")
+        _check(self.loss == "softmax" or not self.label_smoothing, "train.label_smoothing",
+               "applies only to train.loss=softmax; set train.label_smoothing=0 with train.loss=svm")
 
 
 @dataclass(frozen=True)
