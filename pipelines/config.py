@@ -31,7 +31,9 @@ GROUPS = ("data", "model", "train", "cluster")
 DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # issue 3 (zoo): the CS231n families, components.models.BUILDERS
-                    "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet"]
+                    "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
+                    # issue 3 (toolkit): hand-made features + linear (kNN has its own pipeline)
+                    "hoglinear"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -78,6 +80,9 @@ class DataConfig:
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
     allow_download: bool = _doc("download the source when it is not found locally", False)
     augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
+    classes: tuple[str, ...] = _doc(
+        "keep only these classes (indices or names), relabelled 0..k-1 in this order; a subset is a "
+        "dataset version of its own (transfer: pre-train on [0,1,2,3,4], transfer to [5,6,7,8,9])", ())
 
     def __post_init__(self) -> None:
         _check(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
@@ -88,6 +93,8 @@ class DataConfig:
         _check(self.image_size >= 8, "data.image_size", "must be >= 8")
         _check(self.max_train_rows >= 0 and self.max_eval_rows >= 0, "data.max_train_rows",
                "and data.max_eval_rows must be >= 0")
+        _check(len(set(self.classes)) == len(self.classes) and len(self.classes) != 1, "data.classes",
+               "must name at least two distinct classes (or none: all)")
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,9 @@ class TrainConfig:
         "stop when the training loss exceeds this many times its first value (§6.2; 0: off)", 3.0)
     freeze: Literal["none", "backbone"] = _doc(
         "transfer: 'backbone' trains only the re-initialised head (feature extraction)", "none")
+    overfit_rows: int = _doc(
+        "§6.2 sanity check: train on only this many train rows, without regularisation (no weight decay, "
+        "dropout, augmentation or label smoothing); the loss must approach zero (0: off)", 0)
     # -- issue 4 (sweeps/ensembles) keys go here
     ema_decay: float = _doc("keep an exponential moving average of the weights with this decay (0: off; §7.1)", 0.0)
     snapshots: int = _doc("snapshot ensemble: cyclic cosine schedule with this many cycles, a snapshot "
@@ -165,6 +175,9 @@ class TrainConfig:
         _check(self.explode_factor == 0 or self.explode_factor > 1, "train.explode_factor", "must be 0 (off) or > 1")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(self.snapshots >= 0, "train.snapshots", "must be >= 0")
+        _check(self.overfit_rows >= 0, "train.overfit_rows", "must be >= 0")
+        _check(self.loss == "softmax" or not self.label_smoothing, "train.label_smoothing",
+               "applies only to train.loss=softmax; set train.label_smoothing=0 with train.loss=svm")
 
 
 @dataclass(frozen=True)
@@ -236,9 +249,17 @@ class KnnConfig:  # issue 3: pipeline knn
     k_choices: tuple[str, ...] = _doc("values of k tried by cross-validation", ("1", "3", "5", "7", "10", "20"))
     distance: Literal["l1", "l2"] = _doc("L1 (Manhattan) or L2 (Euclidean) distance (§2.2)", "l2")
     folds: int = _doc("k-fold cross-validation folds on the train split", 5)
+    cv_rows: int = _doc("train rows used by the cross-validation (0: all); the model keeps all of them", 10000)
+    batch_size: int = _doc("test images per Ray Data batch (each batch is one vectorised distance matrix)", 1024)
+    bench_rows: int = _doc("queries timed against scikit-learn's brute-force kNN, bench/knn_vs_sklearn (0: off)",
+                           2000)
 
     def __post_init__(self) -> None:
         _check(self.folds >= 2, "knn.folds", "must be >= 2")
+        _check(bool(self.k_choices) and all(k.isdigit() and int(k) >= 1 for k in self.k_choices),
+               "knn.k_choices", "must be a list of whole numbers >= 1")
+        _check(self.cv_rows >= 0 and self.bench_rows >= 0, "knn.cv_rows", "and knn.bench_rows must be >= 0")
+        _check(self.batch_size >= 1, "knn.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -261,6 +282,13 @@ class ZooConfig:  # issue 3: pipeline zoo
 @dataclass(frozen=True)
 class TransferConfig:  # issue 3: pipeline transfer
     source: str | None = _doc("pre-trained model: models:/NAME@alias, models:/NAME/VERSION or a run id", None)
+    lr_factor: float = _doc("fine-tuning (train.freeze=none) runs at train.lr times this (§7.3: a lower rate)",
+                            0.1)
+    scratch: bool = _doc("also train the same architecture from scratch on the same data and budget, and "
+                         "log the comparison", True)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.lr_factor <= 1, "transfer.lr_factor", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)

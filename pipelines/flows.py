@@ -55,6 +55,8 @@ def preflight(cfg: Config) -> None:
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
+    if cfg.kind == "transfer" and not cfg.transfer.source:  # issue 3
+        raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from components.data.shards import Manifest, write_dataset
 from components.data.sources import load_source
+from components.data.subsets import subset_classes
 from pipelines import names, tracking
 from pipelines.config import Config
 from pipelines.progress import say
@@ -25,6 +26,8 @@ def run(cfg: Config) -> Manifest:
     started = time.perf_counter()
     raw = load_source(d.name, path=d.path, image_size=d.image_size, channels=d.channels,
                       allow_download=d.allow_download)
+    if d.classes:  # issue 3: a class subset is its own dataset version (components.data.subsets)
+        raw = subset_classes(raw, d.classes)
     manifest = write_dataset(raw, Path(d.cache_dir), seed=d.split_seed, val_fraction=d.val_fraction,
                              test_fraction=d.test_fraction)
     rows = {split: info["rows"] for split, info in manifest.splits.items()}

@@ -57,6 +57,18 @@ ZOO_SECONDS = "zoo/train_seconds"  # a zoo member's training wall time
 ZOO_TABLE = "zoo/comparison.json"  # mlflow.log_table artifact on the zoo's parent run
 ZOO_CSV = "zoo/comparison.csv"
 ZOO_PLOT = "plots/zoo_accuracy_vs_params.png"
+TRAIN_VAL_GAP = "train/val_accuracy_gap"  # per epoch: train/accuracy - val/accuracy (§6.2 babysitting)
+KNN_CV_ACCURACY = "knn/cv_accuracy"  # step = k: mean validation accuracy over the folds
+KNN_BEST_K = "knn/best_k"
+KNN_VS_SKLEARN = "bench/knn_vs_sklearn"  # our kNN's throughput / scikit-learn brute force, same data and k
+INITIAL_LOSS = "linear/initial_loss"  # the loss at iteration 0 (before any update), on one train batch
+EXPECTED_INITIAL_LOSS = "linear/expected_initial_loss"  # ln C (softmax) or C - 1 (SVM, margin 1)
+INITIAL_LOSS_TAG = "visionray.initial_loss_check"  # ok | off: the first-iteration sanity check (§6.2)
+OVERFIT_FINAL_LOSS = "overfit/final_loss"
+OVERFIT_TAG = "visionray.overfit"  # passed | failed: train.overfit_rows reached near-zero loss
+TRANSFER_ACCURACY = "transfer/test_accuracy"
+SCRATCH_ACCURACY = "transfer/scratch_test_accuracy"
+TRANSFER_GAIN = "transfer/gain"  # transfer minus scratch test accuracy, same data and budget
 
 # Sweeps and ensembles (issue 4).
 

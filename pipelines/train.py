@@ -31,7 +31,7 @@ from components.losses import build_criterion
 from components.models import Normalize
 from components.optim import build_optimizer, build_scheduler
 from components.packaging import ModelSpec, load_package, save_package, unwrap
-from pipelines import names, tracking
+from pipelines import babysit, names, tracking
 from pipelines.config import Config, TrainConfig
 from pipelines.preprocess import Prepared, augment_from, image_dataset
 from pipelines.progress import duration, eta, say
@@ -238,6 +238,7 @@ def _run_epochs(w: _Worker) -> None:
         metrics = {
             names.TRAIN_LOSS: totals[0] / max(totals[2], 1), names.TRAIN_ACCURACY: totals[1] / max(totals[2], 1),
             names.VAL_LOSS: totals[3] / max(totals[5], 1), names.VAL_ACCURACY: totals[4] / max(totals[5], 1),
+            names.TRAIN_VAL_GAP: (totals[1] / max(totals[2], 1)) - (totals[4] / max(totals[5], 1)),
             names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
             "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
         }
@@ -375,21 +376,27 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
-        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None) -> Trained:
+        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
+        spec: ModelSpec | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
-    ``hooks`` plug into the loop (components.hooks)."""
+    ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
+    (transfer: the source model's)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     manifest = prepared.manifest()
+    cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
+    hooks = [*(hooks or []), *babysit.train_hooks(cfg, prepared, workdir)]  # linear: first loss, templates
     datasets = {"train": image_dataset(manifest, "train", prepared.rows["train"]),
                 "val": image_dataset(manifest, "val", prepared.rows["val"])}
+    if cfg.train.overfit_rows:
+        datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
     c = cfg.cluster
     storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state,
-                           "hooks": list(hooks or [])},
+                           "hooks": list(hooks or []), **({"spec": spec.to_dict()} if spec else {})},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                      resources_per_worker={"CPU": c.cpus_per_worker}),
         run_config=RunConfig(
@@ -399,7 +406,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             failure_config=FailureConfig(max_failures=c.max_failures)),
         datasets=datasets,
     )
-    spec = model_spec(cfg, prepared.manifest())
+    spec = spec or model_spec(cfg, prepared.manifest())
     log_model_profile(cfg, prepared, spec)
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
@@ -439,6 +446,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     tracking.log_artifact(best_dir, "best_model")
     say(f"train: best val accuracy {best_metrics[names.VAL_ACCURACY]:.4f} at epoch {epoch + 1} "
         f"({duration(time.perf_counter() - started)})")
+    babysit.report(cfg, history, str(extras_dir) if extras_dir else None)
     return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history,
                    last_checkpoint=str(last_dir) if last_dir else None,
                    extras=str(extras_dir) if extras_dir else None)

@@ -107,6 +107,14 @@ def _densenet(c: int, k: int, s: int, *, depth: int = 40, growth: int = 12, drop
     return DenseNet(c, k, s, depth=depth, growth=growth, dropout=dropout, batchnorm=batchnorm)
 
 
+def _toolkit(target: str, c: int, k: int, s: int, **kw: Any) -> nn.Module:
+    """kNN and hand-made features + linear live in their own modules (imported when built)."""
+    import importlib
+
+    module, _, builder = target.partition(":")
+    return getattr(importlib.import_module(module), builder)(in_channels=c, num_classes=k, image_size=s, **kw)
+
+
 #: The one dispatch: model name -> builder.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "softmax": _softmax,
@@ -119,6 +127,9 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "wide_resnet": _wide_resnet,
     "densenet": _densenet,
     # -- issue 3 toolkit families (kNN, hand-made features + linear, ...) go here, one line each
+    "knn": lambda c, k, s, *, dropout, batchnorm: _toolkit("components.knn:build_knn", c, k, s),
+    "hoglinear": lambda c, k, s, *, dropout, batchnorm: _toolkit("components.features:build_hoglinear", c, k, s,
+                                                                 dropout=dropout),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 
