@@ -270,6 +270,12 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
             f"test accuracy ({100 * metrics[names.ENSEMBLE_EMA_GAIN]:+.2f} pt)")
     tracking.log_metrics(metrics)
     tracking.log_table(table, names.ENSEMBLE_TABLE_ARTIFACT)
+    from components.plots import model_comparison_figure
+
+    shown = [*rows, ensemble_row, *table[len(rows) + 2:]]
+    tracking.log_figure(model_comparison_figure([r["model"] for r in shown], [r["val_accuracy"] for r in shown],
+                                                [r["test_accuracy"] for r in shown], "members vs ensemble"),
+                        "plots/ensemble_members.png")
     say(f"ensemble: test accuracy {ensemble_row['test_accuracy']:.4f} vs best single member "
         f"{best['model']} {best['test_accuracy']:.4f} ({100 * metrics[names.ENSEMBLE_GAIN]:+.2f} pt)")
     if abs(ensemble_row["test_accuracy"] - ensemble_test_accuracy) > 1e-9:
