@@ -254,6 +254,7 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
     ensemble_row = {"model": "ensemble", "source": "+".join(cfg.ensemble.members), "run_id": "",
                     **score(built.trained.best_checkpoint)}
     metrics.update({
+        names.ENSEMBLE_MEMBERS: len(rows),
         names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY: best["test_accuracy"],
         names.ENSEMBLE_MAX_MEMBER_TEST_ACCURACY: max(r["test_accuracy"] for r in rows),
         names.ENSEMBLE_GAIN: ensemble_row["test_accuracy"] - best["test_accuracy"],
