@@ -111,6 +111,7 @@ def lr_factor(
     step_every: int = 0,
     gamma: float = 0.1,
     min_lr_ratio: float = 0.0,
+    cycles: int = 0,
 ) -> float:
     """Multiplier of the base lr for 0-based optimizer step ``step``.
 
@@ -120,6 +121,10 @@ def lr_factor(
     from step 0, so milestones are absolute step numbers); ``cosine`` decays
     from 1 to ``min_lr_ratio`` over the steps after warm-up and stays there.
     ``min_lr_ratio`` also floors the ``step`` schedule.
+
+    ``cycles`` > 1 (snapshot ensembles, Huang et al. 2017; ``cosine`` only): the cosine restarts
+    ``cycles`` times, each cycle ``total_steps // cycles`` steps long, from the peak down to
+    ``min_lr_ratio``; warm-up, if any, is part of the first cycle.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -127,6 +132,13 @@ def lr_factor(
         return 1.0
     if schedule == "step":
         return max(min_lr_ratio, gamma ** (step // step_every))
+    if cycles > 1:
+        length = max(1, total_steps // cycles)
+        cycle, start = min(step // length, cycles - 1), warmup_steps if step < length else 0
+        begin = cycle * length + start
+        end = total_steps if cycle == cycles - 1 else (cycle + 1) * length
+        progress = min(1.0, (step - begin) / max(1, end - begin))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -140,6 +152,7 @@ def build_scheduler(
     step_every: int = 0,
     gamma: float = 0.1,
     min_lr_ratio: float = 0.0,
+    cycles: int = 0,
 ) -> LambdaLR:
     """A ``LambdaLR`` following :func:`lr_factor`; call ``.step()`` once per optimizer step."""
     if schedule not in SCHEDULES:
@@ -154,6 +167,10 @@ def build_scheduler(
         raise ValueError(f"gamma must be in (0, 1], got {gamma}")
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    if cycles > 1 and schedule != "cosine":
+        raise ValueError(f"cycles={cycles} (snapshot ensembles) needs the 'cosine' schedule, got {schedule!r}")
+    if cycles > 1 and warmup_steps >= total_steps // cycles:
+        raise ValueError(f"warm-up ({warmup_steps} steps) must end inside the first of {cycles} cycles")
 
     # A partial of a module-level function (not a lambda) keeps the scheduler picklable.
     factor = functools.partial(
@@ -164,5 +181,6 @@ def build_scheduler(
         step_every=step_every,
         gamma=gamma,
         min_lr_ratio=min_lr_ratio,
+        cycles=cycles,
     )
     return LambdaLR(optimizer, factor)

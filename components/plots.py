@@ -421,3 +421,27 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     finally:
         fig.clear()
     return path
+
+
+# --------------------------------------------------------------------------- ensembles (issue 4)
+
+
+def model_comparison_figure(labels: Sequence[str], val: Sequence[float], test: Sequence[float],
+                            title: str = "") -> Figure:
+    """Val and test accuracy of several models side by side (an ensemble's members and the ensemble)."""
+    if not (len(labels) == len(val) == len(test)) or not labels:
+        raise ValueError("labels, val and test must be non-empty and of one length")
+    fig = _new_figure(max(5.0, 0.9 * len(labels) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, 100 * np.asarray(val), 0.4, label="val")
+    ax.bar(x + 0.2, 100 * np.asarray(test), 0.4, label="test")
+    low = 100 * min(min(val), min(test))
+    ax.set_ylim(max(0.0, low - 2.0), min(100.0, 100 * max(max(val), max(test)) + 1.0))
+    ax.set_xticks(x, [str(lb) for lb in labels], rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

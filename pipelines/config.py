@@ -178,6 +178,10 @@ class TrainConfig:
         _check(self.overfit_rows >= 0, "train.overfit_rows", "must be >= 0")
         _check(self.loss == "softmax" or not self.label_smoothing, "train.label_smoothing",
                "applies only to train.loss=softmax; set train.label_smoothing=0 with train.loss=svm")
+        _check(self.snapshots == 0 or self.epochs % self.snapshots == 0, "train.snapshots",
+               f"must divide train.epochs={self.epochs} (one learning-rate cycle = epochs / snapshots)")
+        _check(self.snapshots <= 1 or self.schedule == "cosine", "train.snapshots",
+               "above 1 needs train.schedule=cosine (the cycles are cosine restarts)")
 
 
 @dataclass(frozen=True)
@@ -299,9 +303,29 @@ class TuneConfig:  # issue 4: pipeline sweep
         _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
 
 
+ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema")
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:  # issue 4: pipeline ensemble
-    top_k: int = _doc("members taken from the best trials of a sweep", 3)
+    members: tuple[str, ...] = _doc(
+        "where the members come from: sweep (the top_k trials of ensemble.sweep_run), snapshots (one "
+        "run here with train.snapshots cosine cycles, a snapshot per cycle), ema (that run's EMA of the "
+        "weights, train.ema_decay)", ("snapshots", "ema"))
+    sweep_run: str | None = _doc("sweep parent run id, or 'last' (the latest finished sweep run)", None)
+    top_k: int = _doc("members taken from the best trials of a sweep (by train/best_val_accuracy)", 3)
+    bn_rows: int = _doc("recompute the EMA model's BatchNorm statistics on this many training images "
+                        "(0: keep the running average of the statistics)", 10000)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.members if m not in ENSEMBLE_SOURCES]
+        _check(not bad and len(self.members) > 0, "ensemble.members",
+               f"must list some of: {', '.join(ENSEMBLE_SOURCES)}" + (f" (not {bad[0]})" if bad else ""))
+        _check(len(set(self.members)) == len(self.members), "ensemble.members", "must not repeat a source")
+        _check(self.top_k >= 1, "ensemble.top_k", "must be >= 1")
+        _check(self.bn_rows >= 0, "ensemble.bn_rows", "must be >= 0")
+        _check("sweep" not in self.members or bool(self.sweep_run), "ensemble.sweep_run",
+               "must name a sweep run (its MLflow run id, or 'last') when ensemble.members has sweep")
 
 
 @dataclass(frozen=True)

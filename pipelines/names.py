@@ -71,6 +71,24 @@ SCRATCH_ACCURACY = "transfer/scratch_test_accuracy"
 TRANSFER_GAIN = "transfer/gain"  # transfer minus scratch test accuracy, same data and budget
 
 # Sweeps and ensembles (issue 4).
+TRIAL_STAGE = "trial"  # visionray.stage of a Tune trial's run, nested under its sweep
+BEST_VAL_ACCURACY = "train/best_val_accuracy"  # a train stage's (or trial's) best epoch on val
+BEST_MODEL_ARTIFACT = "best_model"  # the best epoch's model package on a train stage's or trial's run
+SWEEP_PIPELINE = "sweep"
+ENSEMBLE_MEMBERS = "ensemble/members"  # how many members
+ENSEMBLE_BEST_MEMBER_TEST_ACCURACY = "ensemble/best_member_test_accuracy"  # the member best on val
+ENSEMBLE_MAX_MEMBER_TEST_ACCURACY = "ensemble/max_member_test_accuracy"  # the member best on test (oracle)
+ENSEMBLE_GAIN = "ensemble/gain"  # test accuracy: ensemble minus the best single member (chosen on val)
+ENSEMBLE_EMA_TEST_ACCURACY = "ensemble/ema_test_accuracy"
+ENSEMBLE_RAW_TEST_ACCURACY = "ensemble/raw_test_accuracy"  # the final weights of the run the EMA comes from
+ENSEMBLE_EMA_GAIN = "ensemble/ema_gain"  # test accuracy: EMA weights minus raw final weights
+ENSEMBLE_TABLE_ARTIFACT = "ensemble/members.json"  # members, ensemble and best single model side by side
+ENSEMBLE_MEMBER_TAG = "visionray.ensemble.members"
+
+
+def ensemble_member_metric(member: str, metric: str) -> str:
+    """``ensemble/member/<member>/<metric>``, e.g. ``ensemble/member/snapshot-2/test_accuracy``."""
+    return f"ensemble/member/{member}/{metric}"
 
 # Compression (issue 5): compress/<name>, tag ``compression`` above.
 COMPRESS_SIZE_BYTES = "compress/size_bytes"

@@ -328,6 +328,14 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
 
+def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table artifact (one dict per row) the MLflow UI shows and compares across runs."""
+    import mlflow
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file)
+
+
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 

@@ -87,7 +87,7 @@ def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
                                 weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
                                 warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
-                                gamma=tc.gamma)
+                                gamma=tc.gamma, cycles=tc.snapshots)
     criterion = build_criterion(tc.loss, label_smoothing=tc.label_smoothing)
     eval_criterion = build_criterion(tc.loss)  # no smoothing: val loss stays comparable across recipes
     return optimizer, scheduler, criterion, eval_criterion
@@ -384,9 +384,13 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from components.ensembles import config_hooks  # issue 4: train.ema_decay, train.snapshots
+
     manifest = prepared.manifest()
     cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
     hooks = [*(hooks or []), *babysit.train_hooks(cfg, prepared, workdir)]  # linear: first loss, templates
+    hooks = [*hooks, *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs,
+                                    spec or model_spec(cfg, manifest))]
     datasets = {"train": image_dataset(manifest, "train", prepared.rows["train"]),
                 "val": image_dataset(manifest, "val", prepared.rows["val"])}
     if cfg.train.overfit_rows:

@@ -1,0 +1,287 @@
+"""Ensembles (§7.1): average the class probabilities of several models; snapshots and an EMA of the
+weights, both taken inside the one training loop by hooks.
+
+    model, spec = load_package("ensemble/")          # arch.json {"format": "ensemble"}, members/*
+    classes, probs = model.predict_uint8(images)     # probs = mean of the members' probabilities
+
+    train.run(..., hooks=[("components.ensembles:EMAHook", {"decay": 0.998, "spec": spec.to_dict()}),
+                          ("components.ensembles:SnapshotHook", {"cycles": 3, "epochs": 9,
+                                                                 "spec": spec.to_dict()})])
+
+An ensemble package is a directory: ``arch.json`` (``"format": "ensemble"``, the member names) and one
+ordinary model package per member under ``members/``. Each member keeps its own normalisation, so
+members trained on different normalisers (or different architectures) combine. Pure PyTorch: no Ray,
+no MLflow here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from components.hooks import HookSpec, TrainHook
+from components.models import ImageClassifier, Normalize
+from components.packaging import ARCH_FILE, ModelSpec, load_package, save_package
+
+FORMAT = "ensemble"
+MEMBERS_DIR = "members"
+EMA_DIR = "ema"  # EMAHook's package inside its extras directory
+SNAPSHOT_PREFIX = "snapshot-"  # SnapshotHook's packages: snapshot-1, snapshot-2, ...
+
+
+# --------------------------------------------------------------------------- the ensemble model
+
+
+class ProbabilityAverage(nn.Module):
+    """``log(mean_i softmax(member_i(x)))``: log-probabilities, so softmax of it is the mean probability
+    and cross-entropy on it is the ensemble's negative log-likelihood."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # logsumexp of log-softmaxes: stable where a member's probability underflows to 0.
+        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
+class EnsembleClassifier(ImageClassifier):
+    """An :class:`ImageClassifier` whose net averages its members' probabilities.
+
+    The outer normalisation is the identity: each member normalises the [0, 1] images itself.
+    ``predict_uint8`` (inherited) returns ``softmax(forward)`` = the mean of the members' probabilities.
+    """
+
+    def __init__(self, members: Sequence[ImageClassifier]):
+        super().__init__(Normalize.identity(members[0].in_channels), ProbabilityAverage(members))
+
+    @property
+    def members(self) -> nn.ModuleList:
+        return self.net.members
+
+
+def mean_probabilities(models: Iterable[ImageClassifier], images: Any) -> Tensor:
+    """The reference the ensemble must equal: the plain mean of ``predict_uint8`` probabilities."""
+    probs = [m.predict_uint8(images)[1] for m in models]
+    return torch.stack(probs).mean(dim=0)
+
+
+def check_compatible(specs: Sequence[ModelSpec], names: Sequence[str]) -> None:
+    """Members must take the same images and predict the same classes, in the same order."""
+    first = specs[0]
+    for spec, name in zip(specs[1:], names[1:]):
+        for key in ("in_channels", "image_size", "num_classes", "classes"):
+            if getattr(spec, key) != getattr(first, key):
+                raise ValueError(f"ensemble member {name} has {key}={getattr(spec, key)!r} but {names[0]} has "
+                                 f"{getattr(first, key)!r}; members must be trained on the same data.")
+
+
+def save_ensemble_package(directory: str | Path, members: Sequence[tuple[str, str | Path]]) -> Path:
+    """Copy each member's package (``(name, package_dir)``) under ``members/`` and write ``arch.json``."""
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    (directory / MEMBERS_DIR).mkdir(parents=True)
+    specs, entries = [], []
+    for i, (name, src) in enumerate(members):
+        _, spec = load_package(src)  # also proves each member loads before anything is registered
+        specs.append(spec)
+        sub = f"{i:02d}-{_safe(name)}"
+        shutil.copytree(src, directory / MEMBERS_DIR / sub)
+        entries.append({"name": name, "path": f"{MEMBERS_DIR}/{sub}", "model": spec.name})
+    check_compatible(specs, [n for n, _ in members])
+    first = specs[0]
+    arch = {"format": FORMAT, "name": FORMAT, "in_channels": first.in_channels, "num_classes": first.num_classes,
+            "image_size": first.image_size, "classes": list(first.classes), "members": entries}
+    (directory / ARCH_FILE).write_text(json.dumps(arch, indent=2))
+    return directory
+
+
+def load_ensemble_package(directory: str | Path) -> tuple[EnsembleClassifier, ModelSpec]:
+    """The loader ``components.packaging.load_package`` dispatches ``"format": "ensemble"`` to."""
+    directory = Path(directory)
+    arch = json.loads((directory / ARCH_FILE).read_text())
+    loaded = [load_package(directory / entry["path"]) for entry in arch["members"]]
+    check_compatible([s for _, s in loaded], [e["name"] for e in arch["members"]])
+    model = EnsembleClassifier([m for m, _ in loaded])
+    model.eval()
+    spec = ModelSpec(name=FORMAT, in_channels=arch["in_channels"], num_classes=arch["num_classes"],
+                     image_size=arch["image_size"], classes=tuple(arch["classes"]),
+                     normalization=loaded[0][1].normalization)
+    return model, spec
+
+
+def member_names(directory: str | Path) -> list[str]:
+    return [e["name"] for e in json.loads((Path(directory) / ARCH_FILE).read_text())["members"]]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# --------------------------------------------------------------------------- EMA of the weights (§7.1)
+
+
+class EMAHook(TrainHook):
+    """An exponential moving average of the weights: ``shadow = d * shadow + (1 - d) * weights`` after
+    every optimiser step; saved as a model package (``<extras>/ema``) at the end of each epoch.
+
+    With ``warmup`` the decay starts low, ``d_t = min(decay, (1 + t) / (10 + t))`` for update ``t``
+    (0-based), as TensorFlow's ExponentialMovingAverage does: otherwise, on a short CPU budget, the
+    average would mostly remember the random initialisation.
+
+    BatchNorm buffers: floating-point buffers (running mean/var) are averaged like the weights (as
+    timm's ModelEmaV2 does), integer ones (``num_batches_tracked``) are copied. Statistics averaged
+    this way are an approximation for the averaged weights; :func:`recompute_batchnorm` replaces them
+    with exact ones from a pass over training images (the ensemble pipeline does, see
+    ``ensemble.bn_rows``).
+    """
+
+    def __init__(self, decay: float, spec: dict[str, Any], warmup: bool = True):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay, self.warmup = decay, warmup
+        self.spec = ModelSpec.from_dict(spec)
+        self.shadow: dict[str, Tensor] = {}
+        self.updates = 0
+
+    def setup(self, model: nn.Module) -> None:
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: int) -> None:
+        d = self.current_decay()
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if s.is_floating_point():
+                s.mul_(d).add_(v.detach().to(s.dtype), alpha=1.0 - d)
+            else:
+                s.copy_(v)
+        self.updates += 1
+
+    def averaged_model(self) -> ImageClassifier:
+        model = self.spec.build()
+        model.load_state_dict(self.shadow)
+        return model.eval()
+
+    def end_epoch(self, model: nn.Module, epoch: int, out_dir: Path | None) -> dict[str, float]:
+        if out_dir is not None:
+            save_package(out_dir / EMA_DIR, self.averaged_model(), self.spec)
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": {k: v.clone() for k, v in self.shadow.items()}, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.updates = int(state["updates"])
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Replace every BatchNorm's running statistics by statistics over ``batches`` (float NCHW images in
+    [0, 1]) under the model's current weights, like ``torch.optim.swa_utils.update_bn``: each batch
+    weighs by its size, so the running mean is the exact mean over all images (the variance is the
+    size-weighted mean of the batch variances). Returns the number of images seen (0: no BatchNorm)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+    was_training = model.training
+    model.train()
+    seen = 0
+    try:
+        for x in batches:
+            n = int(x.shape[0])
+            for m in norms:  # new = old + n/(seen+n) (batch - old): a running mean weighted by batch size
+                m.momentum = n / (seen + n)
+            model(x)
+            seen += n
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        model.train(was_training)
+    return seen
+
+
+# --------------------------------------------------------------------------- snapshot ensembles
+
+
+def cycle_length(epochs: int, cycles: int) -> int:
+    if cycles < 1 or epochs % cycles:
+        raise ValueError(f"{epochs} epochs do not split into {cycles} equal learning-rate cycles")
+    return epochs // cycles
+
+
+class SnapshotHook(TrainHook):
+    """Snapshot ensembles (Huang et al. 2017): with a cyclic cosine schedule of ``cycles`` cycles over
+    ``epochs`` epochs, keep the weights at the end of each cycle, where the learning rate is ~0 and the
+    model sits in a local minimum. Every checkpoint's extras hold all snapshots taken so far
+    (``snapshot-1``, ``snapshot-2``, ...), so the final checkpoint has them all."""
+
+    def __init__(self, cycles: int, epochs: int, spec: dict[str, Any]):
+        self.every = cycle_length(epochs, cycles)
+        self.spec = ModelSpec.from_dict(spec)
+        self.snapshots: list[dict[str, Tensor]] = []
+
+    def end_epoch(self, model: nn.Module, epoch: int, out_dir: Path | None) -> dict[str, float]:
+        if (epoch + 1) % self.every == 0:
+            self.snapshots.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        if out_dir is not None:
+            for i, state in enumerate(self.snapshots):
+                net = self.spec.build()
+                net.load_state_dict(state)
+                save_package(out_dir / f"{SNAPSHOT_PREFIX}{i + 1}", net, self.spec)
+        return {"ensemble/snapshots_taken": float(len(self.snapshots))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshots": [dict(s) for s in self.snapshots]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.snapshots = [dict(s) for s in state["snapshots"]]
+
+
+def config_hooks(ema_decay: float, snapshots: int, epochs: int, spec: ModelSpec) -> list[HookSpec]:
+    """The hooks ``train.ema_decay`` and ``train.snapshots`` switch on (none when both are 0)."""
+    hooks: list[HookSpec] = []
+    if ema_decay > 0:
+        hooks.append(("components.ensembles:EMAHook", {"decay": ema_decay, "spec": spec.to_dict()}))
+    if snapshots > 0:
+        hooks.append(("components.ensembles:SnapshotHook",
+                      {"cycles": snapshots, "epochs": epochs, "spec": spec.to_dict()}))
+    return hooks
+
+
+def hook_outputs(extras: str | Path | None) -> dict[str, Any]:
+    """What the hooks left in a run's final extras: ``{"ema": Path | None, "snapshots": [Path, ...]}``."""
+    found: dict[str, Any] = {"ema": None, "snapshots": []}
+    if extras is None or not Path(extras).is_dir():
+        return found
+    for sub in sorted(Path(extras).iterdir()):
+        if sub.name.endswith(EMAHook.__name__) and (sub / EMA_DIR / ARCH_FILE).is_file():
+            found["ema"] = sub / EMA_DIR
+        if sub.name.endswith(SnapshotHook.__name__):
+            found["snapshots"] = sorted((p for p in sub.glob(f"{SNAPSHOT_PREFIX}*") if (p / ARCH_FILE).is_file()),
+                                        key=lambda p: int(p.name[len(SNAPSHOT_PREFIX):]))
+    return found
+
+
+__all__ = ["EnsembleClassifier", "ProbabilityAverage", "EMAHook", "SnapshotHook", "config_hooks",
+           "hook_outputs", "load_ensemble_package", "mean_probabilities", "recompute_batchnorm",
+           "save_ensemble_package"]

@@ -1,0 +1,118 @@
+"""Pipeline ``ensemble`` on a real MLflow store (and, marked slow, a real local Ray).
+
+The sweep's trials are made here by hand to the sweep contract (child runs of the sweep's run, tagged
+``visionray.stage=trial``, metric ``train/best_val_accuracy``, artifact ``best_model/``), so this test
+does not depend on the sweep pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components.models import Normalize
+from components.packaging import ModelSpec, load_package, save_package
+from pipelines import names
+from tests.conftest import shrunk_config
+
+DIGITS = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8,
+                   classes=tuple(str(i) for i in range(10)), width=8)
+
+
+def make_sweep(store, root: Path, accuracies, under_stage: bool = False) -> tuple[str, list[str]]:
+    """A finished sweep run with one trial per accuracy (a model package each); returns (sweep id, trial ids)."""
+    from pipelines.tracking import ensure_experiment
+
+    client = store.client()
+    exp = ensure_experiment(names.experiment_name(names.SWEEP_PIPELINE), store.uri)
+    sweep = client.create_run(exp, run_name="sweep-test", tags={names.PIPELINE_TAG: names.SWEEP_PIPELINE}).info.run_id
+    holder = sweep
+    if under_stage:
+        holder = client.create_run(exp, run_name="sweep", tags={"mlflow.parentRunId": sweep,
+                                                                names.STAGE_TAG: "sweep"}).info.run_id
+    trials = []
+    for i, acc in enumerate(accuracies):
+        trial = client.create_run(exp, run_name=f"trial-{i}", tags={"mlflow.parentRunId": holder,
+                                                                    names.STAGE_TAG: names.TRIAL_STAGE}).info.run_id
+        if acc is not None:  # None: a trial that failed before its first epoch
+            client.log_metric(trial, names.BEST_VAL_ACCURACY, acc)
+            torch.manual_seed(i)
+            package = save_package(root / f"trial-{i}", DIGITS.build(Normalize(torch.tensor([0.3]), torch.tensor([0.3]))),
+                                   DIGITS)
+            client.log_artifacts(trial, str(package), names.BEST_MODEL_ARTIFACT)
+        client.set_terminated(trial)
+        trials.append(trial)
+    if under_stage:
+        client.set_terminated(holder)
+    client.set_terminated(sweep)
+    return sweep, trials
+
+
+def test_sweep_trials_are_found_and_ranked_by_best_val_accuracy(mlflow_store, tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.ensemble import resolve_sweep_run, trial_runs
+
+    client = mlflow_store.client()
+    with pytest.raises(ConfigError, match="no finished sweep run"):
+        resolve_sweep_run(client, "last")
+    first, _ = make_sweep(mlflow_store, tmp_path / "a", [0.6, 0.8])
+    sweep, trials = make_sweep(mlflow_store, tmp_path / "b", [0.5, None, 0.9, 0.7], under_stage=True)
+    assert resolve_sweep_run(client, "last") == sweep
+    assert resolve_sweep_run(client, first) == first
+    ranked = [t.info.run_id for t in trial_runs(client, sweep)]
+    assert ranked == [trials[2], trials[3], trials[0]]  # the failed trial (no metric) is left out
+    with pytest.raises(ConfigError, match="no such MLflow run"):
+        resolve_sweep_run(client, "0" * 32)
+
+
+@pytest.mark.slow
+def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_local, mlflow_store, tmp_path):
+    import mlflow
+
+    from components.ensembles import member_names
+    from pipelines.flows import run_pipeline
+
+    _, trials = make_sweep(mlflow_store, tmp_path / "trials", [0.5, 0.9, 0.7])
+    cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema]", "ensemble.sweep_run=last",
+                        "ensemble.top_k=2", "train.snapshots=2", "train.ema_decay=0.9")
+    result = run_pipeline(cfg, command="test")
+    client = mlflow_store.client()
+    parent = client.get_run(result.run_id)
+    expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema"]
+    package = result.outputs["built"].trained.best_checkpoint
+    assert member_names(package) == expected
+
+    # Side by side: each member, the ensemble, the best single member, EMA vs raw final weights.
+    m = parent.data.metrics
+    assert m[names.ENSEMBLE_MEMBERS] == 5
+    for member in expected:
+        assert 0 <= m[names.ensemble_member_metric(member, "test_accuracy")] <= 1
+    assert m[names.ENSEMBLE_GAIN] == pytest.approx(m[names.TEST_ACCURACY] - m[names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY])
+    assert m[names.ENSEMBLE_EMA_GAIN] == pytest.approx(m[names.ENSEMBLE_EMA_TEST_ACCURACY]
+                                                       - m[names.ENSEMBLE_RAW_TEST_ACCURACY])
+    table = json.loads(Path(client.download_artifacts(result.run_id, names.ENSEMBLE_TABLE_ARTIFACT,
+                                                      str(tmp_path / "dl"))).read_text())
+    rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+    assert [r["model"] for r in rows][:6] == [*expected, "ensemble"]
+    assert {"raw final weights"} <= {r["model"] for r in rows}
+    assert any(r["model"].startswith("best single: ") for r in rows)
+
+    # One registered model: it loads back from the store and takes raw uint8 images like any other.
+    version = result.outputs["decision"].version
+    served = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model_name}/{version}")
+    from pipelines.evaluate import test_split
+
+    images, labels = test_split(result.outputs["prepared"])
+    out = served.predict(images[:16, :, :, 0])
+    probs = out["probabilities"]
+    assert probs.shape == (16, 10) and out["class"].shape == (16,)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    ensemble, _ = load_package(package)
+    members = [load_package(Path(package) / "members" / d)[0] for d in sorted(p.name for p in (Path(package) / "members").iterdir())]
+    mean = torch.stack([mm.predict_uint8(images[:16])[1] for mm in members]).mean(0).numpy()
+    np.testing.assert_allclose(probs, mean, atol=1e-5)
+    assert (out["class"] == mean.argmax(1)).all()
