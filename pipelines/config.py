@@ -253,12 +253,12 @@ class CompressConfig:  # issue 5: pipeline compress
         "variants to make, each evaluated, timed and registered (bf16 is only timed): prune, kmeans, deep "
         "(prune → share → Huffman), int8_static, int8_dynamic, onnx, lowrank, ternary, binary, bf16",
         ("prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary", "binary", "bf16"))
-    sparsity: float = _doc("prune/deep: fraction of conv and linear weights set to zero", 0.9)
+    sparsity: float = _doc("prune/deep: fraction of conv and linear weights set to zero", 0.8)
     prune_scope: Literal["global", "layer"] = _doc(
         "prune/deep: one magnitude threshold over all layers, or the same fraction in each layer", "global")
     clusters: int = _doc("kmeans/deep: centroids per layer (indices take log2 of this many bits)", 32)
     energy: float = _doc("lowrank: keep this fraction of each layer's squared singular values", 0.9)
-    finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 2)
+    finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 3)
     finetune_lr: float = _doc("peak learning rate of the fine-tunes (cosine decay)", 0.01)
     calibration_rows: int = _doc("int8_static: training images that calibrate activation ranges", 1024)
     latency_repeats: int = _doc("timed predict calls per batch size (median reported)", 20)
