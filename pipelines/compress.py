@@ -90,7 +90,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     if "report" in cfg.stages:
         with stage("report", parent, cfg):
             report(variants)
-        report(variants)  # the parent run's copy: the one dashboard page that compares every method
+        report(variants, echo=False)  # the parent run's copy: the one page that compares every method
     return out
 
 
@@ -366,14 +366,15 @@ REQUIREMENTS = _Requirements()
 # --------------------------------------------------------------------------- report
 
 
-def report(variants: list[Variant]) -> None:
+def report(variants: list[Variant], echo: bool = True) -> None:
     from components.compression.report import pareto_figure, table
 
     rows = rows_of(variants)
     tracking.log_text(table(rows), names.COMPRESS_REPORT_ARTIFACT)
     tracking.log_json(rows, "compress/report.json")
     tracking.log_figure(pareto_figure(rows), "compress/pareto.png")
-    say("compress report:\n" + table(rows))
+    if echo:
+        say("compress report:\n" + table(rows))
 
 
 def rows_of(variants: list[Variant]) -> list[dict[str, Any]]:
