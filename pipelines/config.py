@@ -328,9 +328,39 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
                "must name a sweep run (its MLflow run id, or 'last') when ensemble.members has sweep")
 
 
+CompressMethod = Literal["prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary",
+                         "binary", "bf16"]
+
+
 @dataclass(frozen=True)
 class CompressConfig:  # issue 5: pipeline compress
     source: str | None = _doc("model to compress (None: models:/<registry name>@champion)", None)
+    methods: tuple[str, ...] = _doc(
+        "variants to make, each evaluated, timed and registered (bf16 is only timed): prune, kmeans, deep "
+        "(prune → share → Huffman), int8_static, int8_dynamic, onnx, lowrank, ternary, binary, bf16",
+        ("prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary", "binary", "bf16"))
+    sparsity: float = _doc("prune/deep: fraction of conv and linear weights set to zero", 0.8)
+    prune_scope: Literal["global", "layer"] = _doc(
+        "prune/deep: one magnitude threshold over all layers, or the same fraction in each layer", "global")
+    clusters: int = _doc("kmeans/deep: centroids per layer (indices take log2 of this many bits)", 32)
+    energy: float = _doc("lowrank: keep this fraction of each layer's squared singular values", 0.9)
+    finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 3)
+    finetune_lr: float = _doc("peak learning rate of the fine-tunes (cosine decay)", 0.01)
+    calibration_rows: int = _doc("int8_static: training images that calibrate activation ranges", 1024)
+    latency_repeats: int = _doc("timed predict calls per batch size (median reported)", 20)
+    threads: int = _doc("torch and onnxruntime threads while timing every variant (0: all cores)", 0)
+
+    def __post_init__(self) -> None:
+        allowed = typing.get_args(CompressMethod)
+        bad = [m for m in self.methods if m not in allowed]
+        _check(not bad, "compress.methods", f"has unknown {bad[:1]}; choose from {', '.join(allowed)}")
+        _check(0 <= self.sparsity < 1, "compress.sparsity", "must be in [0, 1)")
+        _check(2 <= self.clusters <= 256, "compress.clusters", "must be in [2, 256]")
+        _check(0 < self.energy <= 1, "compress.energy", "must be in (0, 1]")
+        _check(self.finetune_epochs >= 0 and self.calibration_rows >= 1, "compress.finetune_epochs",
+               "must be >= 0 (and compress.calibration_rows >= 1)")
+        _check(self.latency_repeats >= 1 and self.threads >= 0, "compress.latency_repeats",
+               "must be >= 1 (and compress.threads >= 0)")
 
 
 @dataclass(frozen=True)

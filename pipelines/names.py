@@ -94,7 +94,14 @@ def ensemble_member_metric(member: str, metric: str) -> str:
 COMPRESS_SIZE_BYTES = "compress/size_bytes"
 COMPRESS_SIZE_RATIO = "compress/size_ratio"
 COMPRESS_LATENCY_MS = "compress/latency_ms"
-COMPRESS_SPEEDUP = "compress/speedup"
+COMPRESS_SPEEDUP = "compress/speedup"  # fp32 eager latency / this variant's, at batch 64
+COMPRESS_LATENCY_MS_B1 = "compress/latency_ms_b1"  # compress/latency_ms is at batch 64; this at batch 1
+COMPRESS_SPEEDUP_B1 = "compress/speedup_b1"
+COMPRESS_ACCURACY_DELTA = "compress/accuracy_delta"  # variant minus source, test accuracy (points / 100)
+COMPRESS_SPARSITY = "compress/sparsity"
+COMPRESS_ONNX_MAX_DIFF = "compress/onnx_max_abs_diff"  # onnxruntime vs torch logits on test images
+COMPRESS_METHOD_TAG = "visionray.compress.method"
+COMPRESS_REPORT_ARTIFACT = "compress/report.md"
 
 # RL (issue 6).
 RL_EPISODE_RETURN_MEAN = "rl/episode_return_mean"

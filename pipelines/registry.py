@@ -60,7 +60,7 @@ def requirements() -> list[str]:
             f"numpy=={np.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
-def log_model(evaluation: Evaluation, num_classes: int):
+def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = ()):
     import mlflow
 
     return mlflow.pyfunc.log_model(
@@ -68,7 +68,7 @@ def log_model(evaluation: Evaluation, num_classes: int):
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=signature(evaluation.example, num_classes), input_example=evaluation.example,
-        pip_requirements=requirements())
+        pip_requirements=requirements() + list(extra_requirements))
 
 
 def current_champion(client, name: str):
@@ -80,7 +80,8 @@ def current_champion(client, name: str):
         return None
 
 
-def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str]) -> int:
+def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str],
+                     extra_requirements: tuple[str, ...] = ()) -> int:
     """Log the model, check its artifacts arrived, register a version with every tag at creation.
 
     A failed upload raises before anything is registered: no version ever lacks its files or tags.
@@ -90,7 +91,7 @@ def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags
 
     name = cfg.registered_model_name
     try:
-        info = log_model(evaluation, num_classes)
+        info = log_model(evaluation, num_classes, extra_requirements)
     except (OSError, MlflowException) as e:  # disk full, a read-only or unreachable artifact store
         raise RuntimeError(f"uploading the model to the artifact store failed ({type(e).__name__}: {e}); "
                            f"nothing was registered or promoted.") from e

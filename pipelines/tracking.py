@@ -192,6 +192,17 @@ def stage_run(stage: str, parent: PipelineRun, run_name: str | None = None) -> I
         yield run.info.run_id
 
 
+@contextlib.contextmanager
+def method_run(name: str, parent: PipelineRun, stage_run_id: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """A run nested under a stage's run (one per compression method): FINISHED, or FAILED with the error."""
+    import mlflow
+
+    run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=name, nested=True,
+                           parent_run_id=stage_run_id, tags={**parent.tags, **tags})
+    with _finish_run_on_exit():
+        yield run.info.run_id
+
+
 def _child_run(parent: PipelineRun, stage: str) -> str | None:
     from mlflow import MlflowClient
 
@@ -334,6 +345,12 @@ def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
     mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

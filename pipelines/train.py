@@ -30,7 +30,7 @@ from components.data.shards import Manifest
 from components.losses import build_criterion
 from components.models import Normalize
 from components.optim import build_optimizer, build_scheduler
-from components.packaging import ModelSpec, load_package, save_package, unwrap
+from components.packaging import WEIGHTS_FILE, ModelSpec, load_package, save_package, unwrap
 from pipelines import babysit, names, tracking
 from pipelines.config import Config, TrainConfig
 from pipelines.preprocess import Prepared, augment_from, image_dataset
@@ -179,8 +179,10 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a replaced worker, or a resumed run: continue after the last finished epoch
         with checkpoint.as_directory() as d:
-            restored, _ = load_package(Path(d) / MODEL_DIR)
-            unwrap(model).load_state_dict(restored.state_dict())
+            # The state dict as saved (not rebuilt from arch.json): a hook may have changed the
+            # model's structure in setup() (low-rank factorisation), and the checkpoint has that structure.
+            unwrap(model).load_state_dict(torch.load(Path(d) / MODEL_DIR / WEIGHTS_FILE, map_location="cpu",
+                                                     weights_only=True))
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,68 @@
+"""The compress pipeline end to end on a shrunk config: real Ray Train fine-tunes, a real MLflow store.
+
+    .venv/bin/python -m pytest -q -m slow tests/pipelines/test_compress.py     # several minutes on 2 cores
+
+Every registered variant is loaded back from the store as the MLflow pyfunc that ``mlflow models serve``
+runs and predicts raw uint8 images.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from pipelines import names
+from tests.conftest import shrunk_config, store_context
+
+QUICK = ("compress.finetune_epochs=1", "compress.latency_repeats=2", "compress.calibration_rows=256",
+         "compress.sparsity=0.5", "compress.clusters=16")
+
+
+@pytest.mark.slow
+def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_run):
+    import mlflow
+
+    from components.compression.package import package_bytes
+    from pipelines.evaluate import test_split
+    from pipelines.flows import run_pipeline
+
+    with store_context(quickstart_run.store) as store:
+        cfg = shrunk_config("compress", *QUICK)
+        result = run_pipeline(cfg, command="test")
+        client, name = store.client(), cfg.registered_model_name
+        versions = {v.tags.get(names.COMPRESSION): v for v in client.search_model_versions(f"name='{name}'")}
+        registered = set(cfg.compress.methods) - {"bf16"}
+        assert registered <= set(versions), f"missing: {registered - set(versions)}"
+        assert client.get_model_version_by_alias(name, names.CHAMPION).version == "1"  # never moved
+
+        variants = {v.method: v for v in result.outputs["variants"]}
+        base = variants["fp32"]
+        assert package_bytes(variants["deep"].model_dir) == variants["deep"].size_bytes
+        assert variants["deep"].size_bytes < base.size_bytes / 3 and variants["prune"].size_bytes < base.size_bytes
+        assert variants["kmeans"].size_bytes < base.size_bytes / 4  # 4-bit indices instead of fp32
+
+        children = client.search_runs([client.get_experiment_by_name(names.experiment_name("compress")).experiment_id],
+                                      filter_string=f"tags.`{names.STAGE_TAG}` = 'compress'")
+        methods = {r.data.tags.get(names.COMPRESS_METHOD_TAG): r for r in children}
+        assert set(cfg.compress.methods) <= set(methods)
+        for method in cfg.compress.methods:
+            metrics = methods[method].data.metrics
+            assert {names.COMPRESS_SIZE_BYTES, names.COMPRESS_SIZE_RATIO, names.COMPRESS_LATENCY_MS,
+                    names.COMPRESS_LATENCY_MS_B1, names.COMPRESS_SPEEDUP} <= set(metrics), method
+        assert methods["onnx"].data.metrics[names.COMPRESS_ONNX_MAX_DIFF] < 1e-3
+        assert methods["prune"].data.metrics[names.COMPRESS_SPARSITY] == pytest.approx(0.5, abs=1e-3)
+
+        artifacts = {f.path for f in client.list_artifacts(result.run_id, "compress")}
+        assert {"compress/report.md", "compress/pareto.png"} <= artifacts
+
+        images, labels = test_split(result.outputs["prepared"])
+        raw = images[:64, ..., 0]  # N×H×W uint8, as a client sends grey images
+        for method in sorted(registered):
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{versions[method].version}")
+            out = model.predict(raw)
+            assert out["class"].shape == (64,) and out["probabilities"].shape == (64, 10), method
+            accuracy = float((out["class"] == labels[:64]).mean())
+            floor = 0.3 if method in ("binary", "ternary") else 0.8
+            assert accuracy > floor, f"{method}: {accuracy}"
+            assert np.allclose(out["probabilities"].sum(1), 1, atol=1e-3)
