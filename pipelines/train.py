@@ -330,9 +330,11 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
-        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None) -> Trained:
+        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
+        callbacks: list[Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
-    ``hooks`` plug into the loop (components.hooks)."""
+    ``hooks`` plug into the loop (components.hooks); ``callbacks`` are Ray Train callbacks (a sweep
+    trial passes Tune's TuneReportCallback so each epoch reaches its scheduler)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -351,7 +353,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             name=run_name, storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=names.VAL_ACCURACY,
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=c.max_failures)),
+            failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or [])),
         datasets=datasets,
     )
     spec = model_spec(cfg, prepared.manifest())
