@@ -55,6 +55,11 @@ class TrialSetup:
     round: str
     tags: dict[str, str]
     threads: int
+    #: The train and val splits decoded once and materialised in the object store: concurrent trials
+    #: share them, and iterate them with no Ray Data task to schedule. (Each trial reading its own
+    #: shards starves: Ray Data divides the CPUs the training workers leave among all executions,
+    #: and on 2 CPUs no execution gets the 1 CPU a read task needs.)
+    datasets: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- one trial (a Tune actor)
@@ -84,7 +89,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     try:
         train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
                   f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
-                  callbacks=[TuneReportCallback()])
+                  callbacks=[TuneReportCallback()], datasets=setup.datasets)
         status = "FINISHED"
     except LossExplosion as e:
         # §6.2: a stopped trial, not a failed sweep. Tune needs the metric in every result: the worst.
@@ -270,7 +275,8 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     _, threads = concurrency(cfg)
     setup = TrialSetup(cfg.to_dict(), prepared_path, parent.uri, parent.experiment_id, parent.run_id,
                        str(workdir), "coarse", {names.GIT_SHA: parent.tags.get(names.GIT_SHA, ""),
-                                                names.PIPELINE_TAG: cfg.pipeline}, threads)
+                                                names.PIPELINE_TAG: cfg.pipeline}, threads,
+                       _shared_datasets(prepared) if cfg.tune.base == "classify" else None)
     with stage("sweep", parent, cfg), CpuMeter() as cpu:
         rounds, bench = _search(cfg, setup, workdir / "tune")
         rows = [r for rnd in rounds for r in rnd.rows]
@@ -292,6 +298,13 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
             out["decision"] = registry.run(winner, evaluation, prepared.num_classes, tags)
         parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
     return out
+
+
+def _shared_datasets(prepared) -> dict[str, Any]:
+    from pipelines.preprocess import image_dataset
+
+    manifest = prepared.manifest()
+    return {split: image_dataset(manifest, split, prepared.rows[split]).materialize() for split in ("train", "val")}
 
 
 def _search(cfg: Config, setup: TrialSetup, tune_dir: Path) -> tuple[list[Round], dict[str, float]]:

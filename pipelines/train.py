@@ -331,16 +331,18 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
-        callbacks: list[Any] | None = None) -> Trained:
+        callbacks: list[Any] | None = None, datasets: dict[str, Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
     ``hooks`` plug into the loop (components.hooks); ``callbacks`` are Ray Train callbacks (a sweep
-    trial passes Tune's TuneReportCallback so each epoch reaches its scheduler)."""
+    trial passes Tune's TuneReportCallback so each epoch reaches its scheduler); ``datasets``
+    ("train", "val": Ray Datasets) replace the ones read from the shards (a sweep's trials share
+    datasets materialised once)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     manifest = prepared.manifest()
-    datasets = {"train": image_dataset(manifest, "train", prepared.rows["train"]),
-                "val": image_dataset(manifest, "val", prepared.rows["val"])}
+    datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                            "val": image_dataset(manifest, "val", prepared.rows["val"])}
     c = cfg.cluster
     storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
     trainer = TorchTrainer(
