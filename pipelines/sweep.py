@@ -40,6 +40,7 @@ DATA_CPUS = 1.0
 #: request, hence one byte of memory; Tune's default, 1 CPU, deadlocks a 2-CPU machine.)
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
 STOPPED_LOSS = "trial/stopped_loss"
+PACKAGE_MARKER = "arch.json"  # components.packaging.ARCH_FILE: every model package directory holds it
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
         mlflow.end_run()
     mlflow.set_tracking_uri(setup.uri)
     mlflow.start_run(run_id=run_id)  # train.run logs its summary and best_model/ to the active run
+    tracking._log_config(cfg)  # the contract: every run carries its resolved config
     status = "FAILED"
     try:
         train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
@@ -126,8 +128,11 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
 
         def __init__(self):
             self.best: dict[str, tuple[float, str]] = {}  # trial id -> (metric, checkpoint path)
+            self.epochs: dict[str, int] = {}  # trial id -> epochs reported
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "epoch" in result:
+                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(result["epoch"]) + 1)
             value, path = result.get(metric), result.get("checkpoint_path")
             if value is None or path is None or not math.isfinite(value):
                 return
@@ -146,7 +151,7 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if run is None:
                 return
             last = trial.last_result or {}
-            done = int(last.get("epoch", -1)) + 1
+            done = self.epochs.get(trial.trial_id, int(last.get("epoch", -1)) + 1)
             state = ("failed" if status == "FAILED" else "stopped_loss" if last.get(STOPPED_LOSS)
                      else "completed" if done >= epochs else "early_stopped")
             metrics: dict[str, float] = {names.TRIAL_EPOCHS: done}
@@ -154,7 +159,8 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if best and names.BEST_VAL_ACCURACY not in run.data.metrics and metric == names.VAL_ACCURACY:
                 metrics[names.BEST_VAL_ACCURACY] = best[0]
             if best and state == "early_stopped" and Path(best[1], "model").is_dir():
-                tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model")
+                # the layout train.run logs: best_model/best/<package files>
+                tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model/best")
             tracking.finish_run(uri, run.info.run_id, status, metrics, {names.TRIAL_STATUS_TAG: state})
 
     return CloseTrialRuns()
@@ -248,9 +254,16 @@ def _rows(grid, setup: TrialSetup, metric: str, mode: str, keys: list[str]) -> l
                                                 if run else "unknown")
         rows.append({"trial_id": trial_id, "round": setup.round, "run_id": run.info.run_id if run else None,
                      **{k: result.config.get(k) for k in keys}, "status": status,
-                     "epochs": int(last.get("epoch", -1)) + 1, f"best {metric}": best,
+                     "epochs": _epochs(history, last), f"best {metric}": best,
                      f"last {metric}": values[-1] if values else None})
     return rows
+
+
+def _epochs(history, last: Mapping[str, Any]) -> int:
+    """Epochs a trial trained: the last epoch it reported (a stopped trial's final report has none)."""
+    if history is not None and "epoch" in history and history["epoch"].notna().any():
+        return int(history["epoch"].max()) + 1
+    return int(last.get("epoch", -1)) + 1
 
 
 # --------------------------------------------------------------------------- the flow
@@ -388,6 +401,7 @@ def _trained_of(run_id: str, uri: str, into: Path):
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
     local = tracking.download_artifacts(uri, run_id, "best_model", into)
+    local = next((p.parent for p in sorted(local.rglob(PACKAGE_MARKER))), local)  # best_model/best/...
     history = tracking.metric_histories(uri, run_id, (names.TRAIN_LOSS, names.TRAIN_ACCURACY,
                                                       names.VAL_LOSS, names.VAL_ACCURACY, names.LR))
     val = history.get(names.VAL_ACCURACY) or [(0, 0.0)]
