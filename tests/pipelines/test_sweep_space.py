@@ -100,3 +100,34 @@ def test_parallel_coordinates_draws_one_line_per_trial():
             {"train.lr": 0.3, "opt": "sgd", "acc": None}]
     fig = parallel_coordinates_figure(rows, ["train.lr", "opt"], "acc", log_axes=["train.lr"])
     assert len(fig.axes[0].lines) == 3 + 3  # three trials, three axis lines
+
+
+def test_the_summary_logs_the_table_the_plot_and_the_winner_as_a_train_command(mlflow_store):
+    """The parent run's part of a sweep, on a real MLflow store (no Ray needed)."""
+    import mlflow
+
+    from pipelines import names
+    from pipelines.sweep import _summarise
+
+    cfg = sweep("tune.space={train.lr: {loguniform: [0.001, 1]}, train.optimizer: {choice: [sgd, adam]}}")
+    rows = [{"trial_id": "t0", "run_id": "r0", "train.lr": 0.01, "train.optimizer": "adam", "status": "completed",
+             "epochs": 6, "best val/accuracy": 0.91, "last val/accuracy": 0.9},
+            {"trial_id": "t1", "run_id": "r1", "train.lr": 0.5, "train.optimizer": "sgd", "status": "early_stopped",
+             "epochs": 1, "best val/accuracy": 0.6, "last val/accuracy": 0.6},
+            {"trial_id": "t2", "run_id": "r2", "train.lr": 0.9, "train.optimizer": "sgd", "status": "stopped_loss",
+             "epochs": 0, "best val/accuracy": None, "last val/accuracy": None}]
+    with mlflow.start_run() as run:
+        best = _summarise(cfg, rows, {names.SWEEP_CPU_UTILIZATION: 0.5})
+    assert best["trial_id"] == "t0"
+    client = mlflow_store.client()
+    data = client.get_run(run.info.run_id).data
+    assert data.metrics[names.SWEEP_TRIALS] == 3 and data.metrics[names.SWEEP_TRIAL_EPOCHS] == 7
+    assert data.metrics[names.SWEEP_BEST_METRIC] == 0.91 and data.metrics["sweep/trials_stopped_loss"] == 1
+    assert "r0" in data.tags[names.BEST_TRIAL_TAG]
+    overrides = open(client.download_artifacts(run.info.run_id, names.BEST_OVERRIDES_ARTIFACT)).read().split()
+    assert "train.lr=0.01" in overrides and "train.optimizer=adam" in overrides
+    assert search_space._train_view(load_config("train", overrides)) == search_space._train_view(
+        search_space.apply(cfg, {"train.lr": 0.01, "train.optimizer": "adam"}))
+    table = {a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "sweep")}
+    assert {"trials.json", "trials.csv"} <= table
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/parallel_coordinates.png"]
