@@ -156,9 +156,11 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
                      else "completed" if done >= epochs else "early_stopped")
             metrics: dict[str, float] = {names.TRIAL_EPOCHS: done}
             best = self.best.get(trial.trial_id)
-            if best and names.BEST_VAL_ACCURACY not in run.data.metrics and metric == names.VAL_ACCURACY:
+            # train.run logs both when it returns; a trial stopped early never returned
+            summarised = names.BEST_VAL_ACCURACY in run.data.metrics
+            if best and not summarised and metric == names.VAL_ACCURACY:
                 metrics[names.BEST_VAL_ACCURACY] = best[0]
-            if best and state == "early_stopped" and Path(best[1], "model").is_dir():
+            if best and not summarised and state != "stopped_loss" and Path(best[1], "model").is_dir():
                 # the layout train.run logs: best_model/best/<package files>
                 tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model/best")
             tracking.finish_run(uri, run.info.run_id, status, metrics, {names.TRIAL_STATUS_TAG: state})
@@ -220,7 +222,10 @@ def run_round(cfg: Config, setup: TrialSetup, name: str, space: Mapping[str, Any
     else:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
                                   grace_period=min(t.grace_period, cfg.train.epochs),
-                                  reduction_factor=t.reduction_factor) if asha else None
+                                  reduction_factor=t.reduction_factor,
+                                  # a trial that reaches the last epoch ends by itself: stopping it there
+                                  # would kill it before train.run logs its best model
+                                  stop_last_trials=False) if asha else None
         say(f"sweep: round {name}: {num_samples} trials, {n} at once, "
             f"{'ASHA' if asha else 'no early stopping'}, {cfg.train.epochs} epochs max")
         tuner = tune.Tuner(
