@@ -24,7 +24,6 @@ __all__ = [
     "per_class_accuracy_figure",
     "image_grid_figure",
     "weight_templates_figure",
-    "parallel_coordinates_figure",
     "save_figure",
 ]
 
@@ -343,6 +342,26 @@ def weight_templates_figure(
 # ---------------------------------------------------------------------------- save
 
 
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at 100 dpi (creating parent folders), then close it.
+
+    "Closing" clears the figure so its memory is freed; do not reuse ``fig``
+    afterwards.  Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        fig.clear()
+    return path
+
+
+# --------------------------------------------------------------------------- issue 4: sweeps
+
+__all__ += ["parallel_coordinates_figure"]
+
+
 def parallel_coordinates_figure(
     rows: Sequence[Mapping[str, object]],
     axes: Sequence[str],
@@ -410,18 +429,3 @@ def parallel_coordinates_figure(
     fig.colorbar(sm, ax=ax, label=metric, fraction=0.04)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as a PNG at 100 dpi (creating parent folders), then close it.
-
-    "Closing" clears the figure so its memory is freed; do not reuse ``fig``
-    afterwards.  Returns the path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        fig.clear()
-    return path
