@@ -371,7 +371,7 @@ def _summarise(cfg: Config, rows: list[dict[str, Any]], extra: dict[str, float])
 
     t = cfg.tune
     log_axes = [k for k, spec in t.space.items() if "loguniform" in spec]
-    tracking.log_table(rows, names.TRIALS_TABLE)
+    tracking.log_rows(rows, names.TRIALS_TABLE)
     tracking.log_figure(parallel_coordinates_figure(rows, list(t.space), f"best {t.metric}", log_axes,
                                                     f"{len(rows)} trials of {cfg.pipeline}"),
                         "plots/parallel_coordinates.png")
@@ -390,8 +390,8 @@ def _summarise(cfg: Config, rows: list[dict[str, Any]], extra: dict[str, float])
     winner = search_space.apply(cfg, {k: best[k] for k in t.space})
     tokens = search_space.train_overrides(winner)
     command = search_space.command(tokens)
-    tracking.log_text("\n".join(tokens) + "\n", names.BEST_OVERRIDES_ARTIFACT)
-    tracking.log_text(command + "\n", "best_command.txt")
+    tracking.log_lines(tokens, names.BEST_OVERRIDES_ARTIFACT)
+    tracking.log_lines([command], "best_command.txt")
     tracking.set_tags({names.BEST_TRIAL_TAG: f"{best['trial_id']} ({best['run_id']})"})
     say(f"sweep: {len(rows)} trials, best {t.metric} {best[f'best {t.metric}']:.4f} (trial {best['trial_id']}: "
         + ", ".join(f"{k}={best[k]}" for k in t.space) + ")")

@@ -454,8 +454,8 @@ def finish_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] 
     client.set_terminated(run_id, status)
 
 
-def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
-    """A table on the active run: MLflow's table view (JSON) plus the same rows as CSV beside it."""
+def log_rows(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table on the active run: MLflow's table view (JSON, any keys) plus the same rows as CSV beside it."""
     import csv
     import io
 
@@ -470,10 +470,11 @@ def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
     mlflow.log_text(out.getvalue(), artifact_file.rsplit(".", 1)[0] + ".csv")
 
 
-def log_text(text: str, artifact_file: str) -> None:
+def log_lines(lines: list[str], artifact_file: str) -> None:
+    """A text artifact on the active run, one line each."""
     import mlflow
 
-    mlflow.log_text(text, artifact_file)
+    mlflow.log_text("".join(f"{line}\n" for line in lines), artifact_file)
 
 
 def log_artifacts_to(uri: str, run_id: str, local_dir: str | Path, artifact_path: str) -> None:
