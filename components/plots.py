@@ -445,3 +445,77 @@ def model_comparison_figure(labels: Sequence[str], val: Sequence[float], test: S
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- issue 4: sweeps
+
+__all__ += ["parallel_coordinates_figure"]
+
+
+def parallel_coordinates_figure(
+    rows: Sequence[Mapping[str, object]],
+    axes: Sequence[str],
+    metric: str,
+    log_axes: Sequence[str] = (),
+    title: str = "",
+) -> Figure:
+    """One line per trial across one vertical axis per hyper-parameter, coloured by ``metric``.
+
+    Numeric axes are scaled to [0, 1] between their extremes (``log_axes`` on a log scale); a
+    categorical axis spaces its values evenly. Trials without ``metric`` are drawn grey and dashed.
+    """
+    from matplotlib import cm, colors
+
+    columns = [*axes, metric]
+    fig = _new_figure(max(6.0, 1.6 * len(columns)), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    scaled, ticks = {}, {}
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(float(v))]
+        if len(numeric) == len([v for v in values if v is not None]) and numeric:
+            f = (lambda v: math.log10(v)) if col in log_axes and min(numeric) > 0 else float
+            lo, hi = f(min(numeric)), f(max(numeric))
+            span = (hi - lo) or 1.0
+            scaled[col] = [None if v is None else (f(v) - lo) / span for v in values]
+            ticks[col] = (min(numeric), max(numeric))
+        else:
+            cats = sorted({str(v) for v in values if v is not None})
+            pos = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
+            scaled[col] = [None if v is None else pos[str(v)] for v in values]
+            ticks[col] = cats
+    scores = [r.get(metric) for r in rows]
+    finite = [float(v) for v in scores if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    norm = colors.Normalize(min(finite, default=0.0), max(finite, default=1.0))
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    xs = list(range(len(columns)))
+    for i, score in enumerate(scores):
+        ys = [scaled[c][i] for c in columns]
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        if not pts:
+            continue
+        ok = isinstance(score, (int, float)) and math.isfinite(float(score))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if ok else "--", alpha=0.8,
+                color=cmap(norm(float(score))) if ok else "0.6", linewidth=1.5 if ok else 1.0)
+    for x, col in zip(xs, columns):
+        ax.axvline(x, color="0.3", linewidth=0.8)
+        t = ticks[col]
+        if isinstance(t, tuple):
+            fmt = "{:.3g}"
+            ax.text(x, -0.06, fmt.format(t[0]), ha="center", va="top", fontsize=7)
+            ax.text(x, 1.04, fmt.format(t[1]), ha="center", va="bottom", fontsize=7)
+        else:
+            for j, c in enumerate(t):
+                ax.text(x + 0.03, j / (len(t) - 1) if len(t) > 1 else 0.5, c, fontsize=7, va="center")
+    ax.set_xticks(xs, [c + (" (log)" if c in log_axes else "") for c in columns], rotation=20, fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.1)
+    ax.set_xlim(-0.3, len(columns) - 0.5)
+    ax.set_title(title or f"{len(rows)} trials, coloured by {metric}")
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label=metric, fraction=0.04)
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,7 @@ or value raises :class:`ConfigError` with one sentence naming the key and what i
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import types
 import typing
@@ -295,12 +296,66 @@ class TransferConfig:  # issue 3: pipeline transfer
         _check(0 < self.lr_factor <= 1, "transfer.lr_factor", "must be in (0, 1]")
 
 
+#: Distributions a sweep samples from (tune.space): name -> how many arguments it takes (None: a list).
+SPACE_DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+
+
 @dataclass(frozen=True)
 class TuneConfig:  # issue 4: pipeline sweep
     num_samples: int = _doc("random-search trials", 8)
+    space: Mapping[str, Any] = _doc(
+        "search space: dotted config key (or a config group: model, data, train) -> one distribution, "
+        "{loguniform: [lo, hi]}, {uniform: [lo, hi]}, {randint: [lo, hi_exclusive]} or {choice: [a, b, ...]}",
+        default_factory=dict)
+    metric: str = _doc("the reported metric trials are ranked by (rl: rl/episode_return_mean)", "val/accuracy")
+    mode: Literal["max", "min"] = _doc("whether a higher or a lower metric is better", "max")
+    asha: bool = _doc("ASHA early stopping: halt trials that trail at each rung (§6.2)", True)
+    grace_period: int = _doc("ASHA: epochs every trial runs before it can be stopped", 1)
+    reduction_factor: float = _doc("ASHA: keep the top 1/this of trials at each rung", 3.0)
+    max_concurrent: int = _doc("trials at once (0: as many as the cluster's CPUs/GPUs hold with one CPU "
+                               "left to Ray Data)", 0)
+    refine_samples: int = _doc("coarse-to-fine (§6.2): a second round of this many trials in the space "
+                               "shrunk around the best trials (0: off)", 0)
+    refine_top: int = _doc("coarse-to-fine: the number of best first-round trials the space shrinks around", 3)
+    seed: int = _doc("seeds the random search: the same seed samples the same configs", 0)
+    base: Literal["classify", "rl"] = _doc("what a trial trains: an image classifier (Ray Train) or an RL "
+                                           "agent (pipelines.rl.train_agent)", "classify")
+    compare_asha: bool = _doc("bench: also run the same search without early stopping (same seed) and log "
+                              "bench/asha_compute_ratio (trial-epochs with ASHA / without)", False)
 
     def __post_init__(self) -> None:
         _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
+        _check(self.grace_period >= 1, "tune.grace_period", "must be >= 1")
+        _check(self.reduction_factor > 1, "tune.reduction_factor", "must be > 1")
+        _check(self.max_concurrent >= 0, "tune.max_concurrent", "must be >= 0 (0: sized to the cluster)")
+        _check(self.refine_samples >= 0, "tune.refine_samples", "must be >= 0")
+        _check(self.refine_top >= 1, "tune.refine_top", "must be >= 1")
+        for key, spec in self.space.items():
+            _check_distribution(str(key), spec)
+
+
+def _check_distribution(key: str, spec: Any) -> None:
+    where = f"tune.space.{key}"
+    kinds = ", ".join(SPACE_DISTRIBUTIONS)
+    _check(isinstance(spec, Mapping) and len(spec) == 1, where, f"must be one distribution, e.g. "
+           f"{{loguniform: [0.001, 0.1]}}; one of: {kinds}")
+    (kind, args), = spec.items()
+    _check(kind in SPACE_DISTRIBUTIONS, where, f"names '{kind}'; choose one of: {kinds}")
+    _check(isinstance(args, (list, tuple)) and len(args) >= 1, where, f"{kind} takes a list of values")
+    if key in GROUPS:  # a group: choose among its files
+        _check(kind == "choice", where, "is a config group: use {choice: [names...]}")
+        for name in args:
+            _check(str(name) in available(key), where, f"names '{name}', which is not a {key} config; "
+                   f"choose from: {', '.join(available(key))}")
+        return
+    _assign({}, key, "0")  # walks the schema: the error names the first part of the key that is wrong
+    if SPACE_DISTRIBUTIONS[kind] is None:
+        return
+    _check(len(args) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args),
+           where, f"{kind} takes two numbers [lo, hi]")
+    _check(args[0] < args[1], where, f"{kind} needs lo < hi")
+    _check(kind != "loguniform" or args[0] > 0, where, "loguniform needs lo > 0")
+    _check(kind != "randint" or all(float(a).is_integer() for a in args), where, "randint takes whole numbers")
 
 
 ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema")
@@ -567,6 +622,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(map(str, choices))}.")
         return str(value)
+    if origin in (collections.abc.Mapping, dict):  # issue 4: tune.space
+        if isinstance(value, _RawString):
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError:
+                raise ConfigError(f"{key}={value} must be a YAML mapping, e.g. {{train.lr: {{loguniform: [0.001, 0.1]}}}}.") from None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}.")
+        return {str(k): v for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, _RawString):
             value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]

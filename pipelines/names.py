@@ -71,7 +71,22 @@ SCRATCH_ACCURACY = "transfer/scratch_test_accuracy"
 TRANSFER_GAIN = "transfer/gain"  # transfer minus scratch test accuracy, same data and budget
 
 # Sweeps and ensembles (issue 4).
-TRIAL_STAGE = "trial"  # visionray.stage of a Tune trial's run, nested under its sweep
+TRIAL = "trial"  # visionray.stage of a Tune trial's run, nested under its sweep's parent run
+TRIAL_ID_TAG = "visionray.trial.id"  # Tune's trial id: a restored sweep finds its trials' runs by it
+TRIAL_STATUS_TAG = "visionray.trial.status"  # completed | early_stopped | stopped_loss | failed
+TRIAL_ROUND_TAG = "visionray.trial.round"  # coarse | fine | no_asha (bench)
+TRIAL_PARAM_PREFIX = "trial."  # a trial's sampled values as params: trial.<dotted key>
+TRIAL_EPOCHS = "trial/epochs"  # epochs a trial trained before it finished or was stopped
+SWEEP_BEST_METRIC = "sweep/best_metric"
+SWEEP_TRIAL_EPOCHS = "sweep/trial_epochs"
+SWEEP_TRIALS = "sweep/trials"
+SWEEP_CPU_UTILIZATION = "sweep/cpu_utilization"  # the sweep's process tree CPU s / (wall s x cores)
+BEST_OVERRIDES_ARTIFACT = "best_overrides.txt"
+BEST_TRIAL_TAG = "visionray.sweep.best_trial"
+TRIALS_TABLE = "sweep/trials.json"
+ASHA_COMPUTE_RATIO = "bench/asha_compute_ratio"
+ASHA_ACCURACY_GAP = "bench/asha_best_metric_gap"
+TRIAL_STAGE = TRIAL  # the ensemble's spelling
 BEST_VAL_ACCURACY = "train/best_val_accuracy"  # a train stage's (or trial's) best epoch on val
 BEST_MODEL_ARTIFACT = "best_model"  # the best epoch's model package on a train stage's or trial's run
 SWEEP_PIPELINE = "sweep"

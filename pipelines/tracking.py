@@ -445,3 +445,93 @@ class RunLogger:
 
 def temp_artifact_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="visionray-")
+
+
+# --------------------------------------------------------------------------- sweeps (issue 4)
+
+
+def trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, name: str,
+              params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """The run of one Tune trial, nested under the sweep's parent run: found by its trial id (a
+    retried or restored trial continues its run), else created with its sampled params."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.search_runs(
+        [experiment_id], max_results=1,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{names.TRIAL_ID_TAG}` = '{trial_id}'")
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, names.STAGE_TAG: names.TRIAL, names.TRIAL_ID_TAG: trial_id})
+    items = [(f"{names.TRIAL_PARAM_PREFIX}{k}", str(v)) for k, v in params.items()]
+    from mlflow.entities import Param
+
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items])
+    return run.info.run_id
+
+
+def trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every trial run of a sweep (MLflow Run objects), oldest first."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri).search_runs(
+        [experiment_id], order_by=["attributes.start_time ASC"], max_results=10_000,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{names.STAGE_TAG}` = '{names.TRIAL}'")
+
+
+def finish_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] | None = None,
+               tags: Mapping[str, str] | None = None) -> None:
+    """Close a run from outside it (the sweep's driver closes its trials' runs)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.set_terminated(run_id, status)
+
+
+def log_rows(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table on the active run: MLflow's table view (JSON, any keys) plus the same rows as CSV beside it."""
+    import csv
+    import io
+
+    import mlflow
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    mlflow.log_text(out.getvalue(), artifact_file.rsplit(".", 1)[0] + ".csv")
+
+
+def log_lines(lines: list[str], artifact_file: str) -> None:
+    """A text artifact on the active run, one line each."""
+    import mlflow
+
+    mlflow.log_text("".join(f"{line}\n" for line in lines), artifact_file)
+
+
+def log_artifacts_to(uri: str, run_id: str, local_dir: str | Path, artifact_path: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def download_artifacts(uri: str, run_id: str, artifact_path: str, into: str | Path) -> Path:
+    from mlflow import MlflowClient
+
+    return Path(MlflowClient(uri).download_artifacts(run_id, artifact_path, str(into)))
+
+
+def metric_histories(uri: str, run_id: str, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Each metric's (step, value) points, in step order."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}

@@ -379,10 +379,13 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
-        spec: ModelSpec | None = None) -> Trained:
+        spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
+        datasets: dict[str, Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
     ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
-    (transfer: the source model's)."""
+    (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
+    TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
+    replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -393,8 +396,8 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     hooks = [*(hooks or []), *babysit.train_hooks(cfg, prepared, workdir)]  # linear: first loss, templates
     hooks = [*hooks, *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs,
                                     spec or model_spec(cfg, manifest))]
-    datasets = {"train": image_dataset(manifest, "train", prepared.rows["train"]),
-                "val": image_dataset(manifest, "val", prepared.rows["val"])}
+    datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                            "val": image_dataset(manifest, "val", prepared.rows["val"])}
     if cfg.train.overfit_rows:
         datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
     c = cfg.cluster
@@ -409,7 +412,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             name=run_name, storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=names.VAL_ACCURACY,
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=c.max_failures)),
+            failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or [])),
         datasets=datasets,
     )
     spec = spec or model_spec(cfg, prepared.manifest())
