@@ -16,6 +16,7 @@ a better evaluation). :func:`train_agent` is the reusable part (sweeps call it i
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,6 +249,8 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, out_dir: str | Path) -> RL
     say(f"evaluate: greedy return {mean:.1f} ± {std:.1f} over {r.eval_episodes} episodes "
         f"(min {returns.min():.0f}, max {returns.max():.0f})")
     if r.gif:
+        # Classic-control envs draw with pygame, which otherwise probes for a sound card (ALSA noise).
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         frames, gif_return = record_frames(
             policy, lambda: make_env(r.env, frame_stack=r.frame_stack, render_mode="rgb_array"),
             seed=cfg.seed + 20_000, max_frames=r.gif_max_frames)
@@ -269,7 +272,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     with flows.stage("train", parent, cfg) as run_id:
         agent = out["agent"] = train_agent(cfg, run_id=run_id, workdir=workdir)
         tracking.log_metrics({names.RL_TRAIN_SECONDS: agent.seconds})
-        tracking.log_artifact(agent.checkpoint_dir, "checkpoint")
+        tracking.log_artifact(agent.checkpoint_dir)  # a directory named checkpoint: artifacts checkpoint/...
     tracking.log_metrics({k: v for k, v in agent.metrics.items()
                           if k in (names.RL_EPISODE_RETURN_MEAN, names.RL_ENV_STEPS)} | {
         names.RL_TRAIN_SECONDS: agent.seconds})
