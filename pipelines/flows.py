@@ -55,6 +55,10 @@ def preflight(cfg: Config) -> None:
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
+    if cfg.kind == "rl":  # issue 6: an unknown env id or an unsupported algo/env pair
+        from pipelines.rl import check
+
+        check(cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data

@@ -132,9 +132,18 @@ def algorithm_config(cfg: Config):
         config = config.rl_module(model_config=DefaultModelConfig(
             fcnet_hiddens=[d.hidden] * d.layers, fcnet_activation="relu", head_fcnet_hiddens=[d.hidden]))
     return (config.environment(env_name(env_id))
-            .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=r.num_envs_per_env_runner)
+            .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=envs_per_runner(cfg))
             .learners(num_learners=0, num_gpus_per_learner=1 if cfg.cluster.use_gpu else 0)
             .debugging(seed=cfg.seed, log_level="WARN"))
+
+
+#: Vectorised envs per env runner when rl.num_envs_per_env_runner=0. DQN steps one env: with
+#: several, each update would see n times more (correlated) transitions per exploration decision.
+DEFAULT_ENVS = {"ppo": 8, "reinforce": 4, "dqn": 1}
+
+
+def envs_per_runner(cfg: Config) -> int:
+    return cfg.rl.num_envs_per_env_runner or DEFAULT_ENVS[cfg.rl.algo]
 
 
 def iteration_metrics(result: dict[str, Any], algo: str) -> dict[str, float]:
