@@ -226,6 +226,18 @@ def _should_stop(cfg: Config, iteration: int, metrics: dict[str, float], target:
     return bool(r.max_iterations and iteration >= r.max_iterations)
 
 
+def restore_algorithm(cfg: Config, checkpoint_dir: str | Path):
+    """The whole RLlib Algorithm from a checkpoint of a run of ``cfg`` (to train on, or inspect).
+
+    The env is registered first under the name the checkpoint refers to, so this works in a fresh
+    process too.
+    """
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    algorithm_config(cfg)  # registers the env creator with Ray Tune
+    return Algorithm.from_checkpoint(str(checkpoint_dir))
+
+
 def restore_module(checkpoint_dir: str | Path):
     """The trained RLModule from an Algorithm checkpoint (no env runners, no learners)."""
     from ray.rllib.core.rl_module.rl_module import RLModule

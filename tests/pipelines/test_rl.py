@@ -74,15 +74,13 @@ def test_rl_pipeline_trains_evaluates_registers(ray_local, mlflow_store, algo):
 
 
 def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlflow_store):
-    from ray.rllib.algorithms.algorithm import Algorithm
-
     from pipelines import registry
-    from pipelines.rl import restore_module
+    from pipelines.rl import restore_algorithm, restore_module
 
     cfg, result = _run("ppo")
     agent = result.outputs["agent"]
     # The checkpoint restores the whole algorithm (and it trains on) and the module alone.
-    algo = Algorithm.from_checkpoint(agent.checkpoint_dir)
+    algo = restore_algorithm(cfg, agent.checkpoint_dir)
     try:
         before = algo.get_module().get_state()
         algo.train()
