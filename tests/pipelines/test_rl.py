@@ -131,3 +131,27 @@ def test_atari_smoke_run(ray_local, mlflow_store):
     frames = result.outputs["evaluation"].example
     actions = np.asarray(model.predict(frames))
     assert frames.shape == (3, 4, 84, 84) and actions.shape == (3,) and ((0 <= actions) & (actions < 6)).all()
+
+
+def test_train_agent_runs_inside_a_tune_trial(ray_local, mlflow_store):
+    """What the sweep helper does: train_agent in a Ray Tune function trial, reporting each iteration."""
+    import dataclasses
+
+    from ray import tune
+
+    from pipelines.rl import train_agent
+
+    base = shrunk_config("rl", "rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"])
+
+    def trainable(params):
+        cfg = dataclasses.replace(base, rl=dataclasses.replace(
+            base.rl, reinforce=dataclasses.replace(base.rl.reinforce, lr=params["lr"])))
+        train_agent(cfg, on_iteration=lambda i, m: tune.report({**m, "iteration": i}),
+                    workdir=mlflow_store.root / f"trial-{params['lr']}")
+
+    tuner = tune.Tuner(trainable, param_space={"lr": tune.grid_search([1e-3])},
+                       run_config=tune.RunConfig(storage_path=str(mlflow_store.root / "tune"), verbose=0))
+    results = tuner.fit()
+    assert not results.errors
+    best = results.get_best_result(metric="rl/env_steps", mode="max")
+    assert best.metrics["iteration"] == 2 and best.metrics["rl/env_steps"] > 0
