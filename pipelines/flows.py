@@ -57,6 +57,10 @@ def preflight(cfg: Config) -> None:
     validate_stages(cfg)
     if cfg.kind == "transfer" and not cfg.transfer.source:  # issue 3
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
+    if cfg.kind == "rl":  # issue 6: an unknown env id or an unsupported algo/env pair
+        from pipelines.rl import check
+
+        check(cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data

@@ -122,6 +122,22 @@ COMPRESS_REPORT_ARTIFACT = "compress/report.md"
 RL_EPISODE_RETURN_MEAN = "rl/episode_return_mean"
 RL_ENV_STEPS = "rl/env_steps"
 RL_EVAL_RETURN_MEAN = "rl/eval_return_mean"
+RL_EVAL_RETURN_STD = "rl/eval_return_std"
+RL_EVAL_RETURN_MIN = "rl/eval_return_min"
+RL_EVAL_SECONDS = "rl/eval_seconds"
+RL_EPISODE_LEN_MEAN = "rl/episode_len_mean"
+RL_ENV_STEPS_PER_S = "rl/env_steps_per_s"
+RL_TRAIN_SECONDS = "rl/train_seconds"
+# Version tags of a registered policy (beside git_sha and run_id); eval_return_mean plays test_accuracy's part.
+RL_EVAL_RETURN_TAG = "eval_return_mean"
+RL_ENV_TAG = "env"
+RL_ALGO_TAG = "algo"
+RL_ENV_STEPS_TAG = "env_steps"
+
+
+def rl_learner_metric(key: str) -> str:
+    """An RLlib learner result (policy_loss, vf_loss, qf_loss, ...) as a metric: rl/<key>."""
+    return f"rl/{key}"
 
 # Registry aliases.
 CHAMPION = "champion"

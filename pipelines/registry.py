@@ -310,3 +310,55 @@ class RegistryLock:
     def __exit__(self, *exc: object) -> None:
         if self._thread is not None:
             self.release()
+
+
+# --------------------------------------------------------------------------- RL policies (issue 6)
+
+
+def policy_signature(example: np.ndarray):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
+
+
+def register_policy(name: str, policy_dir: str, eval_return: float, example: np.ndarray,
+                    tags: dict[str, str]) -> Decision:
+    """Log an exported greedy policy as a pyfunc (code: pipelines/rl_serving_model.py), register it,
+    and move ``champion`` only when its greedy return beats the champion's (else ``challenger``).
+
+    ``Decision.previous_accuracy`` holds the previous champion's evaluation return here.
+    """
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(_ROOT / "pipelines" / "rl_serving_model.py"),
+            artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+            signature=policy_signature(example), input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                              f"numpy=={np.__version__}"])
+    except (OSError, MlflowException) as e:
+        raise RuntimeError(f"uploading the policy to the artifact store failed ({type(e).__name__}: {e}); "
+                           f"nothing was registered or promoted.") from e
+    _check_artifacts(info.model_uri)
+    tags = {**tags, names.RL_EVAL_RETURN_TAG: f"{eval_return:.6f}"}
+    version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    champion = current_champion(MlflowClient(), name)
+    previous = float(champion.tags.get(names.RL_EVAL_RETURN_TAG, "nan")) if champion is not None else float("nan")
+    previous_or_none = previous if np.isfinite(previous) else None
+    promote = champion is None or previous_or_none is None or eval_return > previous
+    alias = names.CHAMPION if promote else names.CHALLENGER
+    move_alias(name, version, alias)  # the last step
+    summary = (f"{name} v{version} is the new champion" + (
+        f" (greedy return {eval_return:.1f} > v{champion.version}'s {previous:.1f})" if champion is not None
+        and previous_or_none is not None else " (first version)" if champion is None else "")
+        if promote else f"{name} v{version} is the challenger: greedy return {eval_return:.1f} does not beat "
+                        f"champion v{champion.version}'s {previous:.1f}")
+    tracking.set_tags({names.DECISION_TAG: summary})
+    say(f"register: {summary}")
+    return Decision(name, version, alias, int(champion.version) if champion is not None else None, previous_or_none)
