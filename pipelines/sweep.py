@@ -109,7 +109,7 @@ def _rl_trial(cfg: Config, run_id: str) -> None:
 
     from pipelines import rl  # type: ignore[attr-defined]
 
-    rl.train_agent(cfg, on_iteration=lambda metrics: tune.report(dict(metrics)), run_id=run_id)
+    rl.train_agent(cfg, on_iteration=lambda _iteration, metrics: tune.report(dict(metrics)), run_id=run_id)
 
 
 def _worst(mode: str) -> float:
