@@ -1,6 +1,6 @@
 """Observation encoders in plain PyTorch: an MLP for vectors, a small CNN for stacked frames.
 
-The CNN is the vision components' VGG-style trunk (``components.models._conv_bn_relu`` blocks, no
+The CNN is the vision components' VGG-style trunk (``components.models.base.conv_bn_relu`` blocks, no
 BatchNorm: batch statistics drift as the policy changes the data it sees) followed by a linear
 projection, so an Atari policy reuses the same layers as the image classifiers::
 
@@ -15,7 +15,7 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-from components.models import _conv_bn_relu
+from components.models.base import conv_bn_relu
 
 Activation = Literal["tanh", "relu"]
 
@@ -39,9 +39,9 @@ class FrameEncoder(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            *_conv_bn_relu(in_channels, w, batchnorm=False), nn.MaxPool2d(2),
-            *_conv_bn_relu(w, 2 * w, batchnorm=False), nn.MaxPool2d(2),
-            *_conv_bn_relu(2 * w, 2 * w, batchnorm=False), nn.MaxPool2d(2),
+            *conv_bn_relu(in_channels, w, batchnorm=False), nn.MaxPool2d(2),
+            *conv_bn_relu(w, 2 * w, batchnorm=False), nn.MaxPool2d(2),
+            *conv_bn_relu(2 * w, 2 * w, batchnorm=False), nn.MaxPool2d(2),
         )
         side = image_size // 8
         self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * side * side, out_dim), nn.ReLU())
