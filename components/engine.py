@@ -80,13 +80,17 @@ class ExplosionGuard:
     ``reduce`` maps a local loss to the value every rank agrees on (the mean over DDP ranks), so all
     ranks stop at the same step. ``initial`` is kept in checkpoints so a resumed run keeps its start.
     ``floor`` (ln C for C classes: a fresh net's loss) keeps a warm start's tiny first loss from
-    making ordinary noise look like an explosion.
+    making ordinary noise look like an explosion. The rule reads an exponential moving average of the
+    loss (``smoothing``; 0 reads each step raw): one noisy batch early in a high-learning-rate run is a
+    spike the run recovers from, a loss that keeps climbing is an explosion.
     """
 
     factor: float = 3.0
     reduce: Callable[[float], float] | None = None
     initial: float | None = None
     floor: float = 0.0
+    smoothing: float = 0.9
+    smoothed: float | None = None
 
     def check(self, loss: float, step: int) -> None:
         if not self.factor:
@@ -94,9 +98,12 @@ class ExplosionGuard:
         value = self.reduce(loss) if self.reduce else loss
         if self.initial is None:
             self.initial = max(value, self.floor)
-        elif value > self.factor * self.initial:
-            raise LossExplosion(f"training loss {value:.4g} at step {step} exceeds {self.factor:g}x its "
-                                f"initial {self.initial:.4g}; lower train.lr (or raise train.explode_factor).")
+        self.smoothed = value if self.smoothed is None else (
+            self.smoothing * self.smoothed + (1 - self.smoothing) * value)
+        if self.smoothed > self.factor * self.initial:
+            raise LossExplosion(f"training loss (moving average {self.smoothed:.4g}) at step {step} exceeds "
+                                f"{self.factor:g}x its initial {self.initial:.4g}; lower train.lr (or raise "
+                                f"train.explode_factor).")
 
 
 def train_one_epoch(

@@ -34,7 +34,7 @@ def test_build_hooks_rejects_bad_names(target, error):
 
 
 def test_guard_stops_above_three_times_the_first_loss():
-    guard = ExplosionGuard(3.0)
+    guard = ExplosionGuard(3.0, smoothing=0.0)
     guard.check(2.0, 0)
     guard.check(5.9, 1)  # 2.95x: still training
     with pytest.raises(LossExplosion, match="exceeds 3x its initial 2"):
@@ -42,18 +42,29 @@ def test_guard_stops_above_three_times_the_first_loss():
 
 
 def test_guard_floor_and_off_switch():
-    guard = ExplosionGuard(3.0, floor=math.log(10))  # a warm start's first loss of 0.1
+    guard = ExplosionGuard(3.0, floor=math.log(10), smoothing=0.0)  # a warm start's first loss of 0.1
     guard.check(0.1, 0)
     guard.check(0.5, 1)  # 5x the first loss but far below 3 ln 10: noise, not an explosion
     ExplosionGuard(0.0).check(1e9, 0)  # factor 0: off
 
 
 def test_guard_reduces_before_comparing():
-    guard = ExplosionGuard(3.0, reduce=lambda v: v / 10)  # e.g. the mean over ranks
+    guard = ExplosionGuard(3.0, reduce=lambda v: v / 10, smoothing=0.0)  # e.g. the mean over ranks
     guard.check(20.0, 0)
     guard.check(50.0, 1)  # 5.0 vs 2.0 initial
     with pytest.raises(LossExplosion):
         guard.check(70.0, 2)
+
+
+def test_guard_rides_out_one_spike_but_stops_a_climb():
+    guard = ExplosionGuard(3.0)  # smoothed: moving average with 0.9
+    guard.check(2.3, 0)
+    guard.check(12.0, 1)  # one bad batch: the average is 3.27, far below 6.9
+    for step in range(2, 6):
+        guard.check(2.0, step)
+    with pytest.raises(LossExplosion, match="moving average"):
+        for step in range(6, 40):
+            guard.check(2.0 * 1.3 ** step, step)  # keeps climbing
 
 
 def test_train_one_epoch_stops_an_absurd_learning_rate():
