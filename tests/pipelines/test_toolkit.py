@@ -72,8 +72,10 @@ def test_softmax_logs_the_first_iteration_check_and_templates(ray_local, mlflow_
 def test_transfer_from_a_model_registered_in_mlflow(ray_local, mlflow_store):
     from pipelines.flows import run_pipeline
 
+    # explode_factor=0: with 5 classes the 3x rule (3 ln 5 = 4.8) stops this recipe's early, recoverable
+    # loss spike (measured on Fashion-MNIST 0-4: 1.6 -> 7.9 at step 6 -> 1.3); the guard is not under test here.
     pre = run_pipeline(shrunk_config("quickstart", "data.classes=[0,1,2,3,4]", "registry.name=digits-0-4",
-                                     "model.width=16"), command="test")
+                                     "model.width=16", "train.explode_factor=0"), command="test")
     client = mlflow_store.client()
     assert client.get_model_version_by_alias("digits-0-4", names.CHAMPION).version == "1"
     result = run_pipeline(shrunk_config("transfer", "transfer.source=models:/digits-0-4@champion",
