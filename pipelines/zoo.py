@@ -92,7 +92,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         for i, member in enumerate(cfg.zoo.models, start=1):
             say(f"zoo: member {i}/{len(cfg.zoo.models)}: {member}")
             rows.append(run_member(cfg, member, prepared, manifest, parent, zoo_run_id, workdir))
-        log_comparison(rows, cfg)  # on the zoo stage run ...
+            log_comparison(rows, cfg)  # on the zoo stage run, after each member: a stopped zoo keeps its table
     log_comparison(rows, cfg)  # ... and on the parent, where the dashboard's runs table shows it
     out["rows"] = rows
     failed = [r["model"] for r in rows if r["status"] != "ok"]
