@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -53,10 +54,10 @@ def test_zoo_trains_each_member_in_its_own_child_run(ray_local, mlflow_store) ->
     rows = {r["model"]: r for r in result.outputs["rows"]}
     assert rows["broken_baseline"]["status"].startswith("failed: RuntimeError")
     assert 0.05 < rows["majority_class"]["test_accuracy"] < 0.2  # 10 balanced classes
-    table = client.download_artifacts(result.run_id, names.ZOO_TABLE, mlflow_store.root / "dl")
-    columns = json.loads(open(table).read())["columns"]
+    table = Path(client.download_artifacts(result.run_id, names.ZOO_TABLE, mlflow_store.root / "dl"))
+    columns = json.loads(table.read_text())["columns"]
     assert {"model", "test_accuracy", "params", "seconds", "flops_per_image"} <= set(columns)
-    text = open(client.download_artifacts(result.run_id, names.ZOO_CSV, mlflow_store.root / "dl")).read()
+    text = Path(client.download_artifacts(result.run_id, names.ZOO_CSV, mlflow_store.root / "dl")).read_text()
     assert [r["model"] for r in csv.DictReader(io.StringIO(text))] == [
         "softmax", "mlp", "majority_class", "broken_baseline"]
     assert names.ZOO_PLOT in {a.path for a in client.list_artifacts(result.run_id, "plots")}
