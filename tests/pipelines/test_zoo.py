@@ -25,7 +25,7 @@ def test_zoo_trains_each_member_in_its_own_child_run(ray_local, mlflow_store) ->
 
     cfg = shrunk_config("zoo", "zoo.models=[softmax,mlp,pipelines.zoo:majority_class,"
                         "tests.pipelines.test_zoo:broken_baseline]",
-                        "train.epochs=1", "cluster.num_workers=1")
+                        "train.epochs=1", "train.max_steps_per_epoch=5", "cluster.num_workers=1")
     result = run_pipeline(cfg, command="test")
     client = mlflow_store.client()
     parent = client.get_run(result.run_id)
