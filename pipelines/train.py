@@ -331,8 +331,8 @@ def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[
     so these are the statistics of the very weights training starts from."""
     import numpy as np
 
-    from components.diagnostics import activation_stats, collapse_ratio
     from components.data.shards import read_split
+    from components.diagnostics import activation_stats, collapse_ratio
     from components.models import count_macs, count_parameters
     from components.plots import activation_stats_figure
 

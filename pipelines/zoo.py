@@ -25,17 +25,18 @@ go into the table too. It must use only the train/val splits to fit and the test
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib
 import io
-import csv
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipelines import flows, names, tracking
-from pipelines.config import Config, ConfigError, ModelConfig, build, _group_file
+from pipelines.config import Config, ConfigError, ModelConfig, _group_file, build
 from pipelines.progress import duration, say
 
 #: Columns of the comparison table, in order.
@@ -92,7 +93,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         for i, member in enumerate(cfg.zoo.models, start=1):
             say(f"zoo: member {i}/{len(cfg.zoo.models)}: {member}")
             rows.append(run_member(cfg, member, prepared, manifest, parent, zoo_run_id, workdir))
-        log_comparison(rows, cfg)  # on the zoo stage run ...
+            log_comparison(rows, cfg)  # on the zoo stage run, after each member: a stopped zoo keeps its table
     log_comparison(rows, cfg)  # ... and on the parent, where the dashboard's runs table shows it
     out["rows"] = rows
     failed = [r["model"] for r in rows if r["status"] != "ok"]
@@ -119,7 +120,7 @@ def run_member(cfg: Config, member: str, prepared: Any, manifest: Any, parent: t
             else:
                 row.update(_train_net(mcfg, name, prepared, parent, run_id, workdir / name))
             tracking.log_metrics({names.ZOO_SECONDS: row["seconds"]})
-    except Exception as e:  # noqa: BLE001 - recorded in the table; the child run is already FAILED
+    except Exception as e:  # recorded in the table; the child run is already FAILED
         if not cfg.zoo.keep_going:
             raise
         row["status"] = f"failed: {type(e).__name__}: {e}"[:300]

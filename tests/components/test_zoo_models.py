@@ -106,7 +106,7 @@ def test_options_are_routed_only_to_families_that_take_them() -> None:
     assert set(accepted_options("mlp")) == {"hidden", "activation", "init"}
     assert set(accepted_options("resnet")) == {"depth", "width", "block", "groups"}
     assert accepted_options("densenet") == ("depth", "growth")
-    kw = dict(in_channels=1, num_classes=10, image_size=28)
+    kw = {"in_channels": 1, "num_classes": 10, "image_size": 28}
     with pytest.raises(ValueError, match="activation does not apply to 'vgg'"):
         build_model("vgg", activation="tanh", **kw)
     with pytest.raises(ValueError, match="ResNeXt"):
