@@ -97,7 +97,7 @@ def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlfl
     assert worse.alias == "challenger" and worse.previous_champion == 1
     better = registry.register_policy(name, ev.policy_dir, ev.mean + 1, ev.example, {"run_id": "better"})
     assert better.alias == "champion" and better.previous_accuracy == pytest.approx(ev.mean, abs=1e-5)
-    assert mlflow_store.client().get_model_version_by_alias(name, "champion").version == str(better.version)
+    assert int(mlflow_store.client().get_model_version_by_alias(name, "champion").version) == better.version
 
 
 def test_train_agent_reports_each_iteration(ray_local, mlflow_store):
