@@ -40,6 +40,8 @@ DATA_CPUS = 1.0
 #: request, hence one byte of memory; Tune's default, 1 CPU, deadlocks a 2-CPU machine.)
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
 STOPPED_LOSS = "trial/stopped_loss"
+EPOCH_METRICS = (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY, names.LR,
+                 names.IMAGES_PER_S)
 PACKAGE_MARKER = "arch.json"  # components.packaging.ARCH_FILE: every model package directory holds it
 
 
@@ -129,10 +131,14 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
         def __init__(self):
             self.best: dict[str, tuple[float, str]] = {}  # trial id -> (metric, checkpoint path)
             self.epochs: dict[str, int] = {}  # trial id -> epochs reported
+            self.curves: dict[str, dict[int, dict[str, float]]] = {}  # trial id -> epoch -> metrics
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "epoch" in result:
-                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(result["epoch"]) + 1)
+                epoch = int(result["epoch"])
+                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), epoch + 1)
+                self.curves.setdefault(trial.trial_id, {})[epoch] = {
+                    k: float(result[k]) for k in EPOCH_METRICS if isinstance(result.get(k), (int, float))}
             value, path = result.get(metric), result.get("checkpoint_path")
             if value is None or path is None or not math.isfinite(value):
                 return
@@ -163,6 +169,10 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if best and not summarised and state != "stopped_loss" and Path(best[1], "model").is_dir():
                 # the layout train.run logs: best_model/best/<package files>
                 tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model/best")
+            # ASHA stops a trial right at Tune's report, which can be before rank 0 logged that epoch
+            logger = tracking.RunLogger(uri, run.info.run_id)
+            logger.backfill({k: [(e, m[k]) for e, m in sorted(self.curves.get(trial.trial_id, {}).items()) if k in m]
+                             for k in EPOCH_METRICS})
             tracking.finish_run(uri, run.info.run_id, status, metrics, {names.TRIAL_STATUS_TAG: state})
 
     return CloseTrialRuns()
