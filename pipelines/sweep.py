@@ -89,20 +89,20 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     mlflow.set_tracking_uri(setup.uri)
     mlflow.start_run(run_id=run_id)  # train.run logs its summary and best_model/ to the active run
     tracking._log_config(cfg)  # the contract: every run carries its resolved config
-    status = "FAILED"
+    # Only an ending the trial itself knows is written here; a trial that raises (a real failure, or
+    # ASHA stopping it, which kills this actor) is closed by the driver's callback, which knows which.
     try:
         train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
                   f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
                   callbacks=[TuneReportCallback()], datasets=setup.datasets)
-        status = "FINISHED"
     except LossExplosion as e:
         # §6.2: a stopped trial, not a failed sweep. Tune needs the metric in every result: the worst.
         mlflow.set_tag(names.TRIAL_STATUS_TAG, "stopped_loss")
         mlflow.set_tag(train.STOPPED_TAG, str(e))
-        status = "FINISHED"
+        mlflow.end_run("FINISHED")
         tune.report({cfg.tune.metric: _worst(cfg.tune.mode), STOPPED_LOSS: 1.0})
-    finally:
-        mlflow.end_run(status)
+        return
+    mlflow.end_run("FINISHED")
 
 
 def _rl_trial(cfg: Config, run_id: str) -> None:
