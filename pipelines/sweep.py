@@ -40,6 +40,8 @@ DATA_CPUS = 1.0
 #: request, hence one byte of memory; Tune's default, 1 CPU, deadlocks a 2-CPU machine.)
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
 STOPPED_LOSS = "trial/stopped_loss"
+EPOCH_METRICS = (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY, names.LR,
+                 names.IMAGES_PER_S)
 PACKAGE_MARKER = "arch.json"  # components.packaging.ARCH_FILE: every model package directory holds it
 
 
@@ -87,20 +89,20 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     mlflow.set_tracking_uri(setup.uri)
     mlflow.start_run(run_id=run_id)  # train.run logs its summary and best_model/ to the active run
     tracking._log_config(cfg)  # the contract: every run carries its resolved config
-    status = "FAILED"
+    # Only an ending the trial itself knows is written here; a trial that raises (a real failure, or
+    # ASHA stopping it, which kills this actor) is closed by the driver's callback, which knows which.
     try:
         train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
                   f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
                   callbacks=[TuneReportCallback()], datasets=setup.datasets)
-        status = "FINISHED"
     except LossExplosion as e:
         # §6.2: a stopped trial, not a failed sweep. Tune needs the metric in every result: the worst.
         mlflow.set_tag(names.TRIAL_STATUS_TAG, "stopped_loss")
         mlflow.set_tag(train.STOPPED_TAG, str(e))
-        status = "FINISHED"
+        mlflow.end_run("FINISHED")
         tune.report({cfg.tune.metric: _worst(cfg.tune.mode), STOPPED_LOSS: 1.0})
-    finally:
-        mlflow.end_run(status)
+        return
+    mlflow.end_run("FINISHED")
 
 
 def _rl_trial(cfg: Config, run_id: str) -> None:
@@ -129,10 +131,14 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
         def __init__(self):
             self.best: dict[str, tuple[float, str]] = {}  # trial id -> (metric, checkpoint path)
             self.epochs: dict[str, int] = {}  # trial id -> epochs reported
+            self.curves: dict[str, dict[int, dict[str, float]]] = {}  # trial id -> epoch -> metrics
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "epoch" in result:
-                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), int(result["epoch"]) + 1)
+                epoch = int(result["epoch"])
+                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), epoch + 1)
+                self.curves.setdefault(trial.trial_id, {})[epoch] = {
+                    k: float(result[k]) for k in EPOCH_METRICS if isinstance(result.get(k), (int, float))}
             value, path = result.get(metric), result.get("checkpoint_path")
             if value is None or path is None or not math.isfinite(value):
                 return
@@ -163,6 +169,10 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if best and not summarised and state != "stopped_loss" and Path(best[1], "model").is_dir():
                 # the layout train.run logs: best_model/best/<package files>
                 tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model/best")
+            # ASHA stops a trial right at Tune's report, which can be before rank 0 logged that epoch
+            logger = tracking.RunLogger(uri, run.info.run_id)
+            logger.backfill({k: [(e, m[k]) for e, m in sorted(self.curves.get(trial.trial_id, {}).items()) if k in m]
+                             for k in EPOCH_METRICS})
             tracking.finish_run(uri, run.info.run_id, status, metrics, {names.TRIAL_STATUS_TAG: state})
 
     return CloseTrialRuns()
