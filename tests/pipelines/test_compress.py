@@ -20,7 +20,6 @@ QUICK = ("compress.finetune_epochs=1", "compress.latency_repeats=2", "compress.c
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="failed on the merged tree at stop 10 (loaded machine), not diagnosed yet: see the stop-10 closing note; a pass shows as XPASS")
 def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_run):
     import mlflow
 
@@ -35,7 +34,7 @@ def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_r
         versions = {v.tags.get(names.COMPRESSION): v for v in client.search_model_versions(f"name='{name}'")}
         registered = set(cfg.compress.methods) - {"bf16"}
         assert registered <= set(versions), f"missing: {registered - set(versions)}"
-        assert client.get_model_version_by_alias(name, names.CHAMPION).version == "1"  # never moved
+        assert str(client.get_model_version_by_alias(name, names.CHAMPION).version) == "1"  # never moved
 
         variants = {v.method: v for v in result.outputs["variants"]}
         base = variants["fp32"]

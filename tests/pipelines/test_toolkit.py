@@ -69,7 +69,6 @@ def test_softmax_logs_the_first_iteration_check_and_templates(ray_local, mlflow_
     assert "plots/class_templates.png" in [a.path for a in client.list_artifacts(train.info.run_id, "plots")]
 
 
-@pytest.mark.xfail(strict=False, reason="failed on the merged tree at stop 10 (loaded machine), not diagnosed yet: see the stop-10 closing note; a pass shows as XPASS")
 def test_transfer_from_a_model_registered_in_mlflow(ray_local, mlflow_store):
     from pipelines.flows import run_pipeline
 
@@ -78,7 +77,7 @@ def test_transfer_from_a_model_registered_in_mlflow(ray_local, mlflow_store):
     pre = run_pipeline(shrunk_config("quickstart", "data.classes=[0,1,2,3,4]", "registry.name=digits-0-4",
                                      "model.width=16", "train.explode_factor=0"), command="test")
     client = mlflow_store.client()
-    assert client.get_model_version_by_alias("digits-0-4", names.CHAMPION).version == "1"
+    assert str(client.get_model_version_by_alias("digits-0-4", names.CHAMPION).version) == "1"
     result = run_pipeline(shrunk_config("transfer", "transfer.source=models:/digits-0-4@champion",
                                         "data.max_train_rows=200", "train.epochs=2"), command="test")
     metrics = client.get_run(result.run_id).data.metrics
