@@ -358,7 +358,7 @@ def _check_distribution(key: str, spec: Any) -> None:
     _check(kind != "randint" or all(float(a).is_integer() for a in args), where, "randint takes whole numbers")
 
 
-ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema")
+ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema", "seeds")
 
 
 @dataclass(frozen=True)
@@ -366,9 +366,11 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
     members: tuple[str, ...] = _doc(
         "where the members come from: sweep (the top_k trials of ensemble.sweep_run), snapshots (one "
         "run here with train.snapshots cosine cycles, a snapshot per cycle), ema (that run's EMA of the "
-        "weights, train.ema_decay)", ("snapshots", "ema"))
+        "weights, train.ema_decay), seeds (ensemble.seeds more runs of the same recipe from other "
+        "initialisations and shuffles, seed+1, seed+2, ...)", ("snapshots", "ema"))
     sweep_run: str | None = _doc("sweep parent run id, or 'last' (the latest finished sweep run)", None)
     top_k: int = _doc("members taken from the best trials of a sweep (by train/best_val_accuracy)", 3)
+    seeds: int = _doc("members of source seeds: independent runs, each in its own child run", 2)
     bn_rows: int = _doc("recompute the EMA model's BatchNorm statistics on this many training images "
                         "(0: keep the running average of the statistics)", 10000)
 
@@ -378,6 +380,7 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
                f"must list some of: {', '.join(ENSEMBLE_SOURCES)}" + (f" (not {bad[0]})" if bad else ""))
         _check(len(set(self.members)) == len(self.members), "ensemble.members", "must not repeat a source")
         _check(self.top_k >= 1, "ensemble.top_k", "must be >= 1")
+        _check(self.seeds >= 1, "ensemble.seeds", "must be >= 1")
         _check(self.bn_rows >= 0, "ensemble.bn_rows", "must be >= 0")
         _check("sweep" not in self.members or bool(self.sweep_run), "ensemble.sweep_run",
                "must name a sweep run (its MLflow run id, or 'last') when ensemble.members has sweep")
@@ -504,6 +507,12 @@ class RLConfig:  # issue 6: pipeline rl
     gif: bool = _doc("render one greedy episode of the final policy to a GIF artifact", True)
     gif_max_frames: int = _doc("frames of that GIF at most", 500)
     checkpoint_every: int = _doc("save a checkpoint every this many iterations (0: only the last)", 0)
+    greedy_check_episodes: int = _doc(
+        "once the training return mean reaches greedy_check_from x the stop return, play this many greedy "
+        "episodes with the current weights after each iteration; training stops when their mean reaches the "
+        "stop return, and the best-checked weights are kept (0: stop on the training mean alone)", 20)
+    greedy_check_from: float = _doc("fraction of the stop return the training mean must reach before checks start",
+                                    0.9)
     ppo: PPOOptions = _doc("PPO options", default_factory=PPOOptions)
     dqn: DQNOptions = _doc("DQN options (§14: target net, double Q, dueling, PER, n-step, epsilon)",
                            default_factory=DQNOptions)
@@ -513,6 +522,8 @@ class RLConfig:  # issue 6: pipeline rl
         _check(bool(self.env.strip()), "rl.env", "must name a Gymnasium environment")
         _check(self.max_env_steps >= 0 and self.max_iterations >= 0, "rl.max_env_steps",
                "and rl.max_iterations must be >= 0")
+        _check(self.greedy_check_episodes >= 0, "rl.greedy_check_episodes", "must be >= 0")
+        _check(0 < self.greedy_check_from <= 1.5, "rl.greedy_check_from", "must be in (0, 1.5]")
         _check(self.max_env_steps > 0 or self.max_iterations > 0 or self.stop_return is not None,
                "rl.max_env_steps", "must be > 0 unless rl.max_iterations or rl.stop_return bounds training")
         _check(self.num_env_runners >= 0, "rl.num_env_runners", "must be >= 0")

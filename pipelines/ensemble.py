@@ -3,6 +3,7 @@
     visionray run ensemble                                  # one run: 3 snapshots + the EMA of its weights
     visionray run ensemble ensemble.members=[sweep] ensemble.sweep_run=last ensemble.top_k=3
     visionray run ensemble ensemble.members=[sweep,snapshots,ema] ensemble.sweep_run=RUN_ID
+    visionray run ensemble ensemble.members=[ema,seeds] ensemble.seeds=2   # + 2 runs from other seeds
 
 Members come from (a) the ``top_k`` trials of a sweep (runs tagged ``visionray.stage=trial`` under the
 sweep's run, ranked by ``train/best_val_accuracy``, each with its ``best_model/`` package), (b) the
@@ -114,12 +115,36 @@ def build(cfg: Config, prepared, parent: tracking.PipelineRun, run_id: str, work
             if found["ema"] is None:
                 raise RuntimeError("training left no EMA package in its final checkpoint")
             members.append(Member("ema", "ema", str(ema_package(cfg, prepared, found["ema"], workdir)), run_id))
+    if "seeds" in sources:
+        members += seed_members(cfg, prepared, parent, run_id, workdir)
     package = save_ensemble_package(workdir / "ensemble", [(m.name, m.package) for m in members])
     tracking.set_tags({names.ENSEMBLE_MEMBER_TAG: ", ".join(m.name for m in members)})
     tracking.log_metrics({names.ENSEMBLE_MEMBERS: len(members)})
     say(f"ensemble: {len(members)} members: {', '.join(m.name for m in members)}")
     return Built(train.Trained(best_checkpoint=str(package), best_epoch=best_epoch, history=history,
                                last_checkpoint=raw_final), members, raw_final)
+
+
+def seed_members(cfg: Config, prepared, parent: tracking.PipelineRun, stage_run_id: str, workdir: Path) -> list[Member]:
+    """§7.1's first recipe: the same model trained from ``ensemble.seeds`` other initialisations (and
+    data orders), each run nested under the ensemble stage's run; its best-val package is the member.
+    These runs train plainly: no snapshots, no EMA (those come from the stage's own run)."""
+    import dataclasses
+
+    from pipelines import train
+
+    members = []
+    for i in range(1, cfg.ensemble.seeds + 1):
+        seed = cfg.seed + i
+        mcfg = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, snapshots=0, ema_decay=0.0))
+        child = dataclasses.replace(parent, run_id=stage_run_id, cfg=mcfg, resumed=False)
+        name = f"seed-{seed}"
+        say(f"ensemble: training member {name} ({i}/{cfg.ensemble.seeds})")
+        with tracking.stage_run("train", child, run_name=name) as member_run:
+            trained = train.run(mcfg, prepared, parent.uri, member_run, f"{cfg.pipeline}-{parent.run_id}-{name}",
+                                workdir / name)
+        members.append(Member(name, "seeds", str(trained.best_checkpoint), member_run))
+    return members
 
 
 def ema_package(cfg: Config, prepared, src: Path, workdir: Path) -> Path:

@@ -128,6 +128,7 @@ RL_EVAL_SECONDS = "rl/eval_seconds"
 RL_EPISODE_LEN_MEAN = "rl/episode_len_mean"
 RL_ENV_STEPS_PER_S = "rl/env_steps_per_s"
 RL_TRAIN_SECONDS = "rl/train_seconds"
+RL_GREEDY_CHECK_RETURN_MEAN = "rl/greedy_check_return_mean"  # short greedy checks during training
 # Version tags of a registered policy (beside git_sha and run_id); eval_return_mean plays test_accuracy's part.
 RL_EVAL_RETURN_TAG = "eval_return_mean"
 RL_ENV_TAG = "env"

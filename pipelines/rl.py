@@ -189,6 +189,8 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     iteration = 0
+    best: tuple[float, int] | None = None  # (greedy check mean, iteration) of the weights saved in best/
+    stopped_by = "budget"
     try:
         obs_shape = tuple(algo.get_module().observation_space.shape)
         while True:
@@ -196,6 +198,15 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
             iteration += 1
             metrics = iteration_metrics(result, cfg.rl.algo)
             metrics[names.RL_ENV_STEPS_PER_S] = metrics[names.RL_ENV_STEPS] / (time.perf_counter() - started)
+            solved = _reached(metrics.get(names.RL_EPISODE_RETURN_MEAN), target)
+            if _greedy_check_due(cfg, metrics, target):
+                greedy = metrics[names.RL_GREEDY_CHECK_RETURN_MEAN] = greedy_check(cfg, algo, iteration)
+                if best is None or greedy > best[0]:
+                    best = (greedy, iteration)
+                    algo.save(str(workdir / "best"))
+                solved = _reached(greedy, target)
+                say(f"rl: iteration {iteration}, greedy check {greedy:.1f} over {cfg.rl.greedy_check_episodes} "
+                    f"episodes (best {best[0]:.1f} at iteration {best[1]})")
             if logger:
                 logger.log_metrics(metrics, step=iteration)
             if on_iteration:
@@ -205,22 +216,66 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
                     f"{metrics.get(names.RL_EPISODE_RETURN_MEAN, float('nan')):.1f}")
             if cfg.rl.checkpoint_every and iteration % cfg.rl.checkpoint_every == 0:
                 algo.save(str(workdir / f"checkpoint-{iteration:05d}"))
-            if _should_stop(cfg, iteration, metrics, target):
+            if solved:
+                stopped_by = "return"
+                break
+            if _out_of_budget(cfg, iteration, metrics):
                 break
         checkpoint = workdir / "checkpoint"
         algo.save(str(checkpoint))
     finally:
         algo.stop()
     seconds = time.perf_counter() - started
-    say(f"rl: stopped after {iteration} iterations, {metrics[names.RL_ENV_STEPS]:.0f} env steps, {seconds:.0f} s; "
-        f"training return mean {metrics.get(names.RL_EPISODE_RETURN_MEAN, float('nan')):.1f}")
+    say(f"rl: stopped ({'stop return reached' if stopped_by == 'return' else 'budget spent'}) after {iteration} "
+        f"iterations, {metrics[names.RL_ENV_STEPS]:.0f} env steps, {seconds:.0f} s; training return mean "
+        f"{metrics.get(names.RL_EPISODE_RETURN_MEAN, float('nan')):.1f}")
+    if stopped_by == "budget" and best is not None and best[1] != iteration:
+        # The last weights were never checked greedily, or checked worse: keep the best-checked ones
+        # (the RL analogue of keeping the best-validation epoch).
+        say(f"rl: keeping the weights of iteration {best[1]} (greedy check {best[0]:.1f}), not the last ones")
+        checkpoint = workdir / "best"
     return AgentResult(str(checkpoint), int(metrics[names.RL_ENV_STEPS]), iteration, seconds, obs_shape, metrics)
 
 
-def _should_stop(cfg: Config, iteration: int, metrics: dict[str, float], target: float | None) -> bool:
+def _reached(value: float | None, target: float | None) -> bool:
+    return target is not None and value is not None and not math.isnan(value) and value >= target
+
+
+def _greedy_check_due(cfg: Config, metrics: dict[str, float], target: float | None) -> bool:
+    """Checks start once the training mean is within ``greedy_check_from`` of the stop return."""
+    mean = metrics.get(names.RL_EPISODE_RETURN_MEAN)
+    if not cfg.rl.greedy_check_episodes or target is None or mean is None or math.isnan(mean):
+        return False
+    return mean >= target - (1 - cfg.rl.greedy_check_from) * abs(target)
+
+
+def greedy_check(cfg: Config, algo, iteration: int) -> float:
+    """Mean return of ``rl.greedy_check_episodes`` greedy episodes of the algorithm's current module.
+
+    Seeds differ per iteration and from the final evaluation's, so selecting weights on these checks
+    does not select them on the evaluation episodes.
+    """
+    import numpy as np
+    import torch
+
+    from components.rl.envs import make_env
+    from components.rl.policy import GreedyPolicy, run_episodes
+
+    policy = GreedyPolicy(algo.get_module()).eval()
+
+    def act(obs: np.ndarray) -> int:
+        with torch.no_grad():
+            return int(policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))[None])[0])
+
     r = cfg.rl
-    if target is not None and metrics.get(names.RL_EPISODE_RETURN_MEAN, -math.inf) >= target:
-        return True
+    n = r.greedy_check_episodes
+    returns = run_episodes(act, lambda: make_env(r.env, frame_stack=r.frame_stack), n,
+                           seed=cfg.seed + 1_000_000 + iteration * n, max_steps=r.eval_max_steps)
+    return float(returns.mean())
+
+
+def _out_of_budget(cfg: Config, iteration: int, metrics: dict[str, float]) -> bool:
+    r = cfg.rl
     if r.max_env_steps and metrics[names.RL_ENV_STEPS] >= r.max_env_steps:
         return True
     return bool(r.max_iterations and iteration >= r.max_iterations)

@@ -139,3 +139,38 @@ def test_rl_config_errors():
     assert registered_name(cfg) == "cartpole-v1-dqn" and stop_return(cfg) == 475.0
     assert registered_name(load_config("rl_atari")) == "ale-pong-v5-ppo"
     assert stop_return(load_config("rl", ["rl.stop_return=200"])) == 200.0
+
+
+def test_greedy_checks_start_near_the_stop_return_for_positive_and_negative_targets():
+    from pipelines import names
+    from pipelines.config import load_config
+    from pipelines.rl import _greedy_check_due, _reached
+
+    cfg = load_config("rl", [])  # greedy_check_from 0.9, 20 episodes
+    due = lambda mean, target, c=cfg: _greedy_check_due(c, {names.RL_EPISODE_RETURN_MEAN: mean}, target)
+    assert not due(427.0, 475.0) and due(427.5, 475.0) and due(500.0, 475.0)
+    assert due(-105.0, -100.0) and not due(-115.0, -100.0)  # Acrobot: within 10% of |-100|
+    assert not due(float("nan"), 475.0) and not due(500.0, None)
+    assert not _greedy_check_due(cfg, {}, 475.0)
+    assert not due(500.0, 475.0, load_config("rl", ["rl.greedy_check_episodes=0"]))
+    assert _reached(475.0, 475.0) and not _reached(474.9, 475.0) and not _reached(None, 475.0)
+    assert not _reached(float("nan"), 475.0) and not _reached(500.0, None)
+
+
+def test_greedy_check_plays_the_current_module_greedily():
+    """A stand-in module whose greedy action is always "left" falls within ~10 steps on every seed."""
+    import torch
+
+    from pipelines.config import load_config
+    from pipelines.rl import greedy_check
+
+    class AlwaysLeft(torch.nn.Module):
+        def greedy_logits(self, obs):
+            return torch.tensor([[1.0, 0.0]]).expand(obs.shape[0], 2)
+
+    class Algo:
+        def get_module(self):
+            return AlwaysLeft()
+
+    cfg = load_config("rl", ["rl.greedy_check_episodes=5"])
+    assert 8 <= greedy_check(cfg, Algo(), iteration=3) < 30

@@ -77,18 +77,24 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     from pipelines.flows import run_pipeline
 
     _, trials = make_sweep(mlflow_store, tmp_path / "trials", [0.5, 0.9, 0.7])
-    cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema]", "ensemble.sweep_run=last",
-                        "ensemble.top_k=2", "train.snapshots=2", "train.ema_decay=0.9")
+    cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema,seeds]", "ensemble.sweep_run=last",
+                        "ensemble.top_k=2", "train.snapshots=2", "train.ema_decay=0.9", "ensemble.seeds=1")
     result = run_pipeline(cfg, command="test")
     client = mlflow_store.client()
     parent = client.get_run(result.run_id)
-    expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema"]
+    seed_member = f"seed-{cfg.seed + 1}"
+    expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema", seed_member]
     package = result.outputs["built"].trained.best_checkpoint
     assert member_names(package) == expected
+    # The seed member trained in its own run, nested under the ensemble stage's run, with its own curves.
+    seed_run = client.get_run(result.outputs["built"].members[-1].origin)
+    stage_run = client.get_run(seed_run.data.tags["mlflow.parentRunId"])
+    assert seed_run.info.run_name == seed_member and stage_run.data.tags[names.STAGE_TAG] == "ensemble"
+    assert names.VAL_ACCURACY in seed_run.data.metrics
 
     # Side by side: each member, the ensemble, the best single member, EMA vs raw final weights.
     m = parent.data.metrics
-    assert m[names.ENSEMBLE_MEMBERS] == 5
+    assert m[names.ENSEMBLE_MEMBERS] == 6
     for member in expected:
         assert 0 <= m[names.ensemble_member_metric(member, "test_accuracy")] <= 1
     assert m[names.ENSEMBLE_GAIN] == pytest.approx(m[names.TEST_ACCURACY] - m[names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY])
@@ -97,7 +103,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     table = json.loads(Path(client.download_artifacts(result.run_id, names.ENSEMBLE_TABLE_ARTIFACT,
                                                       str(tmp_path / "dl"))).read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
-    assert [r["model"] for r in rows][:6] == [*expected, "ensemble"]
+    assert [r["model"] for r in rows][:7] == [*expected, "ensemble"]
     assert {"raw final weights"} <= {r["model"] for r in rows}
     assert any(r["model"].startswith("best single: ") for r in rows)
 
