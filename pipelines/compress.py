@@ -73,20 +73,15 @@ class Context:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import ingest, preprocess
-    from pipelines.flows import stage, workdir_for
+    from pipelines.flows import prepare, stage, workdir_for
 
+    out: dict[str, Any] = {}
     workdir = workdir_for(cfg, parent.run_id)
-    with stage("ingest", parent, cfg):
-        manifest = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
-    with stage("preprocess", parent, cfg):
-        prepared = preprocess.run(cfg, manifest, workdir)
-    if "compress" not in cfg.stages:
-        return {"prepared": prepared}
+    prepared = prepare(cfg, parent, workdir, out)
+    if prepared is None or "compress" not in cfg.stages:
+        return out
     with stage("compress", parent, cfg) as stage_run_id:
-        variants = run(cfg, prepared, parent, stage_run_id, workdir)
-    out: dict[str, Any] = {"prepared": prepared, "variants": variants}
+        variants = out["variants"] = run(cfg, prepared, parent, stage_run_id, workdir)
     if "report" in cfg.stages:
         with stage("report", parent, cfg):
             report(variants)

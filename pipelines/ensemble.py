@@ -55,18 +55,13 @@ def check(cfg: Config) -> None:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import evaluate, flows, ingest, preprocess
+    from pipelines import evaluate, flows
 
     check(cfg)
     out: dict[str, Any] = {}
     workdir = flows.workdir_for(cfg, parent.run_id)
-    with flows.stage("ingest", parent, cfg):
-        manifest = out["manifest"] = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
-    ingest.log_dataset_inputs(manifest, ("train",))
-    if "preprocess" in cfg.stages:
-        with flows.stage("preprocess", parent, cfg):
-            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    prepared = flows.prepare(cfg, parent, workdir, out)
+    manifest = out["manifest"]
     if "ensemble" in cfg.stages:
         with flows.stage("ensemble", parent, cfg) as run_id:
             built = out["built"] = build(cfg, prepared, parent, run_id, workdir)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import names, tracking
 from pipelines.config import Config, ConfigError
 from pipelines.progress import duration, say
+
+if TYPE_CHECKING:
+    from pipelines.preprocess import Prepared
 
 CLASSIFY_STAGES = ("ingest", "preprocess", "train", "evaluate", "register")
 
@@ -131,18 +134,33 @@ def workdir_for(cfg: Config, run_id: str) -> Path:
     return Path(cfg.cluster.storage_path).resolve() / f"{cfg.pipeline}-{run_id}"
 
 
-def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import evaluate, ingest, preprocess, registry, train
+def prepare(cfg: Config, parent: tracking.PipelineRun, workdir: Path, out: dict[str, Any]) -> Prepared | None:
+    """Stage ``ingest``, then ``preprocess`` when it is in ``cfg.stages``: the start of every image pipeline.
 
-    out: dict[str, Any] = {}
-    workdir = workdir_for(cfg, parent.run_id)
+    Records ``out["manifest"]`` (and ``out["prepared"]``), tags the parent run with the dataset version
+    and logs the train split as the parent's dataset input too (the runs table shows it). Returns the
+    :class:`~pipelines.preprocess.Prepared`, or None when ``preprocess`` is not among the stages.
+    """
+    from pipelines import ingest, preprocess
+
     with stage("ingest", parent, cfg):
         manifest = out["manifest"] = ingest.run(cfg)
     parent.set_tags({names.DATASET_VERSION: manifest.version})
     ingest.log_dataset_inputs(manifest, ("train",))  # on the parent too: the runs table shows it
-    if "preprocess" in cfg.stages:
-        with stage("preprocess", parent, cfg):
-            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    if "preprocess" not in cfg.stages:
+        return None
+    with stage("preprocess", parent, cfg):
+        prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    return prepared
+
+
+def classify(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    from pipelines import evaluate, registry, train
+
+    out: dict[str, Any] = {}
+    workdir = workdir_for(cfg, parent.run_id)
+    prepared = prepare(cfg, parent, workdir, out)
+    manifest = out["manifest"]
     if "train" in cfg.stages:
         with stage("train", parent, cfg) as run_id:
             trained = out["trained"] = train.run(cfg, prepared, parent.uri, run_id,
@@ -171,13 +189,13 @@ def retrain_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
 
 
 def bench_flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import bench, ingest
+    from pipelines import bench
 
-    with stage("ingest", parent, cfg):
-        manifest = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
+    workdir = workdir_for(cfg, parent.run_id)
+    ingested: dict[str, Any] = {}
+    prepare(cfg, parent, workdir, ingested)  # bench's stages have no preprocess: ingest only
     with stage("bench", parent, cfg):
-        results = bench.run(cfg, manifest, workdir_for(cfg, parent.run_id))
+        results = bench.run(cfg, ingested["manifest"], workdir)
     tracking.log_metrics(results)
     return {"bench": results}
 

@@ -47,17 +47,12 @@ class Fitted:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import ingest, preprocess, registry
+    from pipelines import registry
 
     out: dict[str, Any] = {}
     workdir = flows.workdir_for(cfg, parent.run_id)
-    with flows.stage("ingest", parent, cfg):
-        manifest = out["manifest"] = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
-    ingest.log_dataset_inputs(manifest, ("train",))
-    if "preprocess" in cfg.stages:
-        with flows.stage("preprocess", parent, cfg):
-            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    prepared = flows.prepare(cfg, parent, workdir, out)
+    manifest = out["manifest"]
     if "knn" in cfg.stages:
         with flows.stage("knn", parent, cfg):
             fitted = out["fitted"] = fit(cfg, prepared, workdir)

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from pipelines import names, search_space, tracking
 from pipelines.config import Config, build
-from pipelines.flows import stage, workdir_for
+from pipelines.flows import prepare, stage, workdir_for
 from pipelines.progress import say
 
 #: Ray Data's read and decode tasks take 1 CPU each: a cluster whose CPUs are all held by training
@@ -285,19 +285,15 @@ def _epochs(history, last: Mapping[str, Any]) -> int:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import evaluate, ingest, preprocess, registry
+    from pipelines import evaluate, preprocess, registry
 
     out: dict[str, Any] = {}
     workdir = workdir_for(cfg, parent.run_id)
-    prepared_path = ""
+    prepared, prepared_path = None, ""
     if cfg.tune.base == "classify":
-        with stage("ingest", parent, cfg):
-            manifest = ingest.run(cfg)
-        parent.set_tags({names.DATASET_VERSION: manifest.version})
-        ingest.log_dataset_inputs(manifest, ("train",))
-        with stage("preprocess", parent, cfg):
-            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
-        prepared_path = str(workdir / preprocess.PREPARED_FILE)
+        prepared = prepare(cfg, parent, workdir, out)
+        if prepared is not None:
+            prepared_path = str(workdir / preprocess.PREPARED_FILE)
     if "sweep" not in cfg.stages:
         return out
     _, threads = concurrency(cfg)

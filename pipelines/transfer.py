@@ -82,19 +82,14 @@ def target_spec(source: ModelSpec, cfg: Config, manifest) -> ModelSpec:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import evaluate, ingest, preprocess, train
+    from pipelines import evaluate, train
 
     if not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
     out: dict[str, Any] = {}
     workdir = flows.workdir_for(cfg, parent.run_id)
-    with flows.stage("ingest", parent, cfg):
-        manifest = out["manifest"] = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
-    ingest.log_dataset_inputs(manifest, ("train",))
-    if "preprocess" in cfg.stages:
-        with flows.stage("preprocess", parent, cfg):
-            prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    prepared = flows.prepare(cfg, parent, workdir, out)
+    manifest = out["manifest"]
     if "transfer" not in cfg.stages:
         return out
     freeze = cfg.train.freeze == "backbone"

@@ -73,19 +73,13 @@ def check_members(cfg: Config) -> None:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines import ingest, preprocess
-
     check_members(cfg)
     out: dict[str, Any] = {}
     workdir = flows.workdir_for(cfg, parent.run_id)
-    with flows.stage("ingest", parent, cfg):
-        manifest = out["manifest"] = ingest.run(cfg)
-    parent.set_tags({names.DATASET_VERSION: manifest.version})
-    ingest.log_dataset_inputs(manifest, ("train",))
-    if "preprocess" not in cfg.stages:
+    prepared = flows.prepare(cfg, parent, workdir, out)
+    if prepared is None:
         return out
-    with flows.stage("preprocess", parent, cfg):
-        prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    manifest = out["manifest"]
     if "zoo" not in cfg.stages:
         return out
     rows: list[dict[str, Any]] = []

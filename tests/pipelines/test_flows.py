@@ -1,0 +1,68 @@
+"""flows.prepare, the ingest → preprocess start every image pipeline shares, on a real SQLite MLflow store.
+
+No Ray: ingest of scikit-learn's digits runs in-process, and the preprocess stage (Ray Data) is
+replaced by a stub where a test needs it; the slow end-to-end tests cover the real one.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import flows, names, preprocess, tracking
+from pipelines.config import load_config
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # data/, checkpoints/ and mlruns/ land here
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    while mlflow.active_run():
+        mlflow.end_run()
+    yield tmp_path
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def _cfg(*overrides):
+    return load_config("quickstart", ["data=digits", "tracking.system_metrics=false", *overrides])
+
+
+def _stages(parent: tracking.PipelineRun) -> list[str]:
+    children = MlflowClient(parent.uri).search_runs(
+        [parent.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+        order_by=["attributes.start_time ASC"])
+    return [c.data.tags[names.STAGE_TAG] for c in children]
+
+
+def test_prepare_without_preprocess_ingests_tags_the_parent_and_returns_none(store, monkeypatch):
+    monkeypatch.setattr(preprocess, "run", lambda *a: pytest.fail("preprocess is not among the stages"))
+    cfg = _cfg("stages=[ingest]")
+    out: dict = {}
+    with tracking.pipeline_run(cfg, "test") as parent:
+        assert flows.prepare(cfg, parent, flows.workdir_for(cfg, parent.run_id), out) is None
+    assert list(out) == ["manifest"]
+    run = MlflowClient(parent.uri).get_run(parent.run_id)
+    assert run.data.tags[names.DATASET_VERSION] == out["manifest"].version == parent.tags[names.DATASET_VERSION]
+    # the parent's dataset input is the train split (the ingest stage's run has every split)
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["digits-train"]
+    assert _stages(parent) == ["ingest"]
+
+
+def test_prepare_runs_preprocess_on_the_ingested_manifest(store, monkeypatch):
+    calls = []
+
+    def fake_preprocess(cfg, manifest, workdir):
+        calls.append((manifest.version, workdir))
+        return "prepared"
+
+    monkeypatch.setattr(preprocess, "run", fake_preprocess)
+    cfg = _cfg("stages=[ingest,preprocess]")
+    out: dict = {}
+    with tracking.pipeline_run(cfg, "test") as parent:
+        workdir = flows.workdir_for(cfg, parent.run_id)
+        prepared = flows.prepare(cfg, parent, workdir, out)
+    assert prepared == out["prepared"] == "prepared"
+    assert calls == [(out["manifest"].version, workdir)]
+    assert _stages(parent) == ["ingest", "preprocess"]
