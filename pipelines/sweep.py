@@ -88,7 +88,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
         mlflow.end_run()
     mlflow.set_tracking_uri(setup.uri)
     mlflow.start_run(run_id=run_id)  # train.run logs its summary and best_model/ to the active run
-    tracking._log_config(cfg)  # the contract: every run carries its resolved config
+    tracking.log_config(cfg)  # the contract: every run carries its resolved config
     # Only an ending the trial itself knows is written here; a trial that raises (a real failure, or
     # ASHA stopping it, which kills this actor) is closed by the driver's callback, which knows which.
     try:

@@ -172,7 +172,7 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
                                tags=tags, log_system_metrics=cfg.tracking.system_metrics)
     parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags), resumed=bool(resume_run_id))
     with _finish_run_on_exit():
-        _log_config(cfg)
+        log_config(cfg)
         yield parent
 
 
@@ -188,7 +188,7 @@ def stage_run(stage: str, parent: PipelineRun, run_name: str | None = None) -> I
         run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name or stage, nested=True,
                                parent_run_id=parent.run_id, tags={**parent.tags, names.STAGE_TAG: stage})
     with _finish_run_on_exit():
-        _log_config(parent.cfg)
+        log_config(parent.cfg)
         yield run.info.run_id
 
 
@@ -281,7 +281,8 @@ def _reachable(uri: str) -> bool:
     return True
 
 
-def _log_config(cfg: Config) -> None:
+def log_config(cfg: Config) -> None:
+    """The resolved config on the active run: every key as a param (secrets masked) and config.yaml."""
     import mlflow
 
     params = config_params(cfg)
