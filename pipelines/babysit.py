@@ -1,4 +1,4 @@
-"""§6.2 babysitting inside the one training path (``pipelines.train.run`` calls these three).
+"""§6.2 babysitting inside the one training path (``pipelines.train`` calls these three).
 
     visionray run train data=digits model=convnet train.overfit_rows=32 train.epochs=8   # must reach ~0 loss
     visionray run train model=softmax train.loss=svm                     # first loss checked: C - 1

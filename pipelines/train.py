@@ -377,6 +377,20 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
             "use_gpu": cfg.cluster.use_gpu}
 
 
+def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -> list[HookSpec]:
+    """The one place where config keys become training hooks, in the order the loop runs them.
+
+    The §6.2 diagnostics for ``model.name`` (linear classifiers: LinearDiagnostics, whose sample batch
+    is written under ``workdir``; pipelines.babysit), then ``train.ema_decay`` (EMAHook) and
+    ``train.snapshots`` (SnapshotHook; components.ensembles). :func:`run` appends them to its
+    caller's own ``hooks``.
+    """
+    from components.ensembles import config_hooks  # issue 4: train.ema_decay, train.snapshots
+
+    return [*babysit.train_hooks(cfg, prepared, workdir),  # issue 3, linear: first loss, templates
+            *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs, spec)]
+
+
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
         spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
@@ -389,13 +403,9 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from components.ensembles import config_hooks  # issue 4: train.ema_decay, train.snapshots
-
     manifest = prepared.manifest()
     cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
-    hooks = [*(hooks or []), *babysit.train_hooks(cfg, prepared, workdir)]  # linear: first loss, templates
-    hooks = [*hooks, *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs,
-                                    spec or model_spec(cfg, manifest))]
+    hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
     datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
                             "val": image_dataset(manifest, "val", prepared.rows["val"])}
     if cfg.train.overfit_rows:
