@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch.nn.functional as F
@@ -29,10 +30,48 @@ class _PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
 
-class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU (He et al. 2016, Fig. 2)."""
+def _bn(ch: int, batchnorm: bool) -> nn.Module:
+    return nn.BatchNorm2d(ch) if batchnorm else nn.Identity()
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, kind: Literal["A", "B"], batchnorm: bool) -> nn.Module:
+    """The identity when the block keeps the shape; else option A (subsample and zero-pad, no
+    parameters) or option B (a strided 1x1 conv and BN: a projection)."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    if kind == "A":
+        return _PadShortcut(stride, out_ch - in_ch)
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=not batchnorm), _bn(out_ch, batchnorm))
+
+
+class _ResidualBlock(nn.Module):
+    """A post-activation residual block: ReLU(``residual(x)`` + ``shortcut(x)``)."""
 
     probe = True  # components.diagnostics records this module's output
+    shortcut: nn.Module
+
+    def residual(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.residual(x) + self.shortcut(x), inplace=True)
+
+
+def _stages(widths: Sequence[int], n: int, in_ch: int,
+            block: Callable[[int, int, int], nn.Module]) -> tuple[list[nn.Module], int]:
+    """``n`` blocks per stage, ``block(in_ch, out_ch, stride)``; the first block of every stage after
+    the first has stride 2 (it halves the feature maps). Returns the blocks and their output channels."""
+    blocks: list[nn.Module] = []
+    for stage, out_ch in enumerate(widths):
+        for i in range(n):
+            blocks.append(block(in_ch, out_ch, 2 if stage > 0 and i == 0 else 1))
+            in_ch = out_ch
+    return blocks, in_ch
+
+
+class BasicBlock(_ResidualBlock):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU (He et al. 2016, Fig. 2)."""
+
     expansion = 1
 
     def __init__(
@@ -49,31 +88,21 @@ class BasicBlock(nn.Module):
         if groups != 1:
             raise ValueError("grouped convolutions (ResNeXt) need block='bottleneck'")
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=not batchnorm)
-        self.bn1 = nn.BatchNorm2d(out_ch) if batchnorm else nn.Identity()
+        self.bn1 = _bn(out_ch, batchnorm)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=not batchnorm)
-        self.bn2 = nn.BatchNorm2d(out_ch) if batchnorm else nn.Identity()
-        self.shortcut: nn.Module
-        if stride == 1 and in_ch == out_ch:
-            self.shortcut = nn.Identity()
-        elif shortcut == "A":
-            self.shortcut = _PadShortcut(stride, out_ch - in_ch)
-        else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=not batchnorm),
-                nn.BatchNorm2d(out_ch) if batchnorm else nn.Identity(),
-            )
+        self.bn2 = _bn(out_ch, batchnorm)
+        self.shortcut = _shortcut(in_ch, out_ch, stride, shortcut, batchnorm)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def residual(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x), inplace=True)
+        return self.bn2(self.conv2(out))
 
     @property
     def last_bn(self) -> nn.Module:
         return self.bn2
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 (reduce to ``mid``) - 3x3 - 1x1 (expand to ``4*mid``), each with BN, plus shortcut, then ReLU.
 
     He et al. (2016) Fig. 5 right: the 1x1 convs make a deep net affordable. With ``groups > 1`` the
@@ -81,7 +110,6 @@ class Bottleneck(nn.Module):
     Constructed like :class:`BasicBlock` with ``out_ch = 4*mid``.
     """
 
-    probe = True
     expansion = 4
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, *, shortcut: Literal["A", "B"] = "B",
@@ -90,27 +118,17 @@ class Bottleneck(nn.Module):
         mid = out_ch // self.expansion
         if mid % groups:
             raise ValueError(f"bottleneck width {mid} is not divisible by groups={groups}")
-
-        def bn(ch: int) -> nn.Module:
-            return nn.BatchNorm2d(ch) if batchnorm else nn.Identity()
-
-        self.conv1, self.bn1 = nn.Conv2d(in_ch, mid, 1, bias=not batchnorm), bn(mid)
+        self.conv1, self.bn1 = nn.Conv2d(in_ch, mid, 1, bias=not batchnorm), _bn(mid, batchnorm)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=groups, bias=not batchnorm)
-        self.bn2 = bn(mid)
-        self.conv3, self.bn3 = nn.Conv2d(mid, out_ch, 1, bias=not batchnorm), bn(out_ch)
-        self.shortcut: nn.Module
-        if stride == 1 and in_ch == out_ch:
-            self.shortcut = nn.Identity()
-        elif shortcut == "A" and out_ch >= in_ch:
-            self.shortcut = _PadShortcut(stride, out_ch - in_ch)
-        else:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=not batchnorm), bn(out_ch))
+        self.bn2 = _bn(mid, batchnorm)
+        self.conv3, self.bn3 = nn.Conv2d(mid, out_ch, 1, bias=not batchnorm), _bn(out_ch, batchnorm)
+        # option A only widens: a block that narrows (out_ch < in_ch) projects instead
+        self.shortcut = _shortcut(in_ch, out_ch, stride, shortcut if out_ch >= in_ch else "B", batchnorm)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def residual(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x), inplace=True)
+        return self.bn3(self.conv3(out))
 
     @property
     def last_bn(self) -> nn.Module:
@@ -165,14 +183,9 @@ class ResNet(nn.Module):
         n = (depth - 2) // per
         cls = BLOCKS[block]
         self.stem = nn.Sequential(*conv_bn_relu(in_channels, width, batchnorm))
-        blocks: list[nn.Module] = []
-        in_ch = width
-        for stage, stage_width in enumerate((width, 2 * width, 4 * width)):
-            out_ch = stage_width * cls.expansion
-            for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(cls(in_ch, out_ch, stride, shortcut=shortcut, batchnorm=batchnorm, groups=groups))
-                in_ch = out_ch
+        blocks, in_ch = _stages([w * cls.expansion for w in (width, 2 * width, 4 * width)], n, width,
+                                lambda i, o, stride: cls(i, o, stride, shortcut=shortcut, batchnorm=batchnorm,
+                                                         groups=groups))
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -257,12 +270,8 @@ class WideResNet(nn.Module):
             raise ValueError("a wide ResNet's pre-activation blocks need batchnorm=true")
         n = (depth - 4) // 6
         self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        blocks: list[nn.Module] = []
-        in_ch = 16
-        for stage, out_ch in enumerate((16 * widen, 32 * widen, 64 * widen)):
-            for i in range(n):
-                blocks.append(PreActBlock(in_ch, out_ch, 2 if stage > 0 and i == 0 else 1, dropout))
-                in_ch = out_ch
+        blocks, in_ch = _stages((16 * widen, 32 * widen, 64 * widen), n, 16,
+                                lambda i, o, stride: PreActBlock(i, o, stride, dropout))
         self.stages = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(in_ch)
         self.pool = nn.AdaptiveAvgPool2d(1)
