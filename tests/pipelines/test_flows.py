@@ -6,7 +6,8 @@ replaced by a stub where a test needs it; the slow end-to-end tests cover the re
 
 from __future__ import annotations
 
-import mlflow
+import os
+
 import pytest
 from mlflow import MlflowClient
 
@@ -15,14 +16,21 @@ from pipelines.config import load_config
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # data/, checkpoints/ and mlruns/ land here
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    while mlflow.active_run():
-        mlflow.end_run()
-    yield tmp_path
-    while mlflow.active_run():
-        mlflow.end_run()
+def store(mlflow_store, monkeypatch):
+    """conftest's store (the cwd: data/ and mlruns/ land there), and afterwards no active experiment.
+
+    tracking.pipeline_run sets one, which MLflow keeps in a module global and in $MLFLOW_EXPERIMENT_ID;
+    left set, a later test's ``mlflow.start_run()`` looks for that experiment id in its own new store.
+    """
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield mlflow_store
+    if saved is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = saved
 
 
 def _cfg(*overrides):
