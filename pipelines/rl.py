@@ -185,6 +185,11 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
     logger = tracking.RunLogger(tracking.resolve_uri(cfg.tracking.uri), run_id) if run_id else None
     workdir = Path(workdir) if workdir else \
         Path(cfg.cluster.storage_path).resolve() / f"rl-{run_id or time.strftime('%Y%m%d-%H%M%S')}"
+    threads = torch_threads(cfg)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     algo = algorithm_config(cfg).build_algo()
     started = time.perf_counter()
     metrics: dict[str, float] = {}
@@ -235,6 +240,15 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
         say(f"rl: keeping the weights of iteration {best[1]} (greedy check {best[0]:.1f}), not the last ones")
         checkpoint = workdir / "best"
     return AgentResult(str(checkpoint), int(metrics[names.RL_ENV_STEPS]), iteration, seconds, obs_shape, metrics)
+
+
+def torch_threads(cfg: Config) -> int:
+    """``rl.torch_threads``, or its automatic value (0 = leave torch's default alone)."""
+    from components.rl.envs import is_atari
+
+    if cfg.rl.torch_threads:
+        return cfg.rl.torch_threads
+    return 0 if is_atari(cfg.rl.env) or cfg.rl.encoder == "cnn" else 1
 
 
 def _reached(value: float | None, target: float | None) -> bool:

@@ -429,7 +429,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     log_model_profile(cfg, prepared, spec)
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-        f"{cfg.train.optimizer} lr {cfg.train.lr}, {cfg.train.precision}")
+        f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}, {cfg.train.precision}")
     started = time.perf_counter()
     try:
         result = trainer.fit()

@@ -174,3 +174,12 @@ def test_greedy_check_plays_the_current_module_greedily():
 
     cfg = load_config("rl", ["rl.greedy_check_episodes=5"])
     assert 8 <= greedy_check(cfg, Algo(), iteration=3) < 30
+
+
+def test_rl_torch_threads_default_to_one_for_vector_observations():
+    from pipelines.config import load_config
+    from pipelines.rl import torch_threads
+
+    assert torch_threads(load_config("rl", [])) == 1
+    assert torch_threads(load_config("rl_atari")) == 0  # torch's own default for the CNN
+    assert torch_threads(load_config("rl", ["rl.torch_threads=3"])) == 3
