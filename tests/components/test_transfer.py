@@ -73,7 +73,7 @@ def test_toolkit_config_keys_are_validated():
     from pipelines.config import ConfigError, load_config
 
     cfg = load_config("transfer", ["transfer.source=models:/m@champion", "data.classes=[0,2]", "train.overfit_rows=32"])
-    assert cfg.data.classes == ("0", "2") and cfg.train.overfit_rows == 32 and cfg.transfer.lr_factor == 0.1
+    assert cfg.data.classes == ("0", "2") and cfg.train.overfit_rows == 32 and cfg.transfer.lr_factor == 0.5
     for bad in ("data.classes=[3]", "train.overfit_rows=-1", "transfer.lr_factor=0", "knn.k_choices=[0,3]"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config("knn" if bad.startswith("knn") else "transfer", [bad])
