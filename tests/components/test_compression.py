@@ -232,3 +232,24 @@ def test_onnx_export_matches_torch(trained, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-4)
     assert loaded.predict_uint8(test_x[:1])[0].shape == (1,)
+
+
+def test_paired_latency_times_the_models_in_turns():
+    """Side by side: A B A B ..., so a change of machine load between calls hits both alike."""
+    import numpy as np
+
+    from components.compression.latency import paired_latency_ms
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def predict_uint8(self, x):
+            calls.append((self.name, len(x)))
+
+    medians = paired_latency_ms([Recorder("a"), Recorder("b")], np.zeros((10, 28, 28, 1), np.uint8), batch=64,
+                                repeats=4, warmup=1)
+    assert calls == [("a", 64), ("b", 64)] * 5  # the batch is tiled up to 64 images
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
