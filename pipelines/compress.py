@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from components.compression import binary, kmeans, lowrank, package, prune
-from components.compression.latency import latency_ms
+from components.compression.latency import paired_latency_ms
 from components.packaging import ModelSpec, load_package, save_package
 from pipelines import evaluate, names, registry, tracking
 from pipelines.config import Config, ConfigError
@@ -46,6 +46,15 @@ class Variant:
     extra: dict[str, float] = field(default_factory=dict)
     version: int | None = None
     run_id: str | None = None
+    #: the source's latency timed in turns with this variant's (paired_latency_ms): the speed-up's
+    #: denominator, so it does not mix two moments of a shared machine's load
+    source_b1: float | None = None
+    source_b64: float | None = None
+
+    def speedup(self, base: "Variant", batch: int) -> float:
+        mine, theirs = (self.latency_b1, self.source_b1 or base.latency_b1) if batch == 1 else \
+            (self.latency_b64, self.source_b64 or base.latency_b64)
+        return theirs / mine
 
 
 @dataclass
@@ -140,7 +149,8 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     shutil.rmtree(directory, ignore_errors=True)
     extra = METHODS[method](ctx, directory, run_id) or {}
     register = method != "bf16"
-    variant = measure(ctx, method, str(directory) if register else str(ctx.source_dir), bf16=method == "bf16")
+    variant = measure(ctx, method, str(directory) if register else str(ctx.source_dir), bf16=method == "bf16",
+                      paired_with=str(ctx.source_dir))
     variant.extra.update(extra)
     variant.run_id = run_id
     if method == "bf16":
@@ -148,8 +158,8 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     metrics = {names.COMPRESS_SIZE_BYTES: variant.size_bytes,
                names.COMPRESS_SIZE_RATIO: baseline.size_bytes / variant.size_bytes,
                names.COMPRESS_LATENCY_MS: variant.latency_b64, names.COMPRESS_LATENCY_MS_B1: variant.latency_b1,
-               names.COMPRESS_SPEEDUP: baseline.latency_b64 / variant.latency_b64,
-               names.COMPRESS_SPEEDUP_B1: baseline.latency_b1 / variant.latency_b1,
+               names.COMPRESS_SPEEDUP: variant.speedup(baseline, 64),
+               names.COMPRESS_SPEEDUP_B1: variant.speedup(baseline, 1),
                names.COMPRESS_ACCURACY_DELTA: variant.accuracy - baseline.accuracy,
                names.TEST_ACCURACY: variant.accuracy, names.TEST_LOSS: variant.loss, **variant.extra}
     tracking.log_metrics(metrics)
@@ -166,8 +176,9 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     return variant
 
 
-def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False) -> Variant:
-    """Test accuracy (raw images in, as served), bytes on disk, latency at batch 1 and 64."""
+def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False, paired_with: str | None = None) -> Variant:
+    """Test accuracy (raw images in, as served), bytes on disk, latency at batch 1 and 64; with
+    ``paired_with`` (the source package) that model is timed in turns with this one."""
     from components import engine
     from components.losses import build_criterion
 
@@ -179,9 +190,16 @@ def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False) -> Va
     if not bf16 and not np.array_equal(model.predict_uint8(images[:256])[0].numpy(), _predict_float(model, images[:256])):
         raise RuntimeError(f"{method}: the serving path (raw uint8 images) disagrees with the evaluation loop")
     reps = ctx.cfg.compress.latency_repeats
-    b1 = latency_ms(model, images, 1, repeats=reps * 5, bf16=bf16)
-    b64 = latency_ms(model, images, 64, repeats=reps, bf16=bf16)
-    return Variant(method, model_dir, stats.accuracy, stats.loss, package.package_bytes(model_dir), b1, b64)
+    models, flags = [model], [bf16]
+    if paired_with is not None:
+        models.append(load_package(paired_with)[0])
+        flags.append(False)
+    b1 = paired_latency_ms(models, images, 1, repeats=reps * 5, bf16=flags)
+    b64 = paired_latency_ms(models, images, 64, repeats=reps, bf16=flags)
+    variant = Variant(method, model_dir, stats.accuracy, stats.loss, package.package_bytes(model_dir), b1[0], b64[0])
+    if paired_with is not None:
+        variant.source_b1, variant.source_b64 = b1[1], b64[1]
+    return variant
 
 
 def _predict_float(model, images: np.ndarray) -> np.ndarray:
@@ -377,5 +395,5 @@ def rows_of(variants: list[Variant]) -> list[dict[str, Any]]:
     return [{"method": v.method, "test_accuracy": v.accuracy, "accuracy_delta_pt": 100 * (v.accuracy - base.accuracy),
              "size_bytes": v.size_bytes, "size_ratio": base.size_bytes / v.size_bytes,
              "latency_ms_b1": v.latency_b1, "latency_ms_b64": v.latency_b64,
-             "speedup_b1": base.latency_b1 / v.latency_b1, "speedup_b64": base.latency_b64 / v.latency_b64,
+             "speedup_b1": v.speedup(base, 1), "speedup_b64": v.speedup(base, 64),
              "version": v.version, **{k.replace("compress/", ""): x for k, x in v.extra.items()}} for v in variants]

@@ -14,19 +14,37 @@ import numpy as np
 import torch
 
 
-def latency_ms(model, images: np.ndarray, batch: int, repeats: int = 20, warmup: int = 3,
-               bf16: bool = False) -> float:
-    """Median milliseconds of one ``predict_uint8`` call on ``batch`` images."""
+def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
     x = np.ascontiguousarray(images[:batch])
     if len(x) < batch:
         x = np.concatenate([x] * (batch // max(1, len(x)) + 1))[:batch]
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
-    times = []
+    return x
+
+
+def _timed_ms(model, x: np.ndarray, bf16: bool) -> float:
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        started = time.perf_counter()
+        model.predict_uint8(x)
+        return (time.perf_counter() - started) * 1000
+
+
+def latency_ms(model, images: np.ndarray, batch: int, repeats: int = 20, warmup: int = 3,
+               bf16: bool = False) -> float:
+    """Median milliseconds of one ``predict_uint8`` call on ``batch`` images."""
+    return paired_latency_ms([model], images, batch, repeats, warmup, [bf16])[0]
+
+
+def paired_latency_ms(models, images: np.ndarray, batch: int, repeats: int = 20, warmup: int = 3,
+                      bf16: list[bool] | None = None) -> list[float]:
+    """Median milliseconds per model, the models timed in turns (A B A B ...): on a shared machine a
+    change of load hits every model alike, so the ratio of two medians is a side-by-side figure even
+    when the absolute times drift."""
+    x = _batch_of(images, batch)
+    flags = bf16 or [False] * len(models)
+    times: list[list[float]] = [[] for _ in models]
     for i in range(warmup + repeats):
-        with ctx():
-            started = time.perf_counter()
-            model.predict_uint8(x)
-            elapsed = time.perf_counter() - started
-        if i >= warmup:
-            times.append(elapsed * 1000)
-    return statistics.median(times)
+        for j, model in enumerate(models):
+            elapsed = _timed_ms(model, x, flags[j])
+            if i >= warmup:
+                times[j].append(elapsed)
+    return [statistics.median(t) for t in times]

@@ -24,6 +24,7 @@ Everything that is not a conv/linear weight (biases, BatchNorm, the normaliser) 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -224,6 +225,10 @@ def load_compressed_package(directory: str | Path) -> tuple[nn.Module, ModelSpec
         example = torch.rand(*meta["example_shape"])
         import io
         import lzma
+
+        # The program's dequantize/quantize nodes are torch's quantized_decomposed ops: register them
+        # before deserialising, or a fresh process (mlflow models serve) cannot resolve them.
+        importlib.import_module("torch.ao.quantization.fx._decomposed")
 
         program = torch.export.load(io.BytesIO(lzma.decompress((directory / PROGRAM).read_bytes())))
         return GraphClassifier(quantize.lower(program, example), spec.in_channels), spec

@@ -222,6 +222,18 @@ def test_int8_agrees_with_fp32(trained, dynamic, tmp_path):
     assert len(int8) == (1 if dynamic else len(prune.weight_layers(model.net)))  # weights stored int8
     convs = len(prune.weight_layers(model.net)) - 1  # dynamic: the convolutions stay fp32
     assert sum(t.numel() > 64 and t.dtype == torch.float32 for t in tensors) == (convs if dynamic else 0)
+    # A fresh process, as `mlflow models serve` is: nothing has imported torchao or registered the
+    # quantized_decomposed ops before the package loads.
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", test_x[:8])
+    code = ("import numpy as np, sys; from components.packaging import load_package; "
+            f"m, _ = load_package({str(directory)!r}); "
+            f"print(m.predict_uint8(np.load({str(tmp_path / 'x.npy')!r}))[0].tolist())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(loaded.predict_uint8(test_x[:8])[0].tolist())
 
 
 def test_onnx_export_matches_torch(trained, tmp_path):
@@ -232,3 +244,24 @@ def test_onnx_export_matches_torch(trained, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-4)
     assert loaded.predict_uint8(test_x[:1])[0].shape == (1,)
+
+
+def test_paired_latency_times_the_models_in_turns():
+    """Side by side: A B A B ..., so a change of machine load between calls hits both alike."""
+    import numpy as np
+
+    from components.compression.latency import paired_latency_ms
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def predict_uint8(self, x):
+            calls.append((self.name, len(x)))
+
+    medians = paired_latency_ms([Recorder("a"), Recorder("b")], np.zeros((10, 28, 28, 1), np.uint8), batch=64,
+                                repeats=4, warmup=1)
+    assert calls == [("a", 64), ("b", 64)] * 5  # the batch is tiled up to 64 images
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
