@@ -57,11 +57,17 @@ def ray_local() -> Iterator[None]:
 
 def _reset_mlflow(uri: str | None) -> None:
     import mlflow
+    from mlflow.tracking import fluent
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # A pipeline run sets MLflow's active experiment (mlflow.set_experiment), which MLflow 3 also writes
+    # to os.environ["MLFLOW_EXPERIMENT_ID"]; nothing unsets either. In the next store that experiment id
+    # does not exist, and a bare mlflow.start_run() fails there.
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from pipelines.config import load_config
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    from tests.conftest import _reset_mlflow
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     while mlflow.active_run():
         mlflow.end_run()
     yield tmp_path
-    while mlflow.active_run():
-        mlflow.end_run()
+    _reset_mlflow(None)  # ends runs and forgets the active experiment these tests set
 
 
 def cfg(*overrides):
