@@ -60,9 +60,11 @@ def test_a_sweep_of_four_trials_logs_four_nested_runs_and_registers_the_winner(r
     assert "parallel_coordinates.png" in {a.path.split("/")[-1] for a in client.list_artifacts(result.run_id, "plots")}
     assert parent.data.metrics[names.SWEEP_TRIALS] == 4
     assert 0 < parent.data.metrics[names.SWEEP_CPU_UTILIZATION]
-    best_trial = max(trials, key=lambda t: t.data.metrics[names.BEST_VAL_ACCURACY])
-    assert parent.data.metrics[names.SWEEP_BEST_METRIC] == pytest.approx(best_trial.data.metrics[names.BEST_VAL_ACCURACY])
-    assert best_trial.info.run_id in parent.data.tags[names.BEST_TRIAL_TAG]
+    best_value = max(t.data.metrics[names.BEST_VAL_ACCURACY] for t in trials)
+    assert parent.data.metrics[names.SWEEP_BEST_METRIC] == pytest.approx(best_value)
+    # Trials may tie on the tiny digits split (e.g. two at 0.98): the winner is any one of the best.
+    tied = [t.info.run_id for t in trials if t.data.metrics[names.BEST_VAL_ACCURACY] == best_value]
+    best_trial = next(t for t in trials if t.info.run_id in tied and t.info.run_id in parent.data.tags[names.BEST_TRIAL_TAG])
     overrides = client.download_artifacts(result.run_id, names.BEST_OVERRIDES_ARTIFACT)
     assert f"train.lr={best_trial.data.params[names.TRIAL_PARAM_PREFIX + 'train.lr']}" in open(overrides).read()
 
