@@ -149,8 +149,10 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     shutil.rmtree(directory, ignore_errors=True)
     extra = METHODS[method](ctx, directory, run_id) or {}
     register = method != "bf16"
+    if "timed_source" not in ctx.cache:  # one fp32 copy, loaded once, timed beside every variant
+        ctx.cache["timed_source"] = ctx.fresh()
     variant = measure(ctx, method, str(directory) if register else str(ctx.source_dir), bf16=method == "bf16",
-                      paired_with=str(ctx.source_dir))
+                      paired_with=ctx.cache["timed_source"])
     variant.extra.update(extra)
     variant.run_id = run_id
     if method == "bf16":
@@ -176,9 +178,9 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     return variant
 
 
-def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False, paired_with: str | None = None) -> Variant:
+def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False, paired_with: Any = None) -> Variant:
     """Test accuracy (raw images in, as served), bytes on disk, latency at batch 1 and 64; with
-    ``paired_with`` (the source package) that model is timed in turns with this one."""
+    ``paired_with`` (the fp32 source model) that model is timed in turns with this one."""
     from components import engine
     from components.losses import build_criterion
 
@@ -192,7 +194,7 @@ def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False, paire
     reps = ctx.cfg.compress.latency_repeats
     models, flags = [model], [bf16]
     if paired_with is not None:
-        models.append(load_package(paired_with)[0])
+        models.append(paired_with)
         flags.append(False)
     b1 = paired_latency_ms(models, images, 1, repeats=reps * 5, bf16=flags)
     b64 = paired_latency_ms(models, images, 64, repeats=reps, bf16=flags)

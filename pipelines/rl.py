@@ -269,18 +269,12 @@ def greedy_check(cfg: Config, algo, iteration: int) -> float:
     Seeds differ per iteration and from the final evaluation's, so selecting weights on these checks
     does not select them on the evaluation episodes.
     """
-    import numpy as np
-    import torch
-
     from components.rl.envs import make_env
-    from components.rl.policy import GreedyPolicy, run_episodes
+    from components.rl.policy import GreedyPolicy, LoadedPolicy, run_episodes
 
-    policy = GreedyPolicy(algo.get_module()).eval()
-
-    def act(obs: np.ndarray) -> int:
-        with torch.no_grad():
-            return int(policy(torch.as_tensor(np.asarray(obs, dtype=np.float32))[None])[0])
-
+    module = algo.get_module()
+    # The exported policy's calling convention (one observation or a batch, no grad), on the live module.
+    act = LoadedPolicy(GreedyPolicy(module).eval(), tuple(module.observation_space.shape), {})
     r = cfg.rl
     n = r.greedy_check_episodes
     returns = run_episodes(act, lambda: make_env(r.env, frame_stack=r.frame_stack), n,

@@ -159,12 +159,15 @@ def test_greedy_checks_start_near_the_stop_return_for_positive_and_negative_targ
 
 def test_greedy_check_plays_the_current_module_greedily():
     """A stand-in module whose greedy action is always "left" falls within ~10 steps on every seed."""
+    import gymnasium as gym
     import torch
 
     from pipelines.config import load_config
     from pipelines.rl import greedy_check
 
     class AlwaysLeft(torch.nn.Module):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (4,))  # CartPole's, as an RLModule has it
+
         def greedy_logits(self, obs):
             return torch.tensor([[1.0, 0.0]]).expand(obs.shape[0], 2)
 
