@@ -80,6 +80,20 @@ class Context:
         n = min(rows, len(split.labels))
         return [x for x, _ in map(BatchPrep(), evaluate.numpy_batches(split.images[:n], split.labels[:n], 128))]
 
+    def shuffled_batches(self, steps: int, batch: int = 128, seed: int = 0):
+        """``steps`` (images, labels) batches drawn without replacement (reshuffled each pass) from the train split."""
+        from components.data.shards import read_split
+        from components.engine import BatchPrep
+
+        split = read_split(self.prepared.manifest(), "train")
+        n, rng, order = self.prepared.rows["train"], np.random.default_rng(seed), np.empty(0, np.int64)
+        prep = BatchPrep()
+        for _ in range(steps):
+            if len(order) < batch:
+                order = np.concatenate([order, rng.permutation(n)])
+            take, order = np.sort(order[:batch]), order[batch:]
+            yield prep({"image": split.images[take], "label": split.labels[take]})
+
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     from pipelines.flows import prepare, stage, workdir_for
@@ -296,6 +310,24 @@ def m_int8_dynamic(ctx, directory, run_id):
     _int8(ctx, directory, True, "int8_dynamic")
 
 
+def m_int8_qat(ctx, directory, run_id):
+    """Quantisation-aware fine-tune (fake int8 in the forward pass), then the same int8 package as int8_static.
+
+    Runs in-process, not on Ray Train: the prepared program is a torch.export graph, which DDP does not wrap."""
+    from components.compression import quantize
+    from components.losses import build_criterion
+
+    c = ctx.cfg.compress
+    say(f"compress: int8_qat: {c.qat_steps} fake-quantised steps at batch 128, lr {c.finetune_lr}")
+    example = next(ctx.shuffled_batches(1, batch=4, seed=1))[0]
+    program, losses = quantize.quantize_qat(ctx.fresh(), ctx.shuffled_batches(c.qat_steps, seed=ctx.cfg.seed),
+                                            example, c.finetune_lr, build_criterion(ctx.cfg.train.loss))
+    for step in range(0, len(losses), 10):
+        tracking.log_metrics({"compress/qat_loss": float(np.mean(losses[step:step + 10]))}, step=step)
+    package.save_int8(directory, program, ctx.spec, example[:2].contiguous(), "int8_qat")
+    return {"compress/qat_steps": len(losses), "compress/qat_final_loss": float(np.mean(losses[-10:]))}
+
+
 def m_onnx(ctx, directory, run_id):
     from components.compression import onnx
 
@@ -354,7 +386,7 @@ def m_bf16(ctx, directory, run_id):
 METHODS: dict[str, Callable[[Context, Path, str], dict[str, float] | None]] = {
     "prune": m_prune, "kmeans": m_kmeans, "deep": m_deep, "int8_static": m_int8_static,
     "int8_dynamic": m_int8_dynamic, "onnx": m_onnx, "lowrank": m_lowrank, "ternary": m_ternary,
-    "binary": m_binary, "bf16": m_bf16,
+    "binary": m_binary, "bf16": m_bf16, "int8_qat": m_int8_qat,
 }
 
 
@@ -368,7 +400,7 @@ class _Requirements(dict):
     """Extra pip requirements a served variant needs, resolved when asked (nothing heavy at import)."""
 
     def get(self, method, default=()):
-        if method in ("int8_static", "int8_dynamic"):
+        if method in ("int8_static", "int8_dynamic", "int8_qat"):
             return (_requirement("torchao"),)
         if method == "onnx":
             return (_requirement("onnxruntime"),)

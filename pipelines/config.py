@@ -387,7 +387,7 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
 
 
 CompressMethod = Literal["prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary",
-                         "binary", "bf16"]
+                         "binary", "bf16", "int8_qat"]
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,8 @@ class CompressConfig:  # issue 5: pipeline compress
     source: str | None = _doc("model to compress (None: models:/<registry name>@champion)", None)
     methods: tuple[str, ...] = _doc(
         "variants to make, each evaluated, timed and registered (bf16 is only timed): prune, kmeans, deep "
-        "(prune → share → Huffman), int8_static, int8_dynamic, onnx, lowrank, ternary, binary, bf16",
+        "(prune → share → Huffman), int8_static, int8_dynamic, onnx, lowrank, ternary, binary, bf16; "
+        "int8_qat (quantisation-aware fine-tune, then int8) on request",
         ("prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary", "binary", "bf16"))
     sparsity: float = _doc("prune/deep: fraction of conv and linear weights set to zero", 0.8)
     prune_scope: Literal["global", "layer"] = _doc(
@@ -405,6 +406,7 @@ class CompressConfig:  # issue 5: pipeline compress
     finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 3)
     finetune_lr: float = _doc("peak learning rate of the fine-tunes (cosine decay)", 0.01)
     calibration_rows: int = _doc("int8_static: training images that calibrate activation ranges", 1024)
+    qat_steps: int = _doc("int8_qat: fine-tuning steps with fake quantisation (batch 128, in-process, lr finetune_lr)", 300)
     latency_repeats: int = _doc("timed predict calls per batch size (median reported)", 20)
     threads: int = _doc("torch and onnxruntime threads while timing every variant (0: all cores)", 0)
 
@@ -417,6 +419,7 @@ class CompressConfig:  # issue 5: pipeline compress
         _check(0 < self.energy <= 1, "compress.energy", "must be in (0, 1]")
         _check(self.finetune_epochs >= 0 and self.calibration_rows >= 1, "compress.finetune_epochs",
                "must be >= 0 (and compress.calibration_rows >= 1)")
+        _check(self.qat_steps >= 1, "compress.qat_steps", "must be >= 1")
         _check(self.latency_repeats >= 1 and self.threads >= 0, "compress.latency_repeats",
                "must be >= 1 (and compress.threads >= 0)")
 

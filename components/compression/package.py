@@ -231,7 +231,7 @@ def load_compressed_package(directory: str | Path) -> tuple[nn.Module, ModelSpec
         importlib.import_module("torch.ao.quantization.fx._decomposed")
 
         program = torch.export.load(io.BytesIO(lzma.decompress((directory / PROGRAM).read_bytes())))
-        return GraphClassifier(quantize.lower(program, example), spec.in_channels), spec
+        return GraphClassifier(quantize.runtime(program, example), spec.in_channels), spec
     if encoding == "onnx":
         from components.compression import onnx
 
@@ -318,7 +318,7 @@ class GraphClassifier(nn.Module):
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.run(x.contiguous())
 
     def predict_uint8(self, images) -> tuple[torch.Tensor, torch.Tensor]:

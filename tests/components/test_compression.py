@@ -236,6 +236,70 @@ def test_int8_agrees_with_fp32(trained, dynamic, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == str(loaded.predict_uint8(test_x[:8])[0].tolist())
 
 
+def _static_program(trained):
+    from components.compression import quantize
+
+    model, spec, train_x, train_y, _, _ = trained
+    example = next(batches(train_x, train_y))[0]
+    return quantize.quantize(clone(model, spec), (x for x, _ in batches(train_x[:512], train_y[:512])), example), example
+
+
+def test_int8_compiled_runtime_pads_to_buckets_and_agrees_with_the_lowered_graph(trained, tmp_path, monkeypatch):
+    from components.compression import quantize
+
+    model, spec, _, _, test_x, test_y = trained
+    program, example = _static_program(trained)
+    compiled, lowered = quantize.Compiled(program, example), quantize.lower(program, example)
+    x = next(batches(test_x, test_y, size=100))[0]
+    for n in (1, 3, 64, 100):  # buckets 1, 4, 64 and 64 + a padded 64
+        with torch.no_grad():
+            fast, slow = compiled(x[:n]), lowered(x[:n])
+        assert fast.shape == (n, 10)
+        assert (fast.argmax(1) == slow.argmax(1)).float().mean() >= 0.98
+    assert compiled.fallback is None  # inductor compiled it: no silent fall-back to the slow graph
+    directory = package.save_int8(tmp_path / "int8", program, spec, example, "int8")
+    assert isinstance(load_package(directory)[0].run, quantize.Compiled)
+    monkeypatch.setenv(quantize.RUNTIME_ENV, "lowered")
+    assert isinstance(load_package(directory)[0].run, torch.fx.GraphModule)
+    monkeypatch.setenv(quantize.RUNTIME_ENV, "fastest")
+    with pytest.raises(ValueError, match="VISIONRAY_INT8_RUNTIME"):
+        load_package(directory)
+
+
+def test_int8_compiled_runtime_falls_back_to_the_lowered_graph_without_a_compiler(trained):
+    import torch._inductor.config as inductor_config
+    from components.compression import quantize
+
+    _, _, _, _, test_x, test_y = trained
+    program, example = _static_program(trained)
+    compiled = quantize.Compiled(program, example)
+    x = next(batches(test_x, test_y, size=8))[0]
+    # A serving machine without a C++ compiler (and nothing in inductor's on-disk cache to reuse).
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++"), "fx_graph_cache": False}), \
+            pytest.warns(RuntimeWarning, match="torch.compile failed") as caught:
+        out = compiled(x)
+    ours = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    assert "nonexistent" in ours[0] or "ompiler" in ours[0], ours[0]
+    assert compiled.fallback is not None and out.shape == (8, 10)
+    with torch.no_grad():
+        assert torch.equal(out.argmax(1), quantize.lower(program, example)(x).argmax(1))
+
+
+def test_int8_qat_fine_tunes_with_fake_quantisation_then_converts(trained, tmp_path):
+    from components.compression import quantize
+
+    model, spec, train_x, train_y, test_x, test_y = trained
+    steps = [b for epoch in range(3) for b in batches(train_x, train_y, size=64, seed=10 + epoch)]
+    example = steps[0][0][:4]
+    program, losses = quantize.quantize_qat(clone(model, spec), steps, example, lr=0.01)
+    assert len(losses) == len(steps) and all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.5  # it trained (a fresh net starts at ln 10 = 2.3)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    assert sum(t.dtype == torch.int8 for t in tensors) == len(prune.weight_layers(model.net))
+    loaded, _ = load_package(package.save_int8(tmp_path / "qat", program, spec, example[:2], "int8_qat"))
+    assert accuracy(loaded, test_x, test_y) >= accuracy(model, test_x, test_y) - 0.02
+
+
 def test_onnx_export_matches_torch(trained, tmp_path):
     model, spec, train_x, train_y, test_x, _ = trained
     example = next(batches(train_x, train_y))[0]

@@ -16,7 +16,8 @@ from pipelines import names
 from tests.conftest import shrunk_config, store_context
 
 QUICK = ("compress.finetune_epochs=1", "compress.latency_repeats=2", "compress.calibration_rows=256",
-         "compress.sparsity=0.5", "compress.clusters=16")
+         "compress.sparsity=0.5", "compress.clusters=16", "compress.qat_steps=20",
+         "compress.methods=[prune,kmeans,deep,int8_static,int8_dynamic,onnx,lowrank,ternary,binary,bf16,int8_qat]")
 
 
 @pytest.mark.slow
@@ -51,6 +52,8 @@ def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_r
             assert {names.COMPRESS_SIZE_BYTES, names.COMPRESS_SIZE_RATIO, names.COMPRESS_LATENCY_MS,
                     names.COMPRESS_LATENCY_MS_B1, names.COMPRESS_SPEEDUP} <= set(metrics), method
         assert methods["onnx"].data.metrics[names.COMPRESS_ONNX_MAX_DIFF] < 1e-3
+        assert methods["int8_qat"].data.metrics["compress/qat_steps"] == 20
+        assert len(client.get_metric_history(methods["int8_qat"].info.run_id, "compress/qat_loss")) == 2
         assert methods["prune"].data.metrics[names.COMPRESS_SPARSITY] == pytest.approx(0.5, abs=1e-3)
 
         artifacts = {f.path for f in client.list_artifacts(result.run_id, "compress")}
