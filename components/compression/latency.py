@@ -35,16 +35,23 @@ def latency_ms(model, images: np.ndarray, batch: int, repeats: int = 20, warmup:
 
 
 def paired_latency_ms(models, images: np.ndarray, batch: int, repeats: int = 20, warmup: int = 3,
-                      bf16: list[bool] | None = None) -> list[float]:
-    """Median milliseconds per model, the models timed in turns (A B A B ...): on a shared machine a
-    change of load hits every model alike, so the ratio of two medians is a side-by-side figure even
-    when the absolute times drift."""
+                      bf16: list[bool] | None = None, block: int = 5) -> list[float]:
+    """Median milliseconds per model, the models timed in alternating blocks (A×block B×block A×block …):
+    on a shared machine a change of load hits every model alike, so the ratio of two medians is a
+    side-by-side figure even when the absolute times drift. Within a block the first call after a
+    switch is not timed: it pays for the other model having just evicted this one's weights and
+    workspaces from the caches, which a server running one model does not. ``warmup`` calls per model
+    come first, untimed."""
     x = _batch_of(images, batch)
     flags = bf16 or [False] * len(models)
+    for j, model in enumerate(models):
+        for _ in range(warmup):
+            _timed_ms(model, x, flags[j])
     times: list[list[float]] = [[] for _ in models]
-    for i in range(warmup + repeats):
+    block = max(1, block)
+    while len(times[0]) < repeats:
         for j, model in enumerate(models):
-            elapsed = _timed_ms(model, x, flags[j])
-            if i >= warmup:
-                times[j].append(elapsed)
+            _timed_ms(model, x, flags[j])  # the switch-over call
+            for _ in range(min(block, repeats - len(times[j]))):
+                times[j].append(_timed_ms(model, x, flags[j]))
     return [statistics.median(t) for t in times]

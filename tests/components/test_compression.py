@@ -311,7 +311,7 @@ def test_onnx_export_matches_torch(trained, tmp_path):
 
 
 def test_paired_latency_times_the_models_in_turns():
-    """Side by side: A B A B ..., so a change of machine load between calls hits both alike."""
+    """Side by side in alternating blocks, so a change of machine load hits both alike."""
     import numpy as np
 
     from components.compression.latency import paired_latency_ms
@@ -326,6 +326,9 @@ def test_paired_latency_times_the_models_in_turns():
             calls.append((self.name, len(x)))
 
     medians = paired_latency_ms([Recorder("a"), Recorder("b")], np.zeros((10, 28, 28, 1), np.uint8), batch=64,
-                                repeats=4, warmup=1)
-    assert calls == [("a", 64), ("b", 64)] * 5  # the batch is tiled up to 64 images
+                                repeats=5, warmup=1, block=2)
+    # warm-ups, then blocks of (one untimed switch-over call + 2 timed) in turns; the batch is tiled to 64
+    names = [name for name, _ in calls]
+    assert names == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 2 + ["b"] * 2
+    assert all(n == 64 for _, n in calls)
     assert len(medians) == 2 and all(m >= 0 for m in medians)
