@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -73,6 +74,34 @@ def mean_probabilities(models: Iterable[ImageClassifier], images: Any) -> Tensor
     """The reference the ensemble must equal: the plain mean of ``predict_uint8`` probabilities."""
     probs = [m.predict_uint8(images)[1] for m in models]
     return torch.stack(probs).mean(dim=0)
+
+
+def greedy_selection(probs: Sequence[np.ndarray], labels: np.ndarray) -> list[int]:
+    """Ensemble selection by forward steps (Caruana et al. 2004, without replacement), on held-out data.
+
+    Start from the member whose probabilities have the lowest negative log-likelihood on ``labels``;
+    then add, one at a time, the member that lowers the NLL of the averaged probabilities most; stop
+    when no member lowers it. NLL, not accuracy: it moves with every example's confidence, so steps
+    rarely tie, and a member that only repeats the others' answers is left out. Returns the chosen
+    indices in the order chosen.
+    """
+    if not len(probs):
+        raise ValueError("greedy_selection needs at least one member")
+    rows = np.arange(len(labels))
+
+    def nll(p: np.ndarray) -> float:
+        return float(-np.log(np.clip(p[rows, labels], 1e-12, None)).mean())
+
+    chosen = [min(range(len(probs)), key=lambda i: nll(probs[i]))]
+    total, best = probs[chosen[0]].astype(np.float64), nll(probs[chosen[0]])
+    while len(chosen) < len(probs):
+        scores = {i: nll((total + probs[i]) / (len(chosen) + 1)) for i in range(len(probs)) if i not in chosen}
+        candidate = min(scores, key=scores.get)
+        if scores[candidate] >= best:
+            break
+        chosen.append(candidate)
+        total, best = total + probs[candidate], scores[candidate]
+    return chosen
 
 
 def check_compatible(specs: Sequence[ModelSpec], names: Sequence[str]) -> None:

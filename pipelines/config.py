@@ -373,6 +373,10 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
     seeds: int = _doc("members of source seeds: independent runs, each in its own child run", 2)
     bn_rows: int = _doc("recompute the EMA model's BatchNorm statistics on this many training images "
                         "(0: keep the running average of the statistics)", 10000)
+    select: Literal["all", "greedy"] = _doc(
+        "all: average every member; greedy: keep the members chosen on the val split by forward selection "
+        "(Caruana et al. 2004: add the member that most lowers the average's val NLL, stop when none does)",
+        "greedy")
 
     def __post_init__(self) -> None:
         bad = [m for m in self.members if m not in ENSEMBLE_SOURCES]

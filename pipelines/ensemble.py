@@ -41,6 +41,7 @@ class Built:
     trained: Any  # pipelines.train.Trained whose best_checkpoint is the ensemble package
     members: list[Member]
     raw_final: str | None = None  # the final weights of the run the EMA member comes from
+    chosen: list[str] | None = None  # names of the members in the package (ensemble.select); None: all
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -112,12 +113,34 @@ def build(cfg: Config, prepared, parent: tracking.PipelineRun, run_id: str, work
             members.append(Member("ema", "ema", str(ema_package(cfg, prepared, found["ema"], workdir)), run_id))
     if "seeds" in sources:
         members += seed_members(cfg, prepared, parent, run_id, workdir)
+    candidates = members
+    if cfg.ensemble.select == "greedy" and len(members) > 1:
+        members = select(prepared, members)
+        say(f"ensemble: {len(members)} of {len(candidates)} members chosen on val by greedy selection "
+            f"(in order: {', '.join(m.name for m in members)})")
     package = save_ensemble_package(workdir / "ensemble", [(m.name, m.package) for m in members])
     tracking.set_tags({names.ENSEMBLE_MEMBER_TAG: ", ".join(m.name for m in members)})
-    tracking.log_metrics({names.ENSEMBLE_MEMBERS: len(members)})
+    tracking.log_metrics({names.ENSEMBLE_MEMBERS: len(members), "ensemble/candidates": len(candidates)})
     say(f"ensemble: {len(members)} members: {', '.join(m.name for m in members)}")
     return Built(train.Trained(best_checkpoint=str(package), best_epoch=best_epoch, history=history,
-                               last_checkpoint=raw_final), members, raw_final)
+                               last_checkpoint=raw_final), candidates, raw_final, chosen=[m.name for m in members])
+
+
+def select(prepared, members: list[Member]) -> list[Member]:
+    """The members :func:`components.ensembles.greedy_selection` keeps, scored on the val split."""
+    from components.data.shards import read_split
+    from components.ensembles import greedy_selection
+    from components.packaging import load_package
+
+    val = read_split(prepared.manifest(), "val")
+    n = prepared.rows["val"]
+    images, labels = val.images[:n], np.asarray(val.labels[:n])
+    probs = []
+    for m in members:
+        model, _ = load_package(m.package)
+        probs.append(np.concatenate([model.predict_uint8(images[i:i + 1000])[1].numpy()
+                                     for i in range(0, n, 1000)]))
+    return [members[i] for i in greedy_selection(probs, labels)]
 
 
 def seed_members(cfg: Config, prepared, parent: tracking.PipelineRun, stage_run_id: str, workdir: Path) -> list[Member]:
@@ -265,16 +288,18 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
             out[f"{split}_loss"], out[f"{split}_accuracy"] = _score(model, images, labels, cfg.train.loss)
         return out
 
-    rows = [{"model": m.name, "source": m.source, "run_id": m.origin, **score(m.package)} for m in built.members]
+    chosen = set(built.chosen if built.chosen is not None else [m.name for m in built.members])
+    rows = [{"model": m.name, "source": m.source, "run_id": m.origin, "in_ensemble": m.name in chosen,
+             **score(m.package)} for m in built.members]
     metrics: dict[str, float] = {}
     for row in rows:
         for key in ("val_accuracy", "test_accuracy"):
             metrics[names.ensemble_member_metric(row["model"], key)] = row[key]
     best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    ensemble_row = {"model": "ensemble", "source": "+".join(cfg.ensemble.members), "run_id": "",
+    ensemble_row = {"model": "ensemble", "source": "+".join(cfg.ensemble.members), "run_id": "", "in_ensemble": True,
                     **score(built.trained.best_checkpoint)}
     metrics.update({
-        names.ENSEMBLE_MEMBERS: len(rows),
+        names.ENSEMBLE_MEMBERS: len(chosen),
         names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY: best["test_accuracy"],
         names.ENSEMBLE_MAX_MEMBER_TEST_ACCURACY: max(r["test_accuracy"] for r in rows),
         names.ENSEMBLE_GAIN: ensemble_row["test_accuracy"] - best["test_accuracy"],

@@ -205,3 +205,35 @@ def test_config_checks_of_the_ensemble_keys():
         check(load_config("ensemble", ["train.ema_decay=0"]))
     cfg = load_config("ensemble", ["ensemble.members=[sweep,ema]", "ensemble.sweep_run=last"])
     assert cfg.ensemble.members == ("sweep", "ema") and cfg.train.snapshots == 3
+
+
+def test_greedy_selection_keeps_complementary_members_and_drops_a_useless_one():
+    from components.ensembles import greedy_selection
+
+    labels = np.array([0, 1] * 50)
+    n = len(labels)
+
+    def leaning(right: np.ndarray) -> np.ndarray:  # 0.7 on the label where right, else 0.7 on the other class
+        p = np.full((n, 2), 0.3)
+        p[np.arange(n), np.where(right, labels, 1 - labels)] = 0.7
+        return p
+
+    half, odd = np.arange(n) < n // 2, np.arange(n) % 2 == 1
+    a = leaning(half | ~odd)  # right on 75 %
+    b = leaning(~half | odd)  # right on 75 %, wrong where a is right on the other 25 %
+    noise = np.full((n, 2), 0.5)  # knows nothing
+    chosen = greedy_selection([noise, a, b], labels)
+    assert chosen[0] in (1, 2) and set(chosen) == {1, 2}  # both experts, the best first; never the noise
+    mean = (a + b) / 2
+    assert -np.log(mean[np.arange(n), labels]).mean() < min(-np.log(p[np.arange(n), labels]).mean() for p in (a, b))
+
+
+def test_greedy_selection_stops_at_a_member_no_other_improves():
+    from components.ensembles import greedy_selection
+
+    labels = np.array([0, 1, 1, 0])
+    perfect = np.eye(2)[labels] * 0.98 + 0.01
+    worse = np.full((4, 2), 0.5)
+    assert greedy_selection([worse, perfect, worse], labels) == [1]
+    with pytest.raises(ValueError):
+        greedy_selection([], labels)

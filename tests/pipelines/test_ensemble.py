@@ -84,8 +84,12 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     parent = client.get_run(result.run_id)
     seed_member = f"seed-{cfg.seed + 1}"
     expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema", seed_member]
-    package = result.outputs["built"].trained.best_checkpoint
-    assert member_names(package) == expected
+    built = result.outputs["built"]
+    package = built.trained.best_checkpoint
+    assert [m.name for m in built.members] == expected  # every candidate, scored side by side below
+    # ensemble.select=greedy (the default): the package holds the members chosen on val, in that order
+    assert built.chosen and set(built.chosen) <= set(expected) and len(set(built.chosen)) == len(built.chosen)
+    assert member_names(package) == built.chosen
     # The seed member trained in its own run, nested under the ensemble stage's run, with its own curves.
     seed_run = client.get_run(result.outputs["built"].members[-1].origin)
     stage_run = client.get_run(seed_run.data.tags["mlflow.parentRunId"])
@@ -94,7 +98,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
 
     # Side by side: each member, the ensemble, the best single member, EMA vs raw final weights.
     m = parent.data.metrics
-    assert m[names.ENSEMBLE_MEMBERS] == 6
+    assert m[names.ENSEMBLE_MEMBERS] == len(built.chosen)
     for member in expected:
         assert 0 <= m[names.ensemble_member_metric(member, "test_accuracy")] <= 1
     assert m[names.ENSEMBLE_GAIN] == pytest.approx(m[names.TEST_ACCURACY] - m[names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY])
@@ -104,6 +108,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
                                                       str(tmp_path / "dl"))).read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
     assert [r["model"] for r in rows][:7] == [*expected, "ensemble"]
+    assert [r["model"] for r in rows[:6] if r["in_ensemble"]] == [n for n in expected if n in built.chosen]
     assert {"raw final weights"} <= {r["model"] for r in rows}
     assert any(r["model"].startswith("best single: ") for r in rows)
 
