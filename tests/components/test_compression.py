@@ -245,8 +245,12 @@ def _static_program(trained):
 
 
 def test_int8_compiled_runtime_pads_to_buckets_and_agrees_with_the_lowered_graph(trained, tmp_path, monkeypatch):
+    import shutil
+
     from components.compression import quantize
 
+    if shutil.which("g++") is None:  # .ci/run installs it; elsewhere the runtime falls back (next test)
+        pytest.skip("no g++: torch.compile's inductor backend cannot build the int8 kernels here")
     model, spec, _, _, test_x, test_y = trained
     program, example = _static_program(trained)
     compiled, lowered = quantize.Compiled(program, example), quantize.lower(program, example)
