@@ -187,7 +187,11 @@ class Compiled:
         size = next(b for b in BUCKETS if b >= n)
         if size != n:
             x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
-        return self._run(x.contiguous())[:n]
+        elif x.stride() != torch.empty(0).new_empty(x.shape).stride():
+            # One layout per bucket: the graph is specialised to its input's strides, and a grey image
+            # permuted from NHWC has other strides than a contiguous one (both count as contiguous).
+            x = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
+        return self._run(x)[:n]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.fallback is None:

@@ -261,6 +261,11 @@ def test_int8_compiled_runtime_pads_to_buckets_and_agrees_with_the_lowered_graph
         assert fast.shape == (n, 10)
         assert (fast.argmax(1) == slow.argmax(1)).float().mean() >= 0.98
     assert compiled.fallback is None  # inductor compiled it: no silent fall-back to the slow graph
+    nhwc = x[:64].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # grey NHWC seen as NCHW (predict_uint8)
+    nchw = torch.empty_like(nhwc, memory_format=torch.contiguous_format).copy_(nhwc)
+    assert nhwc.stride() != nchw.stride()
+    with torch.no_grad():
+        assert torch.equal(compiled(nhwc), compiled(nchw))  # copied to the bucket's one layout
     directory = package.save_int8(tmp_path / "int8", program, spec, example, "int8")
     assert isinstance(load_package(directory)[0].run, quantize.Compiled)
     monkeypatch.setenv(quantize.RUNTIME_ENV, "lowered")
