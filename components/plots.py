@@ -398,7 +398,8 @@ def zoo_figure(rows: Sequence[Mapping[str, object]], title: str = "") -> Figure:
     sizes = 40 + 1500 * seconds / seconds.max()
     ax.scatter(params, acc, s=sizes, alpha=0.45, c=np.arange(len(rows)), cmap="tab10", edgecolors="k")
     for r, x, y, t in zip(rows, params, acc, seconds):
-        ax.annotate(f"{r['model']}\n{t:.0f}s", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        note = " (no learned parameters)" if float(r["params"]) <= 0 else ""
+        ax.annotate(f"{r['model']}{note}\n{t:.0f}s", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
     ax.set(xlabel="parameters", ylabel="test accuracy", title=title or "accuracy vs parameters (bubble: training time)")
     ax.grid(True, alpha=0.3)

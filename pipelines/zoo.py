@@ -193,7 +193,7 @@ def log_comparison(rows: list[dict[str, Any]], cfg: Config) -> None:
         metrics["zoo/best_test_accuracy"] = best["test_accuracy"]
         tracking.set_tags({"visionray.zoo.best": best["model"]})
         budget = f"{cfg.train.epochs} epoch(s), batch {cfg.train.batch_size}, {cfg.data.name}"
-        tracking.log_figure(zoo_figure(ok, f"zoo on {budget}: accuracy vs parameters (bubble: training time)"),
+        tracking.log_figure(zoo_figure(ok, f"zoo on {budget}\naccuracy vs parameters (bubble: training time)"),
                             names.ZOO_PLOT)
     tracking.log_metrics(metrics)
 
