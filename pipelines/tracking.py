@@ -369,7 +369,18 @@ def log_dataset(name: str, version: str, source_dir: Path, context: str, schema:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
         source = resolve_dataset_source(source_dir.resolve().as_uri())
-    mlflow.log_input(MetaDataset(source, name=name, digest=version[:36]), context=context)
+    dataset = MetaDataset(source, name=name, digest=version[:36])
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            # Two runs logging the same new dataset at once (two retrains started together): both
+            # stores look it up, find nothing and insert it; the second insert breaks the unique key.
+            # The row exists now, so logging again links this run to it.
+            if "UNIQUE constraint failed" not in str(e) or attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def run_tags(run_id: str, uri: str) -> dict[str, str]:

@@ -107,3 +107,38 @@ def test_resume_continues_the_same_runs(store):
         tracking.find_resumable("quickstart", parent.uri, "last")
     with pytest.raises(tracking.TrackingUnavailable, match="no such MLflow run"):
         tracking.find_resumable("quickstart", parent.uri, "0" * 32)
+
+
+_DATASET_RACE = """
+import sys, time
+from pathlib import Path
+import mlflow
+from pipelines import tracking
+uri, folder, start, rounds = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+mlflow.set_tracking_uri(uri)
+experiment = mlflow.set_experiment("race").experiment_id
+for i in range(rounds):
+    with mlflow.start_run(experiment_id=experiment):
+        time.sleep(max(0.0, start + 0.5 * i - time.time()))  # both processes reach log_input together
+        tracking.log_dataset("digits", f"{i:036d}", folder, "train", "x")
+print("ok")
+"""
+
+
+def test_two_runs_logging_the_same_new_dataset_at_once_both_succeed(tmp_path):
+    """Two retrains started together log the same new dataset: both must link it, neither may fail on
+    the store's unique key (it did, in a full-suite run, as sqlite3.IntegrityError)."""
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).create_experiment("race")  # the schema exists before the race starts
+    start, rounds = time.time() + 8, 8
+    procs = [subprocess.Popen([sys.executable, "-c", _DATASET_RACE, uri, str(tmp_path), str(start), str(rounds)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(err[-2000:] for _, err in outs)
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 2 * rounds and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
