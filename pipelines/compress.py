@@ -319,9 +319,10 @@ def m_int8_qat(ctx, directory, run_id):
 
     c = ctx.cfg.compress
     say(f"compress: int8_qat: {c.qat_steps} fake-quantised steps at batch 128, lr {c.finetune_lr}")
-    example = next(ctx.shuffled_batches(1, batch=4, seed=1))[0]
-    program, losses = quantize.quantize_qat(ctx.fresh(), ctx.shuffled_batches(c.qat_steps, seed=ctx.cfg.seed),
-                                            example, c.finetune_lr, build_criterion(ctx.cfg.train.loss))
+    batches = list(ctx.shuffled_batches(c.qat_steps, seed=ctx.cfg.seed))  # the train split is read once
+    example = batches[0][0][:4]
+    program, losses = quantize.quantize_qat(ctx.fresh(), batches, example, c.finetune_lr,
+                                            build_criterion(ctx.cfg.train.loss))
     for step in range(0, len(losses), 10):
         tracking.log_metrics({"compress/qat_loss": float(np.mean(losses[step:step + 10]))}, step=step)
     package.save_int8(directory, program, ctx.spec, example[:2].contiguous(), "int8_qat")

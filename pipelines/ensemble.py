@@ -126,15 +126,22 @@ def build(cfg: Config, prepared, parent: tracking.PipelineRun, run_id: str, work
                                last_checkpoint=raw_final), candidates, raw_final, chosen=[m.name for m in members])
 
 
-def select(prepared, members: list[Member]) -> list[Member]:
-    """The members :func:`components.ensembles.greedy_selection` keeps, scored on the val split."""
+def val_split(prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The raw uint8 val images and labels (``data.max_eval_rows`` applied), as selection and scoring see them."""
     from components.data.shards import read_split
-    from components.ensembles import greedy_selection
-    from components.packaging import load_package
 
     val = read_split(prepared.manifest(), "val")
     n = prepared.rows["val"]
-    images, labels = val.images[:n], np.asarray(val.labels[:n])
+    return val.images[:n], np.asarray(val.labels[:n])
+
+
+def select(prepared, members: list[Member]) -> list[Member]:
+    """The members :func:`components.ensembles.greedy_selection` keeps, scored on the val split."""
+    from components.ensembles import greedy_selection
+    from components.packaging import load_package
+
+    images, labels = val_split(prepared)
+    n = len(labels)
     probs = []
     for m in members:
         model, _ = load_package(m.package)
@@ -273,13 +280,10 @@ def _score(model, images: np.ndarray, labels: np.ndarray, loss: str) -> tuple[fl
 def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) -> tuple[dict[str, float], list[dict]]:
     """Every member, the ensemble, the best single member (chosen on val) and, with an EMA member, the
     raw final weights of its run: val and test scores side by side, as metrics and table rows."""
-    from components.data.shards import read_split
     from components.packaging import load_package
     from pipelines.evaluate import test_split
 
-    val = read_split(prepared.manifest(), "val")
-    n = prepared.rows["val"]
-    splits = {"val": (val.images[:n], val.labels[:n]), "test": test_split(prepared)}
+    splits = {"val": val_split(prepared), "test": test_split(prepared)}
 
     def score(package: str) -> dict[str, float]:
         model, _ = load_package(package)

@@ -166,6 +166,14 @@ def runtime(program: torch.export.ExportedProgram, example: torch.Tensor) -> Cal
     return Compiled(program, example) if choice == "compiled" else lower(program, example)
 
 
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 class Compiled:
     """An int8 program compiled by inductor, one static batch shape per bucket (see the module doc).
 
@@ -187,7 +195,7 @@ class Compiled:
         size = next(b for b in BUCKETS if b >= n)
         if size != n:
             x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
-        elif x.stride() != torch.empty(0).new_empty(x.shape).stride():
+        elif x.stride() != _contiguous_strides(x.shape):
             # One layout per bucket: the graph is specialised to its input's strides, and a grey image
             # permuted from NHWC has other strides than a contiguous one (both count as contiguous).
             x = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
