@@ -358,7 +358,7 @@ def _check_distribution(key: str, spec: Any) -> None:
     _check(kind != "randint" or all(float(a).is_integer() for a in args), where, "randint takes whole numbers")
 
 
-ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema", "seeds")
+ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema", "seeds", "models")
 
 
 @dataclass(frozen=True)
@@ -367,10 +367,13 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
         "where the members come from: sweep (the top_k trials of ensemble.sweep_run), snapshots (one "
         "run here with train.snapshots cosine cycles, a snapshot per cycle), ema (that run's EMA of the "
         "weights, train.ema_decay), seeds (ensemble.seeds more runs of the same recipe from other "
-        "initialisations and shuffles, seed+1, seed+2, ...)", ("snapshots", "ema"))
+        "initialisations and shuffles, seed+1, seed+2, ...), models (one run of each architecture in "
+        "ensemble.models, same recipe, its own seed)", ("snapshots", "ema"))
     sweep_run: str | None = _doc("sweep parent run id, or 'last' (the latest finished sweep run)", None)
     top_k: int = _doc("members taken from the best trials of a sweep (by train/best_val_accuracy)", 3)
     seeds: int = _doc("members of source seeds: independent runs, each in its own child run", 2)
+    models: tuple[str, ...] = _doc("members of source models: conf/model/<name>.yaml architectures, one run each "
+                                   "(in its own child run) on the same data and recipe", ())
     bn_rows: int = _doc("recompute the EMA model's BatchNorm statistics on this many training images "
                         "(0: keep the running average of the statistics)", 10000)
     select: Literal["all", "greedy"] = _doc(
@@ -386,6 +389,8 @@ class EnsembleConfig:  # issue 4: pipeline ensemble
         _check(self.top_k >= 1, "ensemble.top_k", "must be >= 1")
         _check(self.seeds >= 1, "ensemble.seeds", "must be >= 1")
         _check(self.bn_rows >= 0, "ensemble.bn_rows", "must be >= 0")
+        _check("models" not in self.members or len(self.models) > 0, "ensemble.models",
+               "must name some architectures (conf/model/<name>.yaml) when ensemble.members has models")
         _check("sweep" not in self.members or bool(self.sweep_run), "ensemble.sweep_run",
                "must name a sweep run (its MLflow run id, or 'last') when ensemble.members has sweep")
 
@@ -628,6 +633,12 @@ def _group_file(group: str, name: str, key: str) -> dict[str, Any]:
         raise ConfigError(f"{key}={name} is not a known {group} config; choose one of: "
                           f"{', '.join(available(group))}.")
     return _read_yaml(path)
+
+
+def model_config(name: str, key: str) -> ModelConfig:
+    """``conf/model/<name>.yaml`` as a validated ModelConfig; a ConfigError names ``key`` (the setting
+    that asked for it: zoo.models, ensemble.models)."""
+    return build(ModelConfig, _group_file("model", name, key), "model.")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

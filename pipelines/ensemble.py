@@ -4,15 +4,18 @@
     visionray run ensemble ensemble.members=[sweep] ensemble.sweep_run=last ensemble.top_k=3
     visionray run ensemble ensemble.members=[sweep,snapshots,ema] ensemble.sweep_run=RUN_ID
     visionray run ensemble ensemble.members=[ema,seeds] ensemble.seeds=2   # + 2 runs from other seeds
+    visionray run ensemble "ensemble.members=[seeds,models]" "ensemble.models=[resnet20,vgg]"  # + other architectures
 
 Members come from (a) the ``top_k`` trials of a sweep (runs tagged ``visionray.stage=trial`` under the
 sweep's run, ranked by ``train/best_val_accuracy``, each with its ``best_model/`` package), (b) the
-snapshots of one training run here along a cyclic cosine schedule (``train.snapshots`` cycles), and
+snapshots of one training run here along a cyclic cosine schedule (``train.snapshots`` cycles),
 (c) that run's exponential moving average of the weights (``train.ema_decay``), its BatchNorm
-statistics recomputed on ``ensemble.bn_rows`` training images. Stage ``evaluate`` scores every member,
-the ensemble, the best single member (chosen on val) and, with an EMA, the raw final weights, on the
-same test split, as metrics and one table (``ensemble/members.json``); ``register`` registers the
-ensemble as one MLflow model that takes raw images, like any other.
+statistics recomputed on ``ensemble.bn_rows`` training images, (d) ``ensemble.seeds`` more runs of the
+same recipe from other seeds and (e) one run of each architecture in ``ensemble.models``. Stage
+``evaluate`` scores every member, the ensemble, the best single member (chosen on val) and, with an
+EMA, the raw final weights, on the same test split, as metrics and one table
+(``ensemble/members.json``); ``register`` registers the ensemble as one MLflow model that takes raw
+images, like any other.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from pipelines.progress import say
 
 @dataclass(frozen=True)
 class Member:
-    name: str  # trial-<run id>, snapshot-<n>, ema
-    source: str  # sweep | snapshots | ema
+    name: str  # trial-<run id>, snapshot-<n>, ema, seed-<n>, model-<name>
+    source: str  # sweep | snapshots | ema | seeds | models
     package: str  # a model package directory
     origin: str  # the MLflow run it was trained in
 
@@ -53,6 +56,11 @@ def check(cfg: Config) -> None:
                           "(M cosine cycles, M snapshots).")
     if "ema" in e.members and t.ema_decay <= 0:
         raise ConfigError("ensemble.members has ema but train.ema_decay=0; set train.ema_decay (e.g. 0.998).")
+    if "models" in e.members:
+        from pipelines.config import model_config
+
+        for name in e.models:  # a typo is a config error before anything trains
+            model_config(name, "ensemble.models")
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
@@ -111,8 +119,7 @@ def build(cfg: Config, prepared, parent: tracking.PipelineRun, run_id: str, work
             if found["ema"] is None:
                 raise RuntimeError("training left no EMA package in its final checkpoint")
             members.append(Member("ema", "ema", str(ema_package(cfg, prepared, found["ema"], workdir)), run_id))
-    if "seeds" in sources:
-        members += seed_members(cfg, prepared, parent, run_id, workdir)
+    members += run_members(cfg, prepared, parent, run_id, workdir)
     candidates = members
     if cfg.ensemble.select == "greedy" and len(members) > 1:
         members = select(prepared, members)
@@ -150,25 +157,47 @@ def select(prepared, members: list[Member]) -> list[Member]:
     return [members[i] for i in greedy_selection(probs, labels)]
 
 
-def seed_members(cfg: Config, prepared, parent: tracking.PipelineRun, stage_run_id: str, workdir: Path) -> list[Member]:
-    """§7.1's first recipe: the same model trained from ``ensemble.seeds`` other initialisations (and
-    data orders), each run nested under the ensemble stage's run; its best-val package is the member.
-    These runs train plainly: no snapshots, no EMA (those come from the stage's own run)."""
+def member_configs(cfg: Config) -> list[tuple[str, Config]]:
+    """The extra training runs the ensemble asks for, as (member name, config) pairs.
+
+    §7.1's first recipe, ``seeds``: the same model from ``ensemble.seeds`` other initialisations (and data
+    orders), seed+1, seed+2, ...; and ``models``: each architecture of ``ensemble.models`` (conf/model/) on the
+    same data and recipe, with the seeds after those. These runs train plainly: no snapshots, no EMA (those
+    come from the stage's own run)."""
+    import dataclasses
+
+    from pipelines.config import model_config
+
+    plain = dataclasses.replace(cfg.train, snapshots=0, ema_decay=0.0)
+    runs = []
+    if "seeds" in cfg.ensemble.members:
+        runs += [(f"seed-{cfg.seed + i}", dataclasses.replace(cfg, seed=cfg.seed + i, train=plain))
+                 for i in range(1, cfg.ensemble.seeds + 1)]
+    if "models" in cfg.ensemble.members:
+        first = cfg.seed + len(runs) + 1
+        runs += [(f"model-{name}", dataclasses.replace(cfg, seed=first + j, train=plain,
+                                                       model=model_config(name, "ensemble.models")))
+                 for j, name in enumerate(cfg.ensemble.models)]
+    return runs
+
+
+def run_members(cfg: Config, prepared, parent: tracking.PipelineRun, stage_run_id: str, workdir: Path) -> list[Member]:
+    """Train each run of :func:`member_configs`, nested under the ensemble stage's run; its best-val package
+    is the member."""
     import dataclasses
 
     from pipelines import train
 
+    runs = member_configs(cfg)
     members = []
-    for i in range(1, cfg.ensemble.seeds + 1):
-        seed = cfg.seed + i
-        mcfg = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, snapshots=0, ema_decay=0.0))
+    for i, (name, mcfg) in enumerate(runs, 1):
         child = dataclasses.replace(parent, run_id=stage_run_id, cfg=mcfg, resumed=False)
-        name = f"seed-{seed}"
-        say(f"ensemble: training member {name} ({i}/{cfg.ensemble.seeds})")
+        say(f"ensemble: training member {name} ({i}/{len(runs)})")
         with tracking.stage_run("train", child, run_name=name) as member_run:
             trained = train.run(mcfg, prepared, parent.uri, member_run, f"{cfg.pipeline}-{parent.run_id}-{name}",
                                 workdir / name)
-        members.append(Member(name, "seeds", str(trained.best_checkpoint), member_run))
+        members.append(Member(name, "seeds" if name.startswith("seed-") else "models", str(trained.best_checkpoint),
+                              member_run))
     return members
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import flows, names, tracking
-from pipelines.config import Config, ConfigError, ModelConfig, _group_file, build
+from pipelines.config import Config, ConfigError, ModelConfig, model_config
 from pipelines.progress import duration, say
 
 #: Columns of the comparison table, in order.
@@ -52,7 +52,7 @@ def is_baseline(member: str) -> bool:
 
 def member_model(member: str) -> ModelConfig:
     """``conf/model/<member>.yaml`` as a validated ModelConfig (a ConfigError names the member)."""
-    return build(ModelConfig, _group_file("model", member, "zoo.models"), "model.")
+    return model_config(member, "zoo.models")
 
 
 def load_baseline(member: str) -> Baseline:

@@ -69,6 +69,30 @@ def test_sweep_trials_are_found_and_ranked_by_best_val_accuracy(mlflow_store, tm
         resolve_sweep_run(client, "0" * 32)
 
 
+def test_extra_runs_are_seeds_then_architectures_each_with_its_own_seed_and_no_hooks():
+    from pipelines.ensemble import member_configs
+
+    cfg = shrunk_config("ensemble", "ensemble.members=[snapshots,ema,seeds,models]", "ensemble.seeds=2",
+                        "ensemble.models=[resnet20,vgg]", "train.snapshots=2", "train.ema_decay=0.9")
+    runs = member_configs(cfg)
+    assert [n for n, _ in runs] == [f"seed-{cfg.seed + 1}", f"seed-{cfg.seed + 2}", "model-resnet20", "model-vgg"]
+    assert [c.seed for _, c in runs] == [cfg.seed + i for i in (1, 2, 3, 4)]  # no two runs share a seed
+    assert [c.model.name for _, c in runs] == [cfg.model.name, cfg.model.name, "resnet", "vgg"]
+    assert all(c.train.snapshots == 0 and c.train.ema_decay == 0 for _, c in runs)  # those are the shared run's
+    assert all(c.train.epochs == cfg.train.epochs and c.data == cfg.data for _, c in runs)  # same data and recipe
+    assert member_configs(shrunk_config("ensemble", "ensemble.members=[snapshots]", "train.snapshots=2")) == []
+
+
+def test_a_misspelt_or_missing_architecture_is_a_config_error_before_anything_trains():
+    from pipelines.config import ConfigError
+    from pipelines.ensemble import check
+
+    with pytest.raises(ConfigError, match=r"ensemble.models=resnet21 is not a known model config.*resnet20"):
+        check(shrunk_config("ensemble", "ensemble.members=[models]", "ensemble.models=[resnet21]", "train.snapshots=2"))
+    with pytest.raises(ConfigError, match="ensemble.models"):
+        shrunk_config("ensemble", "ensemble.members=[models]", "train.snapshots=2")
+
+
 @pytest.mark.slow
 def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_local, mlflow_store, tmp_path):
     import mlflow
@@ -77,13 +101,15 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     from pipelines.flows import run_pipeline
 
     _, trials = make_sweep(mlflow_store, tmp_path / "trials", [0.5, 0.9, 0.7])
-    cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema,seeds]", "ensemble.sweep_run=last",
-                        "ensemble.top_k=2", "train.snapshots=2", "train.ema_decay=0.9", "ensemble.seeds=1")
+    cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema,seeds,models]", "ensemble.sweep_run=last",
+                        "ensemble.top_k=2", "train.snapshots=2", "train.ema_decay=0.9", "ensemble.seeds=1",
+                        "ensemble.models=[mlp]")
     result = run_pipeline(cfg, command="test")
     client = mlflow_store.client()
     parent = client.get_run(result.run_id)
     seed_member = f"seed-{cfg.seed + 1}"
-    expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema", seed_member]
+    expected = [f"trial-{trials[1][:8]}", f"trial-{trials[2][:8]}", "snapshot-1", "snapshot-2", "ema", seed_member,
+                "model-mlp"]
     built = result.outputs["built"]
     package = built.trained.best_checkpoint
     assert [m.name for m in built.members] == expected  # every candidate, scored side by side below
@@ -91,10 +117,13 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     assert built.chosen and set(built.chosen) <= set(expected) and len(set(built.chosen)) == len(built.chosen)
     assert member_names(package) == built.chosen
     # The seed member trained in its own run, nested under the ensemble stage's run, with its own curves.
-    seed_run = client.get_run(result.outputs["built"].members[-1].origin)
+    seed_run = client.get_run(result.outputs["built"].members[-2].origin)
     stage_run = client.get_run(seed_run.data.tags["mlflow.parentRunId"])
     assert seed_run.info.run_name == seed_member and stage_run.data.tags[names.STAGE_TAG] == "ensemble"
     assert names.VAL_ACCURACY in seed_run.data.metrics
+    # ensemble.models: another architecture, trained in its own nested run, packaged as such
+    assert client.get_run(built.members[-1].origin).info.run_name == "model-mlp"
+    assert load_package(built.members[-1].package)[1].name == "mlp"
 
     # Side by side: each member, the ensemble, the best single member, EMA vs raw final weights.
     m = parent.data.metrics
@@ -107,8 +136,8 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     table = json.loads(Path(client.download_artifacts(result.run_id, names.ENSEMBLE_TABLE_ARTIFACT,
                                                       str(tmp_path / "dl"))).read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
-    assert [r["model"] for r in rows][:7] == [*expected, "ensemble"]
-    assert [r["model"] for r in rows[:6] if r["in_ensemble"]] == [n for n in expected if n in built.chosen]
+    assert [r["model"] for r in rows][:8] == [*expected, "ensemble"]
+    assert [r["model"] for r in rows[:7] if r["in_ensemble"]] == [n for n in expected if n in built.chosen]
     assert {"raw final weights"} <= {r["model"] for r in rows}
     assert any(r["model"].startswith("best single: ") for r in rows)
 
