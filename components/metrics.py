@@ -20,6 +20,7 @@ __all__ = [
     "confusion_matrix",
     "per_class_accuracy",
     "accuracy",
+    "paired_gain_stderr",
     "RunningStats",
 ]
 
@@ -81,6 +82,25 @@ def accuracy(cm: np.ndarray) -> float:
     if total == 0:
         return float("nan")
     return float(np.trace(cm) / total)
+
+
+def paired_gain_stderr(preds_a, preds_b, labels) -> float:
+    """Standard error of ``accuracy(a) - accuracy(b)`` when both models predict the same samples.
+
+    Paired: the per-sample differences ``[a right] - [b right]`` (each -1, 0 or 1) carry the noise,
+    so images both models get right or both get wrong add nothing; their sample standard deviation over
+    ``sqrt(n)``. A gain of about 2 standard errors is what chance alone rarely gives. ``nan`` below 2
+    samples.
+    """
+    labels = np.asarray(labels)
+    a, b = np.asarray(preds_a), np.asarray(preds_b)
+    if not a.shape == b.shape == labels.shape:
+        raise ValueError(f"predictions and labels must have one shape, got {a.shape}, {b.shape}, {labels.shape}")
+    n = labels.size
+    if n < 2:
+        return float("nan")
+    d = (a == labels).astype(np.float64) - (b == labels).astype(np.float64)
+    return float(d.std(ddof=1) / np.sqrt(n))
 
 
 @dataclass

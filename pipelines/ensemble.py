@@ -296,14 +296,16 @@ def sweep_members(cfg: Config, uri: str, dataset_version: str, dst: Path) -> lis
 # --------------------------------------------------------------------------- stage evaluate (side by side)
 
 
-def _score(model, images: np.ndarray, labels: np.ndarray, loss: str) -> tuple[float, float]:
+def _score(model, images: np.ndarray, labels: np.ndarray, loss: str) -> tuple[float, float, np.ndarray]:
+    """Loss, accuracy and the predicted classes of ``model`` on raw images."""
     from components import engine
     from components.losses import build_criterion
     from pipelines.evaluate import numpy_batches
 
-    stats, _, _ = engine.evaluate(model, build_criterion(loss), map(engine.BatchPrep(),
-                                                                      numpy_batches(images, labels, 512)))
-    return stats.loss, stats.accuracy
+    stats, preds, _ = engine.evaluate(model, build_criterion(loss), map(engine.BatchPrep(),
+                                                                         numpy_batches(images, labels, 512)),
+                                      collect=True)
+    return stats.loss, stats.accuracy, preds
 
 
 def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) -> tuple[dict[str, float], list[dict]]:
@@ -312,18 +314,27 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
     from components.packaging import load_package
     from pipelines.evaluate import test_split
 
+    from components.metrics import paired_gain_stderr
+
     splits = {"val": val_split(prepared), "test": test_split(prepared)}
+    test_preds: dict[str, np.ndarray] = {}  # package -> predicted test classes, for the paired errors
 
     def score(package: str) -> dict[str, float]:
         model, _ = load_package(package)
         out = {}
         for split, (images, labels) in splits.items():
-            out[f"{split}_loss"], out[f"{split}_accuracy"] = _score(model, images, labels, cfg.train.loss)
+            out[f"{split}_loss"], out[f"{split}_accuracy"], preds = _score(model, images, labels, cfg.train.loss)
+            if split == "test":
+                test_preds[package] = preds
         return out
+
+    def stderr(a: str, b: str) -> float:
+        return paired_gain_stderr(test_preds[a], test_preds[b], splits["test"][1])
 
     chosen = set(built.chosen if built.chosen is not None else [m.name for m in built.members])
     rows = [{"model": m.name, "source": m.source, "run_id": m.origin, "in_ensemble": m.name in chosen,
              **score(m.package)} for m in built.members]
+    package_of = {m.name: m.package for m in built.members}
     metrics: dict[str, float] = {}
     for row in rows:
         for key in ("val_accuracy", "test_accuracy"):
@@ -336,6 +347,7 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
         names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY: best["test_accuracy"],
         names.ENSEMBLE_MAX_MEMBER_TEST_ACCURACY: max(r["test_accuracy"] for r in rows),
         names.ENSEMBLE_GAIN: ensemble_row["test_accuracy"] - best["test_accuracy"],
+        names.ENSEMBLE_GAIN_STDERR: stderr(built.trained.best_checkpoint, package_of[best["model"]]),
     })
     table = [*rows, ensemble_row, {**best, "model": f"best single: {best['model']}"}]
     ema = next((r for r in rows if r["source"] == "ema"), None)
@@ -344,9 +356,11 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
         table.append(raw)
         metrics.update({names.ENSEMBLE_EMA_TEST_ACCURACY: ema["test_accuracy"],
                         names.ENSEMBLE_RAW_TEST_ACCURACY: raw["test_accuracy"],
-                        names.ENSEMBLE_EMA_GAIN: ema["test_accuracy"] - raw["test_accuracy"]})
+                        names.ENSEMBLE_EMA_GAIN: ema["test_accuracy"] - raw["test_accuracy"],
+                        names.ENSEMBLE_EMA_GAIN_STDERR: stderr(package_of[ema["model"]], built.raw_final)})
         say(f"ensemble: EMA weights {ema['test_accuracy']:.4f} vs raw final weights {raw['test_accuracy']:.4f} "
-            f"test accuracy ({100 * metrics[names.ENSEMBLE_EMA_GAIN]:+.2f} pt)")
+            f"test accuracy ({100 * metrics[names.ENSEMBLE_EMA_GAIN]:+.2f} "
+            f"± {100 * metrics[names.ENSEMBLE_EMA_GAIN_STDERR]:.2f} pt, paired standard error)")
     tracking.log_metrics(metrics)
     tracking.log_table(table, names.ENSEMBLE_TABLE_ARTIFACT)
     from components.plots import model_comparison_figure
@@ -356,7 +370,8 @@ def compare(cfg: Config, prepared, built: Built, ensemble_test_accuracy: float) 
                                                 [r["test_accuracy"] for r in shown], "members vs ensemble"),
                         "plots/ensemble_members.png")
     say(f"ensemble: test accuracy {ensemble_row['test_accuracy']:.4f} vs best single member "
-        f"{best['model']} {best['test_accuracy']:.4f} ({100 * metrics[names.ENSEMBLE_GAIN]:+.2f} pt)")
+        f"{best['model']} {best['test_accuracy']:.4f} ({100 * metrics[names.ENSEMBLE_GAIN]:+.2f} "
+        f"± {100 * metrics[names.ENSEMBLE_GAIN_STDERR]:.2f} pt, paired standard error)")
     if abs(ensemble_row["test_accuracy"] - ensemble_test_accuracy) > 1e-9:
         raise RuntimeError("the ensemble scored differently in evaluate and in the comparison")
     return metrics, table

@@ -94,6 +94,9 @@ ENSEMBLE_MEMBERS = "ensemble/members"  # how many members
 ENSEMBLE_BEST_MEMBER_TEST_ACCURACY = "ensemble/best_member_test_accuracy"  # the member best on val
 ENSEMBLE_MAX_MEMBER_TEST_ACCURACY = "ensemble/max_member_test_accuracy"  # the member best on test (oracle)
 ENSEMBLE_GAIN = "ensemble/gain"  # test accuracy: ensemble minus the best single member (chosen on val)
+# its standard error, paired over the test images (components.metrics.paired_gain_stderr); same for ema_gain
+ENSEMBLE_GAIN_STDERR = "ensemble/gain_stderr"
+ENSEMBLE_EMA_GAIN_STDERR = "ensemble/ema_gain_stderr"
 ENSEMBLE_EMA_TEST_ACCURACY = "ensemble/ema_test_accuracy"
 ENSEMBLE_RAW_TEST_ACCURACY = "ensemble/raw_test_accuracy"  # the final weights of the run the EMA comes from
 ENSEMBLE_EMA_GAIN = "ensemble/ema_gain"  # test accuracy: EMA weights minus raw final weights

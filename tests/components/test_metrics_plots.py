@@ -198,3 +198,21 @@ def test_no_pyplot_and_thread_safe(tmp_path):
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(8)))
+
+
+def test_paired_gain_stderr_counts_only_the_images_the_two_models_disagree_on():
+    from components.metrics import paired_gain_stderr
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    same = labels.copy()
+    assert paired_gain_stderr(same, same, labels) == 0.0  # identical predictions: no noise in the difference
+    a = labels.copy()
+    b = labels.copy()
+    b[[0, 1]] = 9  # b wrong on two images a gets right
+    a[7] = 9  # a wrong on one image b gets right
+    d = np.array([1, 1, 0, 0, 0, 0, 0, -1], dtype=float)  # [a right] - [b right], by hand
+    assert paired_gain_stderr(a, b, labels) == pytest.approx(d.std(ddof=1) / np.sqrt(8))
+    assert paired_gain_stderr(a, b, labels) == pytest.approx(paired_gain_stderr(b, a, labels))
+    assert np.isnan(paired_gain_stderr(a[:1], b[:1], labels[:1]))
+    with pytest.raises(ValueError, match="one shape"):
+        paired_gain_stderr(a, b[:4], labels)

@@ -131,6 +131,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     for member in expected:
         assert 0 <= m[names.ensemble_member_metric(member, "test_accuracy")] <= 1
     assert m[names.ENSEMBLE_GAIN] == pytest.approx(m[names.TEST_ACCURACY] - m[names.ENSEMBLE_BEST_MEMBER_TEST_ACCURACY])
+    assert 0 <= m[names.ENSEMBLE_GAIN_STDERR] < 0.5 and 0 <= m[names.ENSEMBLE_EMA_GAIN_STDERR] < 0.5
     assert m[names.ENSEMBLE_EMA_GAIN] == pytest.approx(m[names.ENSEMBLE_EMA_TEST_ACCURACY]
                                                        - m[names.ENSEMBLE_RAW_TEST_ACCURACY])
     table = json.loads(Path(client.download_artifacts(result.run_id, names.ENSEMBLE_TABLE_ARTIFACT,
