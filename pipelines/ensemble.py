@@ -55,7 +55,7 @@ def check(cfg: Config) -> None:
         raise ConfigError("ensemble.members has snapshots but train.snapshots=0; set train.snapshots=M "
                           "(M cosine cycles, M snapshots).")
     if "ema" in e.members and t.ema_decay <= 0:
-        raise ConfigError("ensemble.members has ema but train.ema_decay=0; set train.ema_decay (e.g. 0.998).")
+        raise ConfigError("ensemble.members has ema but train.ema_decay=0; set train.ema_decay (e.g. 0.99).")
     if "models" in e.members:
         from pipelines.config import model_config
 
