@@ -157,8 +157,8 @@ def select(prepared, members: list[Member]) -> list[Member]:
     return [members[i] for i in greedy_selection(probs, labels)]
 
 
-def member_configs(cfg: Config) -> list[tuple[str, Config]]:
-    """The extra training runs the ensemble asks for, as (member name, config) pairs.
+def member_configs(cfg: Config) -> list[tuple[str, str, Config]]:
+    """The extra training runs the ensemble asks for, as (member name, source, config) triples.
 
     §7.1's first recipe, ``seeds``: the same model from ``ensemble.seeds`` other initialisations (and data
     orders), seed+1, seed+2, ...; and ``models``: each architecture of ``ensemble.models`` (conf/model/) on the
@@ -171,12 +171,12 @@ def member_configs(cfg: Config) -> list[tuple[str, Config]]:
     plain = dataclasses.replace(cfg.train, snapshots=0, ema_decay=0.0)
     runs = []
     if "seeds" in cfg.ensemble.members:
-        runs += [(f"seed-{cfg.seed + i}", dataclasses.replace(cfg, seed=cfg.seed + i, train=plain))
+        runs += [(f"seed-{cfg.seed + i}", "seeds", dataclasses.replace(cfg, seed=cfg.seed + i, train=plain))
                  for i in range(1, cfg.ensemble.seeds + 1)]
     if "models" in cfg.ensemble.members:
         first = cfg.seed + len(runs) + 1
-        runs += [(f"model-{name}", dataclasses.replace(cfg, seed=first + j, train=plain,
-                                                       model=model_config(name, "ensemble.models")))
+        runs += [(f"model-{name}", "models", dataclasses.replace(cfg, seed=first + j, train=plain,
+                                                                 model=model_config(name, "ensemble.models")))
                  for j, name in enumerate(cfg.ensemble.models)]
     return runs
 
@@ -190,14 +190,13 @@ def run_members(cfg: Config, prepared, parent: tracking.PipelineRun, stage_run_i
 
     runs = member_configs(cfg)
     members = []
-    for i, (name, mcfg) in enumerate(runs, 1):
+    for i, (name, source, mcfg) in enumerate(runs, 1):
         child = dataclasses.replace(parent, run_id=stage_run_id, cfg=mcfg, resumed=False)
         say(f"ensemble: training member {name} ({i}/{len(runs)})")
         with tracking.stage_run("train", child, run_name=name) as member_run:
             trained = train.run(mcfg, prepared, parent.uri, member_run, f"{cfg.pipeline}-{parent.run_id}-{name}",
                                 workdir / name)
-        members.append(Member(name, "seeds" if name.startswith("seed-") else "models", str(trained.best_checkpoint),
-                              member_run))
+        members.append(Member(name, source, str(trained.best_checkpoint), member_run))
     return members
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import flows, names, tracking
-from pipelines.config import Config, ConfigError, ModelConfig, model_config
+from pipelines.config import Config, ConfigError, model_config
 from pipelines.progress import duration, say
 
 #: Columns of the comparison table, in order.
@@ -48,11 +48,6 @@ Baseline = Callable[..., dict[str, Any]]
 
 def is_baseline(member: str) -> bool:
     return ":" in member
-
-
-def member_model(member: str) -> ModelConfig:
-    """``conf/model/<member>.yaml`` as a validated ModelConfig (a ConfigError names the member)."""
-    return model_config(member, "zoo.models")
 
 
 def load_baseline(member: str) -> Baseline:
@@ -69,7 +64,7 @@ def check_members(cfg: Config) -> None:
         if is_baseline(member):
             load_baseline(member)
         else:
-            member_model(member)
+            model_config(member, "zoo.models")
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
@@ -100,7 +95,7 @@ def run_member(cfg: Config, member: str, prepared: Any, manifest: Any, parent: t
                zoo_run_id: str, workdir: Path) -> dict[str, Any]:
     """Train (or fit) and score one member in its own child run of the zoo stage; one table row."""
     name = member.rpartition(":")[2] if is_baseline(member) else member
-    mcfg = cfg if is_baseline(member) else dataclasses.replace(cfg, model=member_model(member))
+    mcfg = cfg if is_baseline(member) else dataclasses.replace(cfg, model=model_config(member, "zoo.models"))
     child = dataclasses.replace(parent, run_id=zoo_run_id, cfg=mcfg, resumed=False,
                                 tags={**parent.tags, names.ZOO_MODEL_TAG: name})
     row: dict[str, Any] = dict.fromkeys(COLUMNS, float("nan"))

@@ -75,11 +75,12 @@ def test_extra_runs_are_seeds_then_architectures_each_with_its_own_seed_and_no_h
     cfg = shrunk_config("ensemble", "ensemble.members=[snapshots,ema,seeds,models]", "ensemble.seeds=2",
                         "ensemble.models=[resnet20,vgg]", "train.snapshots=2", "train.ema_decay=0.9")
     runs = member_configs(cfg)
-    assert [n for n, _ in runs] == [f"seed-{cfg.seed + 1}", f"seed-{cfg.seed + 2}", "model-resnet20", "model-vgg"]
-    assert [c.seed for _, c in runs] == [cfg.seed + i for i in (1, 2, 3, 4)]  # no two runs share a seed
-    assert [c.model.name for _, c in runs] == [cfg.model.name, cfg.model.name, "resnet", "vgg"]
-    assert all(c.train.snapshots == 0 and c.train.ema_decay == 0 for _, c in runs)  # those are the shared run's
-    assert all(c.train.epochs == cfg.train.epochs and c.data == cfg.data for _, c in runs)  # same data and recipe
+    assert [n for n, _, _ in runs] == [f"seed-{cfg.seed + 1}", f"seed-{cfg.seed + 2}", "model-resnet20", "model-vgg"]
+    assert [s for _, s, _ in runs] == ["seeds", "seeds", "models", "models"]
+    assert [c.seed for _, _, c in runs] == [cfg.seed + i for i in (1, 2, 3, 4)]  # no two runs share a seed
+    assert [c.model.name for _, _, c in runs] == [cfg.model.name, cfg.model.name, "resnet", "vgg"]
+    assert all(c.train.snapshots == 0 and c.train.ema_decay == 0 for _, _, c in runs)  # those are the shared run's
+    assert all(c.train.epochs == cfg.train.epochs and c.data == cfg.data for _, _, c in runs)  # same recipe
     assert member_configs(shrunk_config("ensemble", "ensemble.members=[snapshots]", "train.snapshots=2")) == []
 
 
