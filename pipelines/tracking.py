@@ -320,28 +320,15 @@ def log_figure(fig: Any, artifact_file: str) -> None:
     fig.clear()
 
 
-def log_table(rows: Sequence[Mapping[str, Any]], artifact_file: str, run_id: str | None = None) -> None:
-    """Rows of equal keys as an MLflow table (shown in the run's Evaluation/Artifacts views)."""
-    import mlflow
-
-    columns = list(rows[0]) if rows else []
-    mlflow.log_table({c: [r.get(c) for r in rows] for c in columns}, artifact_file, run_id=run_id)
-
-
-def log_text(text: str, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(text, artifact_file)
-
-
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
 
-def log_table(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
-    """A table artifact (one dict per row) the MLflow UI shows and compares across runs."""
+def log_table(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table artifact (one dict per row; columns: every key, first seen first) the MLflow UI shows and
+    compares across runs."""
     import mlflow
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
