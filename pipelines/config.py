@@ -523,7 +523,9 @@ class RLConfig:  # issue 6: pipeline rl
     eval_max_steps: int = _doc("cap on the steps of one evaluation episode (0: the env's own limit)", 0)
     gif: bool = _doc("render one greedy episode of the final policy to a GIF artifact", True)
     gif_max_frames: int = _doc("frames of that GIF at most", 500)
-    checkpoint_every: int = _doc("save a checkpoint every this many iterations (0: only the last)", 0)
+    checkpoint_every: int = _doc(
+        "save a checkpoint every this many iterations, keeping the newest; `resume=` continues from it "
+        "(0: only the final one)", 10)
     greedy_check_episodes: int = _doc(
         "once the training return mean reaches greedy_check_from x the stop return, play this many greedy "
         "episodes with the current weights after each iteration; training stops when their mean reaches the "

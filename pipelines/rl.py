@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +162,16 @@ def iteration_metrics(result: dict[str, Any], algo: str) -> dict[str, float]:
     return out
 
 
+def latest_checkpoint(workdir: str | Path) -> tuple[Path, int] | None:
+    """The newest periodic checkpoint (``checkpoint-NNNNN``, rl.checkpoint_every) in ``workdir`` and its
+    iteration, or None."""
+    found = sorted((int(p.name.rpartition("-")[2]), p) for p in Path(workdir).glob("checkpoint-[0-9]*")
+                   if p.name.rpartition("-")[2].isdigit() and (p / "rllib_checkpoint.json").is_file())
+    return (found[-1][1], found[-1][0]) if found else None
+
+
 def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], None] | None = None,
-                run_id: str | None = None, workdir: str | Path | None = None) -> AgentResult:
+                run_id: str | None = None, workdir: str | Path | None = None, resume: bool = False) -> AgentResult:
     """Train ``cfg.rl.algo`` on ``cfg.rl.env`` until the stop return or the budget; save a checkpoint.
 
     Runs on the Ray runtime the caller started (never ``ray.init``): with ``rl.num_env_runners=0`` and
@@ -179,6 +188,11 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
     driver's. The checkpoint goes to ``workdir/checkpoint`` (default: ``cluster.storage_path/
     rl-<run_id or time>``). The returned ``metrics`` always holds ``rl/env_steps`` and, once an
     episode has finished, ``rl/episode_return_mean``.
+
+    With ``resume`` (``visionray run rl resume=last``), training continues from the newest periodic
+    checkpoint in ``workdir`` (``rl.checkpoint_every``): whatever RLlib checkpoints (weights, optimiser
+    state, counters) and the iteration count, so the budget counts from the start of the first attempt.
+    Without one it starts afresh and says so.
     """
     check(cfg)
     target = stop_return(cfg)
@@ -190,10 +204,17 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
         import torch
 
         torch.set_num_threads(threads)
-    algo = algorithm_config(cfg).build_algo()
+    found = latest_checkpoint(workdir) if resume else None
+    if resume and found is None:
+        say(f"rl: no periodic checkpoint in {workdir} (rl.checkpoint_every={cfg.rl.checkpoint_every}); "
+            "training from the start")
+    algo = restore_algorithm(cfg, found[0]) if found else algorithm_config(cfg).build_algo()
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     iteration = 0
+    if found:
+        iteration = algo.training_iteration
+        say(f"rl: resumed from {found[0].name} (iteration {iteration})")
     best: tuple[float, int] | None = None  # (greedy check mean, iteration) of the weights saved in best/
     stopped_by = "budget"
     try:
@@ -220,7 +241,10 @@ def train_agent(cfg: Config, on_iteration: Callable[[int, dict[str, float]], Non
                 say(f"rl: iteration {iteration}, {metrics[names.RL_ENV_STEPS]:.0f} env steps, return mean "
                     f"{metrics.get(names.RL_EPISODE_RETURN_MEAN, float('nan')):.1f}")
             if cfg.rl.checkpoint_every and iteration % cfg.rl.checkpoint_every == 0:
+                previous = latest_checkpoint(workdir)
                 algo.save(str(workdir / f"checkpoint-{iteration:05d}"))
+                if previous is not None and previous[1] != iteration:  # keep only the newest one
+                    shutil.rmtree(previous[0], ignore_errors=True)
             if solved:
                 stopped_by = "return"
                 break
@@ -354,7 +378,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     out: dict[str, Any] = {}
     workdir = flows.workdir_for(cfg, parent.run_id)
     with flows.stage("train", parent, cfg) as run_id:
-        agent = out["agent"] = train_agent(cfg, run_id=run_id, workdir=workdir)
+        agent = out["agent"] = train_agent(cfg, run_id=run_id, workdir=workdir, resume=parent.resumed)
         tracking.log_metrics({names.RL_TRAIN_SECONDS: agent.seconds})
         tracking.log_artifact(agent.checkpoint_dir)  # a directory named checkpoint: artifacts checkpoint/...
     tracking.log_metrics({k: v for k, v in agent.metrics.items()

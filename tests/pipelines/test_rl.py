@@ -155,3 +155,24 @@ def test_train_agent_runs_inside_a_tune_trial(ray_local, mlflow_store):
     assert not results.errors
     best = results.get_best_result(metric="rl/env_steps", mode="max")
     assert best.metrics["iteration"] == 2 and best.metrics["rl/env_steps"] > 0
+
+
+def test_train_agent_resumes_from_its_newest_periodic_checkpoint(ray_local, mlflow_store):
+    from pipelines.rl import latest_checkpoint, train_agent
+
+    base = ("rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"], "rl.checkpoint_every=1")
+    workdir = mlflow_store.root / "agent"
+    first = train_agent(shrunk_config("rl", *base, "rl.max_iterations=2"), workdir=workdir)
+    assert latest_checkpoint(workdir)[1] == 2
+    assert sorted(p.name for p in workdir.glob("checkpoint-*")) == ["checkpoint-00002"]  # only the newest kept
+
+    seen: list[int] = []
+    resumed = train_agent(shrunk_config("rl", *base, "rl.max_iterations=4"), on_iteration=lambda i, m: seen.append(i),
+                          workdir=workdir, resume=True)
+    assert seen == [3, 4] and resumed.iterations == 4  # iterations 1-2 are not trained again
+    assert resumed.env_steps > first.env_steps  # the step counter carries on from the checkpoint
+    assert latest_checkpoint(workdir)[1] == 4
+
+    fresh = train_agent(shrunk_config("rl", *base, "rl.max_iterations=1"), workdir=mlflow_store.root / "empty",
+                        resume=True)  # nothing to resume from: starts afresh
+    assert fresh.iterations == 1
