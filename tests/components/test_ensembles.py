@@ -204,7 +204,7 @@ def test_config_checks_of_the_ensemble_keys():
     with pytest.raises(ConfigError, match="train.ema_decay"):
         check(load_config("ensemble", ["train.ema_decay=0"]))
     cfg = load_config("ensemble", ["ensemble.members=[sweep,ema]", "ensemble.sweep_run=last"])
-    assert cfg.ensemble.members == ("sweep", "ema") and cfg.train.snapshots == 3
+    assert cfg.ensemble.members == ("sweep", "ema") and cfg.train.snapshots == 1
 
 
 def test_greedy_selection_keeps_complementary_members_and_drops_a_useless_one():
