@@ -8,7 +8,7 @@
   weight rows as class-template images (§2.3) into the checkpoint's extras after every epoch.
 - The loss-explosion guard (stop when the loss exceeds 3x its first value) is
   :class:`components.engine.ExplosionGuard`, set by ``train.explode_factor``; the overfit-a-subset
-  mode is ``train.overfit_rows`` (pipelines.babysit).
+  mode is ``train.overfit_rows`` (pipelines.stages.babysit).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``python -m pipelines`` is ``visionray``."""
 
-from pipelines.cli import main
+from pipelines.entry.cli import main
 
 raise SystemExit(main())

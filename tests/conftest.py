@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest -m slow tests/pipelines        # ~4 min on 2 cores
     .venv/bin/python -m pytest -m "not slow"                   # the fast unit tests only
 
-Nothing is mocked. One local Ray serves the whole session (``pipelines.runtime.ray_session`` reuses an
+Nothing is mocked. One local Ray serves the whole session (``pipelines.services.runtime.ray_session`` reuses an
 initialised Ray and leaves it up); each store is a temporary directory the test runs in, so the
 relative defaults (``data/``, ``checkpoints/``, ``mlruns/``) land there too.
 """
@@ -44,7 +44,7 @@ def ray_local() -> Iterator[None]:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     # A short path: Ray's Unix sockets live under it and must stay below ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="vr-", dir="/tmp")
-    from pipelines.runtime import init_local
+    from pipelines.services.runtime import init_local
 
     init_local(2, _temp_dir=temp_dir, logging_level=logging.WARNING)
     try:
@@ -122,7 +122,7 @@ def quickstart_run(ray_local, tmp_path_factory) -> QuickstartRun:
     Tests that add runs (a second version, a failure) do so in this store through ``store_context``
     and must keep version 1 the champion.
     """
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     store = Store(tmp_path_factory.mktemp("quickstart"))
     cfg = shrunk_config("quickstart")

@@ -2,7 +2,7 @@
 
 ``scope="global"`` ranks all weights of all layers together (one threshold: layers that matter less lose
 more); ``scope="layer"`` prunes each layer to the same fraction. :class:`MaskHook` prunes iteratively
-while fine-tuning on the one training loop (``pipelines.train.run(..., hooks=[...])``): the sparsity
+while fine-tuning on the one training loop (``pipelines.stages.train.run(..., hooks=[...])``): the sparsity
 rises over the first epochs on a cubic schedule (Zhu & Gupta 2017) and the masks are re-applied after
 every optimiser step, so pruned weights stay exactly zero::
 

@@ -87,7 +87,10 @@ def quantize_qat(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
     weights adapt to int8 rounding. ``batches`` are ``(images, labels)`` (one SGD step each, Nesterov,
     cosine from ``lr``). Returns the converted program (as :func:`quantize`'s) and the per-step losses.
     """
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import (
+        move_exported_model_to_eval,
+        move_exported_model_to_train,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     batches = list(batches)
@@ -129,10 +132,9 @@ def _drop_unused_attributes(gm: torch.fx.GraphModule) -> None:
 def lower(program: torch.export.ExportedProgram, example: torch.Tensor) -> torch.fx.GraphModule:
     """A loaded int8 program → oneDNN int8 kernels (torchao's ``lower_pt2e_quantized_to_x86``, with a
     symbolic batch and ``view`` → ``reshape``: the int8 convolutions return channels-last tensors)."""
+    import torchao.quantization.pt2e  # noqa: F401 - registers the quantized_decomposed ops
     from torch._inductor.constant_folding import constant_fold
     from torch._inductor.fx_passes.freezing_patterns import freezing_passes
-
-    import torchao.quantization.pt2e  # noqa: F401 - registers the quantized_decomposed ops
 
     decompositions = torch.export.default_decompositions()
     for op in list(decompositions):

@@ -676,7 +676,9 @@ def _read_and_decode(
 
 def digits() -> RawDataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download) as ``{"all": ...}``."""
-    from sklearn import __version__ as sklearn_version  # imported lazily: sklearn is slow to import
+    from sklearn import (
+        __version__ as sklearn_version,  # imported lazily: sklearn is slow to import
+    )
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -47,6 +47,8 @@ from components.models.base import (
 )
 from components.models.cnn import VGG, AlexNet, ConvNet, GoogLeNet, Inception
 from components.models.densenet import DenseNet
+from components.models.features import build_hoglinear
+from components.models.knn import build_knn
 from components.models.layers import ACTIVATIONS, INITS, Maxout
 from components.models.mlp import MLP, SoftmaxLinear
 from components.models.resnet import BasicBlock, Bottleneck, ResNet, WideResNet, resnet
@@ -107,12 +109,12 @@ def _densenet(c: int, k: int, s: int, *, depth: int = 40, growth: int = 12, drop
     return DenseNet(c, k, s, depth=depth, growth=growth, dropout=dropout, batchnorm=batchnorm)
 
 
-def _toolkit(target: str, c: int, k: int, s: int, **kw: Any) -> nn.Module:
-    """kNN and hand-made features + linear live in their own modules (imported when built)."""
-    import importlib
+def _knn(c: int, k: int, s: int, *, dropout: float, batchnorm: bool) -> nn.Module:
+    return build_knn(in_channels=c, num_classes=k, image_size=s)
 
-    module, _, builder = target.partition(":")
-    return getattr(importlib.import_module(module), builder)(in_channels=c, num_classes=k, image_size=s, **kw)
+
+def _hoglinear(c: int, k: int, s: int, *, dropout: float, batchnorm: bool) -> nn.Module:
+    return build_hoglinear(in_channels=c, num_classes=k, image_size=s, dropout=dropout)
 
 
 #: The one dispatch: model name -> builder.
@@ -126,10 +128,8 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "googlenet": _googlenet,
     "wide_resnet": _wide_resnet,
     "densenet": _densenet,
-    # -- issue 3 toolkit families (kNN, hand-made features + linear, ...) go here, one line each
-    "knn": lambda c, k, s, *, dropout, batchnorm: _toolkit("components.knn:build_knn", c, k, s),
-    "hoglinear": lambda c, k, s, *, dropout, batchnorm: _toolkit("components.features:build_hoglinear", c, k, s,
-                                                                 dropout=dropout),
+    "knn": _knn,
+    "hoglinear": _hoglinear,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 

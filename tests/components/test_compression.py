@@ -277,6 +277,7 @@ def test_int8_compiled_runtime_pads_to_buckets_and_agrees_with_the_lowered_graph
 
 def test_int8_compiled_runtime_falls_back_to_the_lowered_graph_without_a_compiler(trained):
     import torch._inductor.config as inductor_config
+
     from components.compression import quantize
 
     _, _, _, _, test_x, test_y = trained

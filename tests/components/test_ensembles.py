@@ -9,8 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from components.ensembles import (EMAHook, SnapshotHook, config_hooks, hook_outputs, load_ensemble_package,
-                                  mean_probabilities, member_names, recompute_batchnorm, save_ensemble_package)
+from components.ensembles import (
+    EMAHook,
+    SnapshotHook,
+    config_hooks,
+    hook_outputs,
+    load_ensemble_package,
+    mean_probabilities,
+    member_names,
+    recompute_batchnorm,
+    save_ensemble_package,
+)
 from components.hooks import build_hooks
 from components.models import Normalize
 from components.optim import build_scheduler, lr_factor
@@ -199,7 +208,7 @@ def test_config_checks_of_the_ensemble_keys():
         load_config("ensemble", ["ensemble.members=[snapshots,bagging]"])
     with pytest.raises(ConfigError, match="ensemble.sweep_run"):
         load_config("ensemble", ["ensemble.members=[sweep]"])
-    from pipelines.ensemble import check
+    from pipelines.flows.ensemble import check
 
     with pytest.raises(ConfigError, match="train.ema_decay"):
         check(load_config("ensemble", ["train.ema_decay=0"]))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from components.features import HOG, ColorHistogram, FeaturesLinear
 from components.models import build_model
+from components.models.features import HOG, ColorHistogram, FeaturesLinear
 
 
 def _hog_reference(img: np.ndarray, cell: int, nbins: int, block: int, eps: float = 1e-5) -> np.ndarray:

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.knn import KNearestNeighbors, cross_validate, nearest_labels, pairwise_distances, vote
 from components.models import ImageClassifier, Normalize
+from components.models.knn import (
+    KNearestNeighbors,
+    cross_validate,
+    nearest_labels,
+    pairwise_distances,
+    vote,
+)
 from components.packaging import ModelSpec, load_package, save_package
 
 

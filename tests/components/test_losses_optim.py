@@ -10,9 +10,20 @@ import pytest
 import torch
 from torch import nn
 
-from components.losses import CRITERIA, MulticlassSVMLoss, build_criterion, multiclass_svm_loss
+from components.losses import (
+    CRITERIA,
+    MulticlassSVMLoss,
+    build_criterion,
+    multiclass_svm_loss,
+)
 from components.models import SoftmaxLinear
-from components.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, lr_factor
+from components.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+)
 
 # --- losses ------------------------------------------------------------------
 

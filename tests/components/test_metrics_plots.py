@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from components.metrics import RunningStats, accuracy, confusion_matrix, per_class_accuracy
+from components.metrics import (
+    RunningStats,
+    accuracy,
+    confusion_matrix,
+    per_class_accuracy,
+)
 from components.plots import (
     confusion_matrix_figure,
     curves_figure,

@@ -104,8 +104,8 @@ def test_atari_cnn_policy_steps_on_real_frames(tmp_path):
     """Pong frames (ale-py's bundled ROM) through the CNN actor-critic, exported, stepping the real env."""
     pytest.importorskip("ale_py")
     from components.rl.envs import make_env
-    from components.rl.modules import ActorCriticModule
     from components.rl.policy import export_policy, load_policy, run_episodes
+    from pipelines.rllib.modules import ActorCriticModule
 
     env = make_env("ALE/Pong-v5")
     obs, _ = env.reset(seed=0)
@@ -127,7 +127,7 @@ def test_atari_cnn_policy_steps_on_real_frames(tmp_path):
 
 def test_rl_config_errors():
     from pipelines.config import ConfigError, load_config
-    from pipelines.rl import check, registered_name, stop_return
+    from pipelines.flows.rl import check, registered_name, stop_return
 
     with pytest.raises(ConfigError, match="rl.algo"):
         load_config("rl", ["rl.algo=a2c"])
@@ -142,9 +142,9 @@ def test_rl_config_errors():
 
 
 def test_greedy_checks_start_near_the_stop_return_for_positive_and_negative_targets():
-    from pipelines import names
     from pipelines.config import load_config
-    from pipelines.rl import _greedy_check_due, _reached
+    from pipelines.flows.rl import _greedy_check_due, _reached
+    from pipelines.services import names
 
     cfg = load_config("rl", [])  # greedy_check_from 0.9, 20 episodes
     due = lambda mean, target, c=cfg: _greedy_check_due(c, {names.RL_EPISODE_RETURN_MEAN: mean}, target)
@@ -163,7 +163,7 @@ def test_greedy_check_plays_the_current_module_greedily():
     import torch
 
     from pipelines.config import load_config
-    from pipelines.rl import greedy_check
+    from pipelines.flows.rl import greedy_check
 
     class AlwaysLeft(torch.nn.Module):
         observation_space = gym.spaces.Box(-1.0, 1.0, (4,))  # CartPole's, as an RLModule has it
@@ -181,7 +181,7 @@ def test_greedy_check_plays_the_current_module_greedily():
 
 def test_rl_torch_threads_default_to_one_for_vector_observations():
     from pipelines.config import load_config
-    from pipelines.rl import torch_threads
+    from pipelines.flows.rl import torch_threads
 
     assert torch_threads(load_config("rl", [])) == 1
     assert torch_threads(load_config("rl_atari")) == 0  # torch's own default for the CNN

@@ -39,8 +39,8 @@ MODEL_CONFS = available("model")
 
 
 def _spec(conf: str, channels: int, size: int, *overrides: str) -> ModelSpec:
-    """The ModelSpec the train stage builds from conf/model/<conf>.yaml (pipelines.train.model_spec)."""
-    from pipelines.train import model_spec
+    """The ModelSpec the train stage builds from conf/model/<conf>.yaml (pipelines.stages.train.model_spec)."""
+    from pipelines.stages.train import model_spec
 
     cfg = load_config("train", [f"model={conf}", *overrides])
 
@@ -118,8 +118,8 @@ def test_options_are_routed_only_to_families_that_take_them() -> None:
     assert load_config("train", ["model=mlp", "model.hidden=[32, 16]"]).model.hidden == (32, 16)
     with pytest.raises(ConfigError, match="'vggg'.*neither a conf/model file"):
         load_config("zoo", ["zoo.models=[mlp,vggg]"])
-    assert load_config("zoo", ["zoo.models=[mlp,pipelines.zoo:majority_class]"]).zoo.models[1] == \
-        "pipelines.zoo:majority_class"
+    assert load_config("zoo", ["zoo.models=[mlp,pipelines.flows.zoo:majority_class]"]).zoo.models[1] == \
+        "pipelines.flows.zoo:majority_class"
 
 
 # --- hand-written pieces against plain references -----------------------------------------------

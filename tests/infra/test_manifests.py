@@ -122,8 +122,8 @@ def test_both_image_variants_are_stages_of_the_dockerfile():
 
 
 def test_every_command_in_infra_is_a_real_visionray_command(capsys):
-    from pipelines.cli import build_parser
     from pipelines.config import load_config
+    from pipelines.entry.cli import build_parser
 
     commands = cli_commands()
     assert len(commands) >= 5
@@ -195,7 +195,7 @@ def test_environment_agrees_across_files():
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
     assert used <= set(example), used - set(example)
     # The variables the manifests set are the ones the code reads.
-    code = "".join(p.read_text() for p in [*ROOT.glob("pipelines/*.py"), *ROOT.glob("components/**/*.py")])
+    code = "".join(p.read_text() for p in [*ROOT.glob("pipelines/**/*.py"), *ROOT.glob("components/**/*.py")])
     for name in ("MLFLOW_TRACKING_URI", "VISIONRAY_DATA"):
         assert name in code, name
 

@@ -22,15 +22,20 @@ import torch
 def main(argv: list[str] | None = None) -> int:
     from components import engine
     from components.data.shards import Manifest, read_split
-    from components.ensembles import (config_hooks, hook_outputs, recompute_batchnorm, save_ensemble_package)
+    from components.ensembles import (
+        config_hooks,
+        hook_outputs,
+        recompute_batchnorm,
+        save_ensemble_package,
+    )
     from components.hooks import build_hooks, hook_dirname
     from components.losses import build_criterion
     from components.models import Normalize, accumulate_moments, finalize_moments
     from components.packaging import load_package, save_package
     from pipelines.config import load_config
-    from pipelines.evaluate import numpy_batches
-    from pipelines.preprocess import augment_from
-    from pipelines.train import build_training, model_spec
+    from pipelines.stages.evaluate import numpy_batches
+    from pipelines.stages.preprocess import augment_from
+    from pipelines.stages.train import build_training, model_spec
 
     p = argparse.ArgumentParser()
     p.add_argument("manifest")

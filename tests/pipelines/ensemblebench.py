@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def wrap_as_sweep(uri: str, train_stage_runs: list[str], seeds: list[int]) -> str:
@@ -22,8 +21,8 @@ def wrap_as_sweep(uri: str, train_stage_runs: list[str], seeds: list[int]) -> st
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines import names
-    from pipelines.tracking import ensure_experiment
+    from pipelines.services import names
+    from pipelines.services.tracking import ensure_experiment
 
     client = MlflowClient(uri)
     exp = ensure_experiment(names.experiment_name(names.SWEEP_PIPELINE), uri)
@@ -48,9 +47,9 @@ def wrap_as_sweep(uri: str, train_stage_runs: list[str], seeds: list[int]) -> st
 def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
-    from pipelines import names, tracking
     from pipelines.config import load_config
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
+    from pipelines.services import names, tracking
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import os
 
-    from pipelines.runtime import init_local
+    from pipelines.services.runtime import init_local
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     init_local(None, logging_level=logging.WARNING)  # one Ray for all the runs (ray_session reuses it)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.pipelines.test_fault_tolerance import Cli, _train_workers, _runs, RUN
-from pipelines import names
+from pipelines.services import names
+from tests.pipelines.test_fault_tolerance import RUN, Cli, _runs, _train_workers
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 0)

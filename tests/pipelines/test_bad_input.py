@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import names
-from pipelines.cli import main
+from pipelines.entry.cli import main
+from pipelines.services import names
 
 pytestmark = pytest.mark.slow
 

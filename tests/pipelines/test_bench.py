@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_logs_every_ratio_on_the_parent_run(ray_local, mlflow_store, tmp_path) -> None:
-    from pipelines import names
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
+    from pipelines.services import names
 
     cfg = shrunk_config("bench", "bench.steps=3", "bench.warmup_steps=1", "bench.batch_size=64",
                         "bench.preprocess_rows=500")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import cli
 from pipelines.config import available, describe_pipelines, load_config
+from pipelines.entry import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,7 +155,7 @@ def test_run_contract_spellings_exit_2(capsys, _isolated):
 
 def test_fp16_is_fine_on_gpu_config(capsys):
     # `show` has no preflight; and preflight accepts fp16 once use_gpu=true
-    from pipelines.flows import preflight
+    from pipelines.dispatch import preflight
 
     preflight(load_config("quickstart", ["data=digits", "train.precision=fp16", "cluster.use_gpu=true"]))
 

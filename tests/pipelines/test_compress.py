@@ -8,11 +8,10 @@ runs and predicts raw uint8 images.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from pipelines import names
+from pipelines.services import names
 from tests.conftest import shrunk_config, store_context
 
 QUICK = ("compress.finetune_epochs=1", "compress.latency_repeats=2", "compress.calibration_rows=256",
@@ -25,8 +24,8 @@ def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_r
     import mlflow
 
     from components.compression.package import package_bytes
-    from pipelines.evaluate import test_split
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
+    from pipelines.stages.evaluate import test_split
 
     with store_context(quickstart_run.store) as store:
         cfg = shrunk_config("compress", *QUICK)

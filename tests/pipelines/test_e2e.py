@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import names
+from pipelines.services import names
 from tests.conftest import shrunk_config, store_context
 
 pytestmark = pytest.mark.slow
@@ -149,7 +149,7 @@ def test_champion_predicts_raw_images(run):
 
 
 def test_a_worse_run_becomes_the_challenger(quickstart_run):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("quickstart", "train.epochs=1", "train.lr=1e-5")
     with store_context(quickstart_run.store):
@@ -176,7 +176,7 @@ def test_a_failing_stage_marks_its_runs_failed(ray_local, mlflow_store):
     engine raises LossExplosion, every worker stops at the same step, the driver reports it without
     retrying."""
     from components.engine import LossExplosion
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("quickstart", "train.lr=1e9", "stages=[ingest,preprocess,train]")
     with pytest.raises(LossExplosion, match="lower train.lr"):

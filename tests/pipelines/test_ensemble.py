@@ -16,7 +16,7 @@ import torch
 
 from components.models import Normalize
 from components.packaging import ModelSpec, load_package, save_package
-from pipelines import names
+from pipelines.services import names
 from tests.conftest import shrunk_config
 
 DIGITS = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8,
@@ -25,7 +25,7 @@ DIGITS = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8,
 
 def make_sweep(store, root: Path, accuracies, under_stage: bool = False) -> tuple[str, list[str]]:
     """A finished sweep run with one trial per accuracy (a model package each); returns (sweep id, trial ids)."""
-    from pipelines.tracking import ensure_experiment
+    from pipelines.services.tracking import ensure_experiment
 
     client = store.client()
     exp = ensure_experiment(names.experiment_name(names.SWEEP_PIPELINE), store.uri)
@@ -54,7 +54,7 @@ def make_sweep(store, root: Path, accuracies, under_stage: bool = False) -> tupl
 
 def test_sweep_trials_are_found_and_ranked_by_best_val_accuracy(mlflow_store, tmp_path):
     from pipelines.config import ConfigError
-    from pipelines.ensemble import resolve_sweep_run, trial_runs
+    from pipelines.flows.ensemble import resolve_sweep_run, trial_runs
 
     client = mlflow_store.client()
     with pytest.raises(ConfigError, match="no finished sweep run"):
@@ -70,7 +70,7 @@ def test_sweep_trials_are_found_and_ranked_by_best_val_accuracy(mlflow_store, tm
 
 
 def test_extra_runs_are_seeds_then_architectures_each_with_its_own_seed_and_no_hooks():
-    from pipelines.ensemble import member_configs
+    from pipelines.flows.ensemble import member_configs
 
     cfg = shrunk_config("ensemble", "ensemble.members=[snapshots,ema,seeds,models]", "ensemble.seeds=2",
                         "ensemble.models=[resnet20,vgg]", "train.snapshots=2", "train.ema_decay=0.9")
@@ -86,7 +86,7 @@ def test_extra_runs_are_seeds_then_architectures_each_with_its_own_seed_and_no_h
 
 def test_a_misspelt_or_missing_architecture_is_a_config_error_before_anything_trains():
     from pipelines.config import ConfigError
-    from pipelines.ensemble import check
+    from pipelines.flows.ensemble import check
 
     with pytest.raises(ConfigError, match=r"ensemble.models=resnet21 is not a known model config.*resnet20"):
         check(shrunk_config("ensemble", "ensemble.members=[models]", "ensemble.models=[resnet21]", "train.snapshots=2"))
@@ -99,7 +99,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     import mlflow
 
     from components.ensembles import member_names
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     _, trials = make_sweep(mlflow_store, tmp_path / "trials", [0.5, 0.9, 0.7])
     cfg = shrunk_config("ensemble", "ensemble.members=[sweep,snapshots,ema,seeds,models]", "ensemble.sweep_run=last",
@@ -146,7 +146,7 @@ def test_ensemble_pipeline_registers_one_model_that_predicts_raw_images(ray_loca
     # One registered model: it loads back from the store and takes raw uint8 images like any other.
     version = result.outputs["decision"].version
     served = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model_name}/{version}")
-    from pipelines.evaluate import test_split
+    from pipelines.stages.evaluate import test_split
 
     images, labels = test_split(result.outputs["prepared"])
     out = served.predict(images[:16, :, :, 0])

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import names
+from pipelines.services import names
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""flows.prepare, the ingest → preprocess start every image pipeline shares, on a real SQLite MLflow store.
+"""kit.prepare, the ingest → preprocess start every image pipeline shares, on a real SQLite MLflow store.
 
 No Ray: ingest of scikit-learn's digits runs in-process, and the preprocess stage (Ray Data) is
 replaced by a stub where a test needs it; the slow end-to-end tests cover the real one.
@@ -11,8 +11,10 @@ import os
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import flows, names, preprocess, tracking
 from pipelines.config import load_config
+from pipelines.flows import kit
+from pipelines.services import names, tracking
+from pipelines.stages import preprocess
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_prepare_without_preprocess_ingests_tags_the_parent_and_returns_none(sto
     cfg = _cfg("stages=[ingest]")
     out: dict = {}
     with tracking.pipeline_run(cfg, "test") as parent:
-        assert flows.prepare(cfg, parent, flows.workdir_for(cfg, parent.run_id), out) is None
+        assert kit.prepare(cfg, parent, kit.workdir_for(cfg, parent.run_id), out) is None
     assert list(out) == ["manifest"]
     run = MlflowClient(parent.uri).get_run(parent.run_id)
     assert run.data.tags[names.DATASET_VERSION] == out["manifest"].version == parent.tags[names.DATASET_VERSION]
@@ -69,8 +71,8 @@ def test_prepare_runs_preprocess_on_the_ingested_manifest(store, monkeypatch):
     cfg = _cfg("stages=[ingest,preprocess]")
     out: dict = {}
     with tracking.pipeline_run(cfg, "test") as parent:
-        workdir = flows.workdir_for(cfg, parent.run_id)
-        prepared = flows.prepare(cfg, parent, workdir, out)
+        workdir = kit.workdir_for(cfg, parent.run_id)
+        prepared = kit.prepare(cfg, parent, workdir, out)
     assert prepared == out["prepared"] == "prepared"
     assert calls == [(out["manifest"].version, workdir)]
     assert _stages(parent) == ["ingest", "preprocess"]

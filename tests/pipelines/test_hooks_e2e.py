@@ -45,8 +45,9 @@ def test_hooks_run_on_every_step_and_their_files_reach_the_driver(ray_local, mlf
     from mlflow import MlflowClient
 
     from components.packaging import load_package
-    from pipelines import ingest, preprocess, tracking, train
-    from pipelines.flows import stage
+    from pipelines.flows.kit import stage
+    from pipelines.services import tracking
+    from pipelines.stages import ingest, preprocess, train
 
     cfg = shrunk_config("quickstart", "train.max_steps_per_epoch=5")
     with tracking.pipeline_run(cfg, "test") as parent:

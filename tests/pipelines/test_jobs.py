@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.runtime import free_port
+from pipelines.services.runtime import free_port
 from tests import processes
 
 pytestmark = pytest.mark.slow

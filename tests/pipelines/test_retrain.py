@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from pipelines import names
-from pipelines.retrain import LOCKED, NOOP, PROMOTED, REJECTED
+from pipelines.flows.retrain import LOCKED, NOOP, PROMOTED, REJECTED
+from pipelines.services import names
 from tests.conftest import Store, shrunk_config, store_context
 from tests.pipelines.test_fault_tolerance import Cli
 
@@ -28,7 +28,7 @@ QUICK = ("train.epochs=1", "train.max_steps_per_epoch=4")
 
 @pytest.fixture(scope="module")
 def champion_store(ray_local, tmp_path_factory) -> Store:
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     store = Store(tmp_path_factory.mktemp("retrain"))
     with store_context(store):
@@ -46,7 +46,7 @@ def _parents(client):
 
 
 def test_unchanged_data_is_a_quick_noop(champion_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     with store_context(champion_store):
         started = time.perf_counter()
@@ -65,7 +65,7 @@ def test_unchanged_data_is_a_quick_noop(champion_store):
 
 def test_new_data_trains_and_gates_a_challenger_on_the_same_split(champion_store, capsys):
     """min_improvement=1 cannot be met: the new version is registered complete, as challenger."""
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     with store_context(champion_store):
         result = run_pipeline(shrunk_config("retrain", "data.split_seed=1", "retrain.min_improvement=1", *QUICK),

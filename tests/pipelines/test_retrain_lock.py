@@ -8,9 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
-from pipelines import names
-from pipelines.registry import RegistryLock
-from pipelines.retrain import should_promote
+from pipelines.flows.retrain import should_promote
+from pipelines.services import names
+from pipelines.services.registry import RegistryLock
 
 
 def _race(uri: str, n: int, ttl_s: float = 60) -> tuple[list[RegistryLock], dict[int, str | None]]:

@@ -27,7 +27,7 @@ LEARNER_METRIC = {"ppo": "rl/policy_loss", "reinforce": "rl/policy_loss", "dqn":
 
 
 def _run(algo: str, *extra: str):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("rl", f"rl.algo={algo}", *RL_SHRINK, *PER_ALGO[algo], *extra)
     return cfg, run_pipeline(cfg, command=f"test rl {algo}")
@@ -74,8 +74,8 @@ def test_rl_pipeline_trains_evaluates_registers(ray_local, mlflow_store, algo):
 
 
 def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlflow_store):
-    from pipelines import registry
-    from pipelines.rl import restore_algorithm, restore_module
+    from pipelines.flows.rl import restore_algorithm, restore_module
+    from pipelines.services import registry
 
     cfg, result = _run("ppo")
     agent = result.outputs["agent"]
@@ -101,7 +101,7 @@ def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlfl
 
 
 def test_train_agent_reports_each_iteration(ray_local, mlflow_store):
-    from pipelines.rl import train_agent
+    from pipelines.flows.rl import train_agent
 
     cfg = shrunk_config("rl", "rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"], "rl.max_iterations=3")
     seen: list[tuple[int, dict]] = []
@@ -115,7 +115,7 @@ def test_train_agent_reports_each_iteration(ray_local, mlflow_store):
 def test_atari_smoke_run(ray_local, mlflow_store):
     """The GPU-cluster Atari config, shrunk to one tiny PPO iteration on real Pong frames, on CPU."""
     pytest.importorskip("ale_py")
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("rl_atari", "cluster=local", "rl.max_iterations=1", "rl.num_env_runners=0",
                         "rl.num_envs_per_env_runner=1", "rl.ppo.train_batch_size=64", "rl.ppo.minibatch_size=32",
@@ -139,7 +139,7 @@ def test_train_agent_runs_inside_a_tune_trial(ray_local, mlflow_store):
 
     from ray import tune
 
-    from pipelines.rl import train_agent
+    from pipelines.flows.rl import train_agent
 
     base = shrunk_config("rl", "rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"])
 
@@ -158,7 +158,7 @@ def test_train_agent_runs_inside_a_tune_trial(ray_local, mlflow_store):
 
 
 def test_train_agent_resumes_from_its_newest_periodic_checkpoint(ray_local, mlflow_store):
-    from pipelines.rl import latest_checkpoint, train_agent
+    from pipelines.flows.rl import latest_checkpoint, train_agent
 
     base = ("rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"], "rl.checkpoint_every=1")
     workdir = mlflow_store.root / "agent"

@@ -1,4 +1,4 @@
-"""pipelines.runtime pieces that need no Ray."""
+"""pipelines.services.runtime pieces that need no Ray."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import psutil
 
 
 def test_a_failed_start_kills_only_the_processes_it_started():
-    from pipelines.runtime import _kill_new_children
+    from pipelines.services.runtime import _kill_new_children
 
     older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from pipelines.cli import main
-from pipelines.schedule import Scheduler, next_after
+from pipelines.entry.cli import main
+from pipelines.entry.schedule import Scheduler, next_after
 
 EVERY_MINUTE = "* * * * *"
 

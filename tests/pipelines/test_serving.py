@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.runtime import free_port
-
-from pipelines import names
+from pipelines.services import names
+from pipelines.services.runtime import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.runtime import free_port
+from pipelines.services.runtime import free_port
 from tests import processes
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ WORKER_IP = "127.0.0.2"  # any 127/8 address is loopback on Linux
 DRIVER = r"""
 import json, sys, time
 import ray
-from pipelines import runtime
+from pipelines.services import runtime
 
 address, hidden, visible = sys.argv[1:4]
 runtime._use_given_token()  # RAY_AUTH_TOKEN given: token mode, as ray_session does

@@ -17,10 +17,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipelines.runtime import free_port
-
-from pipelines import names, registry, tracking
-from pipelines.evaluate import Evaluation
+from pipelines.records import Evaluation
+from pipelines.services import names, registry, tracking
+from pipelines.services.runtime import free_port
 from tests.conftest import shrunk_config
 
 MODEL = "digits-classifier"

@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from pipelines import names
+from pipelines.services import names
 from tests.conftest import shrunk_config
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def _runs(client, experiment="visionray/sweep"):
 
 
 def test_a_sweep_of_four_trials_logs_four_nested_runs_and_registers_the_winner(ray_local, mlflow_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("sweep", *TINY, "tune.num_samples=4")
     result = run_pipeline(cfg, command="test")
@@ -75,7 +75,7 @@ def test_a_sweep_of_four_trials_logs_four_nested_runs_and_registers_the_winner(r
 
 
 def test_an_absurd_learning_rate_ends_as_a_stopped_trial_not_a_failed_sweep(ray_local, mlflow_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("sweep", "cluster.num_workers=1", "train.epochs=2", "tune.num_samples=1",
                         "tune.space={train.lr: {choice: [100000.0]}}", "train.optimizer=sgd")

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipelines import search_space
 from pipelines.config import ConfigError, load_config
+from pipelines.flows import search_space
 
 
 def sweep(*overrides: str):
@@ -83,7 +83,7 @@ def test_the_best_config_becomes_a_train_command_that_reproduces_it():
 
 
 def test_the_cpu_meter_counts_this_process_cpu_time():
-    from pipelines.sweep import CpuMeter
+    from pipelines.flows.sweep import CpuMeter
 
     with CpuMeter(interval_s=0.05, cores=1) as meter:
         start = time.process_time()
@@ -106,8 +106,8 @@ def test_the_summary_logs_the_table_the_plot_and_the_winner_as_a_train_command(m
     """The parent run's part of a sweep, on a real MLflow store (no Ray needed)."""
     import mlflow
 
-    from pipelines import names
-    from pipelines.sweep import _summarise
+    from pipelines.flows.sweep import _summarise
+    from pipelines.services import names
 
     cfg = sweep("tune.space={train.lr: {loguniform: [0.001, 1]}, train.optimizer: {choice: [sgd, adam]}}")
     rows = [{"trial_id": "t0", "run_id": "r0", "train.lr": 0.01, "train.optimizer": "adam", "status": "completed",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import names
+from pipelines.services import names
 from tests.conftest import shrunk_config
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_knn_pipeline_cross_validates_benchmarks_and_registers_a_served_model(ra
     import mlflow
 
     from components.data.sources import digits
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("knn", "knn.k_choices=[1,3,25]", "knn.cv_rows=600", "knn.bench_rows=200",
                         "knn.batch_size=100")
@@ -45,7 +45,7 @@ def test_knn_pipeline_cross_validates_benchmarks_and_registers_a_served_model(ra
 
 
 def test_overfit_mode_reaches_near_zero_loss_on_32_images(ray_local, mlflow_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("quickstart", "train.overfit_rows=32", "train.epochs=6", "model.width=16",
                         "stages=[ingest,preprocess,train]")
@@ -57,7 +57,7 @@ def test_overfit_mode_reaches_near_zero_loss_on_32_images(ray_local, mlflow_stor
 
 
 def test_softmax_logs_the_first_iteration_check_and_templates(ray_local, mlflow_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     cfg = shrunk_config("train", "model=softmax", "train.loss=svm", "train.label_smoothing=0", "train.epochs=1",
                         "train.lr=0.01", "stages=[ingest,preprocess,train]")
@@ -70,7 +70,7 @@ def test_softmax_logs_the_first_iteration_check_and_templates(ray_local, mlflow_
 
 
 def test_transfer_from_a_model_registered_in_mlflow(ray_local, mlflow_store):
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
 
     # explode_factor=0: with 5 classes the 3x rule (3 ln 5 = 4.8) stops this recipe's early, recoverable
     # loss spike (measured on Fashion-MNIST 0-4: 1.6 -> 7.9 at step 6 -> 1.3); the guard is not under test here.

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from pipelines import names, tracking
 from pipelines.config import load_config
+from pipelines.services import names, tracking
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ _DATASET_RACE = """
 import sys, time
 from pathlib import Path
 import mlflow
-from pipelines import tracking
+from pipelines.services import tracking
 uri, folder, start, rounds = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 mlflow.set_tracking_uri(uri)
 experiment = mlflow.set_experiment("race").experiment_id

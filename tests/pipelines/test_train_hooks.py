@@ -1,4 +1,4 @@
-"""pipelines.train.hooks_for: the one place where config keys become training hooks (no Ray).
+"""pipelines.stages.train.hooks_for: the one place where config keys become training hooks (no Ray).
 
 The linear classifiers' LinearDiagnostics reads a sample batch through Ray Data, so it is left to the
 slow tests (test_toolkit's softmax run); here the model is a convnet, which gets no diagnostics hook.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from components.hooks import build_hooks
 from components.packaging import ModelSpec
 from pipelines.config import load_config
-from pipelines.train import hooks_for
+from pipelines.stages.train import hooks_for
 
 SPEC = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8, classes=tuple("0123456789"))
 

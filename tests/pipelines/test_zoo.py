@@ -20,10 +20,10 @@ def broken_baseline(cfg, prepared, manifest) -> dict:
 
 @pytest.mark.slow
 def test_zoo_trains_each_member_in_its_own_child_run(ray_local, mlflow_store) -> None:
-    from pipelines import names
-    from pipelines.flows import run_pipeline
+    from pipelines.dispatch import run_pipeline
+    from pipelines.services import names
 
-    cfg = shrunk_config("zoo", "zoo.models=[softmax,mlp,pipelines.zoo:majority_class,"
+    cfg = shrunk_config("zoo", "zoo.models=[softmax,mlp,pipelines.flows.zoo:majority_class,"
                         "tests.pipelines.test_zoo:broken_baseline]",
                         "train.epochs=1", "train.max_steps_per_epoch=5", "cluster.num_workers=1")
     result = run_pipeline(cfg, command="test")

@@ -1,0 +1,145 @@
+"""The dispatcher: which flow runs a pipeline kind, which stages it may run, and the run around it.
+
+    visionray run quickstart        →  run_pipeline(load_config("quickstart"), command)
+
+Layers, top to bottom (imports only go down): ``entry`` (cli, jobs, schedule) → this module →
+``flows`` (whole pipelines) → ``stages`` → ``records`` → ``services`` → ``config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.config import Config, ConfigError
+from pipelines.flows.kit import shared_paths
+from pipelines.services import names, tracking
+from pipelines.services.progress import duration, say
+
+CLASSIFY_STAGES = ("ingest", "preprocess", "train", "evaluate", "register")
+
+#: Every pipeline kind and the stages it may run, in order (a pipeline runs a prefix of them).
+KINDS: dict[str, tuple[str, ...]] = {
+    "classify": CLASSIFY_STAGES,
+    "retrain": CLASSIFY_STAGES,
+    "bench": ("ingest", "bench"),
+    "knn": ("ingest", "preprocess", "knn", "evaluate", "register"),
+    "zoo": ("ingest", "preprocess", "zoo"),
+    "transfer": ("ingest", "preprocess", "transfer"),
+    "sweep": ("ingest", "preprocess", "sweep", "evaluate", "register"),
+    "ensemble": ("ingest", "preprocess", "ensemble", "evaluate", "register"),
+    "compress": ("ingest", "preprocess", "compress", "report"),
+    "rl": ("train", "evaluate", "register"),
+}
+#: Kinds that read no image dataset (no data checks before they start).
+NO_DATA_KINDS = ("rl",)
+
+
+def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, Any]]:
+    """The flow function of a pipeline kind (imported here, when a run starts: flows import torch)."""
+    from pipelines.flows import (
+        bench,
+        classify,
+        compress,
+        ensemble,
+        knn,
+        retrain,
+        rl,
+        sweep,
+        transfer,
+        zoo,
+    )
+
+    return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
+            "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
+            "compress": compress.flow, "rl": rl.flow}[kind]
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_stages(cfg: Config) -> None:
+    order = KINDS[cfg.kind]
+    if cfg.kind == "retrain" and tuple(cfg.stages) != CLASSIFY_STAGES:
+        raise ConfigError(f"stages={list(cfg.stages)}: retrain runs all of {list(CLASSIFY_STAGES)}.")
+    if tuple(cfg.stages) != order[:len(cfg.stages)] or not cfg.stages:
+        raise ConfigError(f"stages={list(cfg.stages)} must be a prefix of {list(order)}: each stage "
+                          f"needs the output of the one before it.")
+
+
+def preflight(cfg: Config) -> None:
+    """User errors that need no Ray and no MLflow run: caught before anything starts."""
+    from components.data.errors import DataError
+    from components.data.sources import locate_fashion_mnist
+
+    validate_stages(cfg)
+    if cfg.kind == "transfer" and not cfg.transfer.source:  # issue 3
+        raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
+    if cfg.kind == "rl":  # issue 6: an unknown env id or an unsupported algo/env pair
+        from pipelines.flows.rl import check
+
+        check(cfg)
+    if cfg.kind in NO_DATA_KINDS:
+        return
+    d = cfg.data
+    if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
+        where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
+        raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "
+                        f"dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
+    if d.name in ("image_folder", "cifar10") and d.path is None:
+        raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
+    if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
+        raise DataError(f"data.path {d.path} does not exist.")
+    if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
+        raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
+
+
+def run_pipeline(cfg: Config, command: str) -> PipelineResult:
+    import contextlib
+    import time
+
+    from pipelines.services import runtime
+
+    cfg, resume_id = resolve_resume(cfg)
+    preflight(cfg)
+    started = time.perf_counter()
+    with tracking.pipeline_run(cfg, command, resume_id) as parent:
+        say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
+            f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
+        # retrain starts Ray itself, once it knows there is something to train (a no-op stays quick)
+        ray = contextlib.nullcontext() if cfg.kind == "retrain" else runtime.ray_session(cfg.cluster)
+        with runtime.MemoryWatcher() as memory, ray:
+            if cfg.kind != "retrain":  # retrain runs this check right after it starts Ray
+                # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
+                runtime.check_shared_storage(shared_paths(cfg))
+            outputs = flow_for(cfg.kind)(cfg, parent)
+        elapsed = time.perf_counter() - started
+        tracking.log_metrics({"perf/peak_memory_gib": memory.peak_bytes / 2**30, "perf/pipeline_seconds": elapsed})
+        say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
+            f"{memory.peak_bytes / 2**30:.1f} GiB)")
+    return PipelineResult(parent.run_id, outputs)
+
+
+def resolve_resume(cfg: Config) -> tuple[Config, str | None]:
+    """With ``resume=``, the interrupted run's own config (from its config.yaml) and its run id."""
+    import dataclasses
+
+    import yaml
+
+    from pipelines.config import build
+
+    if not cfg.resume:
+        return cfg, None
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    tracking.check_store(uri)
+    run_id, text = tracking.find_resumable(cfg.pipeline, uri, cfg.resume)
+    original = build(Config, yaml.safe_load(text), "")
+    say(f"resuming {cfg.pipeline} run {run_id} with its original config")
+    return dataclasses.replace(original, resume=run_id), run_id
+
+
+

@@ -1,0 +1,230 @@
+"""Stage ``bench``: Ray against plain PyTorch, side by side in one run, as throughput ratios.
+
+    visionray run bench                     # Fashion-MNIST, the quickstart ConvNet
+    visionray run bench model=resnet20 bench.steps=30
+
+1. Training: Ray Train (``cluster.num_workers`` workers × their threads, DDP over gloo) against the
+   same engine loop in this one process with the same total threads, model, batch and augmentation.
+2. Preprocessing: Ray Data (read Parquet → decode → augment per batch) against a
+   ``torch.utils.data.DataLoader`` with the same transforms and as many worker processes as CPUs.
+
+Each ratio is logged twice: ``bench/<name>`` in the timed loop (after warm-up) and
+``bench/<name>_end_to_end`` for the whole thing including start-up (``fit()``, dataset planning,
+DataLoader workers). Ratios, not absolute times: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from components import engine
+from components.augment import Augment
+from components.data.shards import Manifest
+from components.models import Normalize
+from components.packaging import ModelSpec
+from pipelines.config import Config, TrainConfig
+from pipelines.flows.kit import prepare, stage, workdir_for
+from pipelines.services import names, tracking
+from pipelines.services.progress import say
+from pipelines.services.runtime import quiet_worker_logs, worker_threads
+from pipelines.stages.preprocess import augment_from, decode_batch, image_dataset
+from pipelines.stages.train import RayBatchPrep, build_training, model_spec
+
+RESULT_FILE = "bench.json"
+
+
+def _timed_loop(model, tc: TrainConfig, batches, steps: int, warmup: int, per_step_images: int,
+                device=torch.device("cpu")) -> float:
+    """Images/s over ``steps`` optimiser steps after ``warmup`` untimed ones."""
+    optimizer, scheduler, criterion, _ = build_training(tc, model, warmup + steps)
+    clock: dict[str, float] = {}
+
+    def on_step(step: int, _stats: Any) -> None:
+        if step == warmup - 1:
+            clock["start"] = time.perf_counter()
+        if step == warmup + steps - 1:
+            clock["end"] = time.perf_counter()
+
+    engine.train_one_epoch(model, criterion, optimizer, batches, scheduler=scheduler, device=device,
+                           precision=tc.precision, max_steps=warmup + steps, on_step=on_step)
+    if "end" not in clock:
+        raise RuntimeError(f"the bench ran out of data before {warmup + steps} steps; lower bench.steps.")
+    return steps * per_step_images / (clock["end"] - clock["start"])
+
+
+def bench_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    quiet_worker_logs()
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    tc = TrainConfig(**config["train"])
+    torch.manual_seed(config["seed"])
+    model = ModelSpec.from_dict(config["spec"]).build(Normalize.identity(config["spec"]["in_channels"]))
+    model = model.to(memory_format=torch.channels_last) if tc.channels_last else model
+    model = ray.train.torch.prepare_model(model)
+    per_worker = config["batch_size"] // ctx.get_world_size()
+    prep = RayBatchPrep(engine.BatchPrep(Augment(**config["augment"]), config["seed"], 0, tc.channels_last))
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
+    ips = _timed_loop(model, tc, batches, config["steps"], config["warmup"], config["batch_size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if ctx.get_world_rank() == 0:  # Train V2 returns metrics only with a checkpoint: carry them in one
+            Path(tmp, RESULT_FILE).write_text(json.dumps({"images_per_s": ips}))
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"images_per_s": ips}, checkpoint=ckpt)
+
+
+def bench_ray_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: int, storage: Path) -> tuple[float, float]:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    b, c = cfg.bench, cfg.cluster
+    started = time.perf_counter()
+    trainer = TorchTrainer(
+        bench_loop_per_worker,
+        train_loop_config={"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
+                           "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c),
+                           "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps},
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
+                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+        run_config=RunConfig(name=f"bench-{int(time.time())}", storage_path=str(storage)),
+        datasets={"train": image_dataset(manifest, "train", rows)})
+    result = trainer.fit()
+    total = time.perf_counter() - started
+    with result.checkpoint.as_directory() as d:
+        loop_ips = json.loads(Path(d, RESULT_FILE).read_text())["images_per_s"]
+    return loop_ips, (b.warmup_steps + b.steps) * b.batch_size / total
+
+
+def bench_torch_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: int) -> tuple[float, float]:
+    from components.data.shards import read_split
+    from pipelines.stages.evaluate import numpy_batches
+
+    b = cfg.bench
+    threads = worker_threads(cfg.cluster) * cfg.cluster.num_workers  # the same total threads as Ray's workers
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        split = read_split(manifest, "train")
+        torch.manual_seed(cfg.seed)
+        model = spec.build(Normalize.identity(spec.in_channels))
+        model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+        prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
+        batches = map(prep, numpy_batches(split.images[:rows], split.labels[:rows], b.batch_size))
+        loop_ips = _timed_loop(model, cfg.train, batches, b.steps, b.warmup_steps, b.batch_size)
+        total = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(previous)
+    return loop_ips, (b.warmup_steps + b.steps) * b.batch_size / total
+
+
+class ShardBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose items are whole batches read from the Parquet shards (DataLoader baseline)."""
+
+    def __init__(self, manifest: Manifest, rows: int, batch_size: int):
+        import pyarrow.parquet as pq
+
+        self.files = [str(p) for p in manifest.files("train")]
+        self.shape, self.batch_size = manifest.shape, batch_size
+        counts = [pq.ParquetFile(f).metadata.num_rows for f in self.files]
+        self.offsets = np.cumsum([0] + counts)
+        self.rows = min(rows, int(self.offsets[-1]))
+        self._tables: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return self.rows // self.batch_size
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        lo, hi = i * self.batch_size, (i + 1) * self.batch_size
+        parts = []
+        for f in range(len(self.files)):
+            a, z = max(lo, self.offsets[f]), min(hi, self.offsets[f + 1])
+            if a < z:
+                if f not in self._tables:  # each DataLoader worker reads a shard once, like Ray Data
+                    self._tables[f] = pq.read_table(self.files[f], columns=["image", "label", "idx"])
+                parts.append(self._tables[f].slice(a - self.offsets[f], z - a))
+        return decode_batch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], self.shape)
+
+
+def bench_preprocess(cfg: Config, manifest: Manifest, rows: int) -> dict[str, float]:
+    b = cfg.bench
+    prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
+    out = {}
+    # Ray Data: streaming read → decode (Ray tasks) → augment in the iterator's threads.
+    started = time.perf_counter()
+    it = image_dataset(manifest, "train", rows).iter_torch_batches(
+        batch_size=b.batch_size, collate_fn=RayBatchPrep(prep), prefetch_batches=2)
+    out["ray"] = _drain(it, started)
+    # DataLoader: the same shards, decode and transforms in worker processes.
+    started = time.perf_counter()
+    loader = torch.utils.data.DataLoader(ShardBatches(manifest, rows, b.batch_size), batch_size=None,
+                                         num_workers=max(1, os.cpu_count() or 1), collate_fn=prep,
+                                         persistent_workers=False, prefetch_factor=2)
+    out["torch"] = _drain(iter(loader), started)
+    return out
+
+
+def _drain(batches, started: float, skip: int = 2) -> tuple[float, float]:
+    """(images/s after the first ``skip`` batches, images/s including start-up)."""
+    n_all = n_timed = 0
+    t_first = None
+    for i, (x, _y) in enumerate(batches):
+        n_all += x.shape[0]
+        if i == skip - 1:
+            t_first = time.perf_counter()
+        elif i >= skip:
+            n_timed += x.shape[0]
+    end = time.perf_counter()
+    return n_timed / (end - t_first), n_all / (end - started)
+
+
+def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
+    b = cfg.bench
+    spec = model_spec(cfg, manifest)
+    rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
+    torch_loop, torch_total = bench_torch_train(cfg, manifest, spec, rows)
+    say(f"bench: plain PyTorch training {torch_loop:,.0f} img/s in the loop ({torch_total:,.0f} with start-up)")
+    ray_loop, ray_total = bench_ray_train(cfg, manifest, spec, rows, workdir)
+    say(f"bench: Ray Train {ray_loop:,.0f} img/s in the loop ({ray_total:,.0f} with start-up)")
+    pre = bench_preprocess(cfg, manifest, min(manifest.splits["train"]["rows"], b.preprocess_rows))
+    say(f"bench: preprocessing Ray Data {pre['ray'][0]:,.0f} img/s vs DataLoader {pre['torch'][0]:,.0f} img/s")
+    m = names.bench_metric
+    results = {
+        m("train_ray_vs_torch"): ray_loop / torch_loop,
+        m("train_ray_vs_torch_end_to_end"): ray_total / torch_total,
+        m("preprocess_ray_vs_torch"): pre["ray"][0] / pre["torch"][0],
+        m("preprocess_ray_vs_torch_end_to_end"): pre["ray"][1] / pre["torch"][1],
+        m("train_ray_images_per_s"): ray_loop, m("train_torch_images_per_s"): torch_loop,
+        m("preprocess_ray_images_per_s"): pre["ray"][0], m("preprocess_torch_images_per_s"): pre["torch"][0],
+    }
+    tracking.log_metrics(results)
+    tracking.log_json({"results": results, "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                                                       "threads_total": worker_threads(cfg.cluster) * cfg.cluster.num_workers}},
+                      "bench/results.json")
+    say("bench: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items() if "_vs_" in k))
+    return results
+
+
+def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    workdir = workdir_for(cfg, parent.run_id)
+    ingested: dict[str, Any] = {}
+    prepare(cfg, parent, workdir, ingested)  # bench's stages have no preprocess: ingest only
+    with stage("bench", parent, cfg):
+        results = run(cfg, ingested["manifest"], workdir)
+    tracking.log_metrics(results)
+    return {"bench": results}

@@ -1,0 +1,69 @@
+"""The shared kit of every flow: the working directory, a stage's nested run, ingest + preprocess.
+
+Stages hand each other small records of files and URIs (manifest, normaliser, checkpoint, model
+URI), never live objects, so any of them can be re-run alone. Each stage is a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Config
+from pipelines.records import Prepared
+from pipelines.services import names, tracking
+from pipelines.services.progress import duration, say
+
+
+def workdir_for(cfg: Config, run_id: str) -> Path:
+    return Path(cfg.cluster.storage_path).resolve() / f"{cfg.pipeline}-{run_id}"
+
+
+def prepare(cfg: Config, parent: tracking.PipelineRun, workdir: Path, out: dict[str, Any]) -> Prepared | None:
+    """Stage ``ingest``, then ``preprocess`` when it is in ``cfg.stages``: the start of every image pipeline.
+
+    Records ``out["manifest"]`` (and ``out["prepared"]``), tags the parent run with the dataset version
+    and logs the train split as the parent's dataset input too (the runs table shows it). Returns the
+    :class:`~pipelines.stages.preprocess.Prepared`, or None when ``preprocess`` is not among the stages.
+    """
+    from pipelines.stages import ingest, preprocess
+
+    with stage("ingest", parent, cfg):
+        manifest = out["manifest"] = ingest.run(cfg)
+    parent.set_tags({names.DATASET_VERSION: manifest.version})
+    ingest.log_dataset_inputs(manifest, ("train",))  # on the parent too: the runs table shows it
+    if "preprocess" not in cfg.stages:
+        return None
+    with stage("preprocess", parent, cfg):
+        prepared = out["prepared"] = preprocess.run(cfg, manifest, workdir)
+    return prepared
+
+
+def shared_paths(cfg: Config) -> dict[str, str]:
+    return {"cluster.storage_path": cfg.cluster.storage_path, "data.cache_dir": cfg.data.cache_dir}
+
+
+class stage:
+    """A stage's nested MLflow run plus its start/end lines on the terminal."""
+
+    def __init__(self, name: str, parent: tracking.PipelineRun, cfg: Config):
+        self.name, self.parent, self.cfg = name, parent, cfg
+        self._cm: Any = None
+
+    def __enter__(self) -> str:
+        import time
+
+        self.started = time.perf_counter()
+        position = list(self.cfg.stages).index(self.name) + 1
+        say(f"stage {self.name} ({position}/{len(self.cfg.stages)})")
+        self._cm = tracking.stage_run(self.name, self.parent)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool:
+        import time
+
+        suppressed = bool(self._cm.__exit__(*exc))
+        if exc[0] is None:
+            say(f"stage {self.name} finished in {duration(time.perf_counter() - self.started)}")
+        return suppressed
+

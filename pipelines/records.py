@@ -1,0 +1,63 @@
+"""What stages hand on: small records of files and URIs, never live objects.
+
+Each stage's ``run(cfg, …)`` returns one of these; the next stage (or a later run) reads the files
+they name, so any stage can be re-run alone. This module sits below the stages and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.data.shards import Manifest
+
+PREPARED_FILE = "prepared.json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What later stages need: where the shards and the fitted normaliser are."""
+
+    manifest_path: str
+    normalizer_path: str
+    normalization: str
+    num_classes: int
+    shape: tuple[int, int, int]
+    rows: dict[str, int]
+
+    def manifest(self) -> Manifest:
+        return Manifest.load(self.manifest_path)
+
+    def normalizer(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.normalizer_path) as z:
+            return z["mean"], z["std"]
+
+    def save(self, directory: Path) -> Path:
+        path = directory / PREPARED_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Prepared":
+        d = json.loads(Path(path).read_text())
+        return cls(**{**d, "shape": tuple(d["shape"])})
+
+
+@dataclass(frozen=True)
+class Trained:
+    best_checkpoint: str  # a model package directory
+    best_epoch: int
+    history: dict[str, list[tuple[int, float]]]
+    last_checkpoint: str | None = None  # the final epoch's model package
+    extras: str | None = None  # the final checkpoint's hook files: extras/<NN-HookClass>/...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model_dir: str
+    test_loss: float
+    test_accuracy: float
+    example: np.ndarray  # a few raw test images: the registered model's input example

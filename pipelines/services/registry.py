@@ -1,0 +1,364 @@
+"""Stage ``register``: log the evaluated model as an MLflow pyfunc, register a version, run the gate.
+
+The gate: ``champion`` moves to the new version only when its test accuracy beats the current
+champion's; otherwise the new version becomes ``challenger``. Alias moves are the last step, after
+every tag of the version is written, so nothing half-registered is ever served::
+
+    mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local
+
+The pieces (:func:`register_version`, :func:`move_alias`) are shared with ``retrain``, which decides
+with its own rule (both models scored on one new test split). :class:`RegistryLock` is the retrain
+lock: a registered model in the shared store, so it holds across machines, not only on one disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.config import Config
+from pipelines.records import Evaluation
+from pipelines.services import names, tracking
+from pipelines.services.progress import say
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    version: int
+    alias: str  # champion or challenger
+    previous_champion: int | None
+    previous_accuracy: float | None
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def signature(example: np.ndarray, num_classes: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *example.shape[1:]))])
+    outputs = Schema([TensorSpec(np.dtype(np.int64), (-1,), "class"),
+                      TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def requirements() -> list[str]:
+    import cloudpickle
+    import mlflow
+    import torch
+
+    # Pinned explicitly: inferring them would load the model in a subprocess (slow) and guess.
+    return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"numpy=={np.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
+
+
+def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = ()):
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(_ROOT / "pipelines" / "services" / "serving_model.py"),
+        artifacts={"package": evaluation.model_dir},
+        code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+        signature=signature(evaluation.example, num_classes), input_example=evaluation.example,
+        pip_requirements=requirements() + list(extra_requirements))
+
+
+def current_champion(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, names.CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str],
+                     extra_requirements: tuple[str, ...] = ()) -> int:
+    """Log the model, check its artifacts arrived, register a version with every tag at creation.
+
+    A failed upload raises before anything is registered: no version ever lacks its files or tags.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.registered_model_name
+    try:
+        info = log_model(evaluation, num_classes, extra_requirements)
+    except (OSError, MlflowException) as e:  # disk full, a read-only or unreachable artifact store
+        raise RuntimeError(f"uploading the model to the artifact store failed ({type(e).__name__}: {e}); "
+                           f"nothing was registered or promoted.") from e
+    _check_artifacts(info.model_uri)
+    tags = {**tags, names.TEST_ACCURACY_TAG: f"{evaluation.test_accuracy:.6f}"}
+    return int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+
+
+def _check_artifacts(model_uri: str) -> None:
+    import mlflow
+
+    try:
+        listed = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=model_uri)}
+    except Exception as e:  # noqa: BLE001 - any store error means the same: do not register
+        raise RuntimeError(f"the logged model {model_uri} cannot be listed in the artifact store ({e}); "
+                           f"nothing was registered.") from e
+    if "MLmodel" not in listed:
+        raise RuntimeError(f"the logged model {model_uri} is missing its MLmodel file in the artifact store; "
+                           f"nothing was registered.")
+
+
+def move_alias(name: str, version: int, alias: str) -> None:
+    """The last step of registering: point ``alias`` at ``version``."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def stored_accuracy(version) -> float | None:
+    """The test accuracy a version was registered with (its own test split), if any."""
+    value = float(version.tags.get(names.TEST_ACCURACY_TAG, "nan")) if version is not None else float("nan")
+    return value if np.isfinite(value) else None
+
+
+def download_package(name: str, version: int, dst: Path) -> Path:
+    """The model package (arch.json + weights.pt) of a registered version, from the configured registry."""
+    import mlflow
+
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    return package_in(root)
+
+
+#: Said whenever weights come from outside the configured registry. Accurate on purpose: our loader
+#: uses torch.load(weights_only=True); the risk it guards against is real for other loaders.
+UNTRUSTED_WEIGHTS_WARNING = (
+    "warning: loading model weights from {uri}, outside the configured registry {registry}. Pickled "
+    "weights (.pt/.pth/.pkl) can run arbitrary code when unpickled; visionray loads a model package with "
+    "torch.load(weights_only=True), which only rebuilds tensors and plain containers and refuses any other "
+    "object, so the file cannot run code here, but load weights only from sources you trust.")
+
+
+def fetch_package(uri: str, dst: Path, registry: str) -> Path:
+    """A model package from ``uri``: ``models:/…`` (the configured registry), or — with a warning —
+    ``runs:/…``, another artifact URI, or a local directory (a package or a logged MLflow model)."""
+    import mlflow
+
+    if not uri.startswith("models:/"):
+        say(UNTRUSTED_WEIGHTS_WARNING.format(uri=uri, registry=registry))
+    local = Path(uri).expanduser()
+    if "://" not in uri and ":/" not in uri and local.is_dir():
+        root = local
+    else:
+        try:
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        except Exception as e:  # noqa: BLE001 - a bad URI is the user's to fix: say which
+            from pipelines.config import ConfigError
+
+            raise ConfigError(f"retrain.init_from={uri} cannot be downloaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}).") from None
+    return package_in(root)
+
+
+def package_in(root: Path) -> Path:
+    """The package inside a downloaded logged model (the ``package`` artifact its MLmodel names)."""
+    import yaml
+
+    from components.packaging import ARCH_FILE
+
+    if (root / ARCH_FILE).is_file():
+        return root
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        artifacts = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"].get("artifacts", {})
+        if "package" in artifacts:
+            return root / artifacts["package"]["path"]
+    from pipelines.config import ConfigError
+
+    raise ConfigError(f"{root} holds no visionray model package (arch.json + weights.pt, or an MLflow model "
+                      f"logged by visionray).")
+
+
+def run(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str]) -> Decision:
+    from mlflow import MlflowClient
+
+    name = cfg.registered_model_name
+    version = register_version(cfg, evaluation, num_classes, tags)
+    champion = current_champion(MlflowClient(), name)
+    prev_acc = stored_accuracy(champion)
+    promote = champion is None or prev_acc is None or evaluation.test_accuracy > prev_acc
+    alias = names.CHAMPION if promote else names.CHALLENGER
+    move_alias(name, version, alias)  # the last step
+    decision = Decision(name, version, alias, int(champion.version) if champion else None, prev_acc)
+    summary = (f"{name} v{decision.version} is the new champion"
+               + (f" (test accuracy {evaluation.test_accuracy:.4f} > v{decision.previous_champion}'s "
+                  f"{prev_acc:.4f})" if champion and prev_acc is not None
+                  else " (first version)" if not champion else " (the champion has no test accuracy)")
+               if promote else
+               f"{name} v{decision.version} is the challenger: test accuracy {evaluation.test_accuracy:.4f} "
+               f"does not beat champion v{decision.previous_champion}'s {prev_acc:.4f}")
+    tracking.set_tags({names.DECISION_TAG: summary})
+    say(f"register: {summary}")
+    return decision
+
+
+# --------------------------------------------------------------------------- the retrain lock
+
+
+class RegistryLock:
+    """A lock held in the shared MLflow registry: one that works across a cluster, not only one disk.
+
+    Acquire = create the registered model ``<model>.retrain-lock``: the registry's unique name
+    constraint lets exactly one creator win, on a SQLite file or a server alike. The holder and a
+    heartbeat (renewed every ``ttl_s / 3`` by a thread) are its tags; release = delete it. A lock
+    whose heartbeat is older than ``ttl_s`` (its holder crashed) is broken, with a warning. Before
+    promoting, the holder checks :meth:`still_held`, so a holder whose lock was broken never promotes.
+    """
+
+    def __init__(self, uri: str, model_name: str, ttl_s: float, holder: str):
+        import threading
+
+        self.uri, self.ttl_s, self.holder = uri, ttl_s, holder
+        self.name = f"{model_name}{names.LOCK_SUFFIX}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def acquire(self) -> str | None:
+        """None when acquired; else one sentence saying who holds it."""
+        import threading
+        import time
+
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        for attempt in range(8):
+            try:
+                client.create_registered_model(
+                    self.name, tags={names.LOCK_HOLDER_TAG: self.holder, names.LOCK_HEARTBEAT_TAG: f"{time.time():.3f}"},
+                    description="visionray retrain lock: exists while a retrain of this model runs.")
+                self._thread = threading.Thread(target=self._beat, name="visionray-lock", daemon=True)
+                self._thread.start()
+                return None
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    if "locked" in str(e).lower() and attempt < 7:  # a busy SQLite file: try again
+                        time.sleep(0.2 * (attempt + 1))
+                        continue
+                    raise
+            held = self._read(client)
+            if held is None:
+                continue  # released between our create and our read
+            holder, beat = held
+            age = time.time() - beat
+            if age <= self.ttl_s:
+                return (f"another retrain ({holder}) holds the lock {self.name}, renewed {age:.0f} s ago; "
+                        f"this one stops without training")
+            say(f"warning: breaking the stale retrain lock {self.name} of {holder} (not renewed for {age:.0f} s "
+                f"> retrain.lock_ttl_s={self.ttl_s:g})")
+            if self._read(client) == held:  # still the stale one: another breaker did not replace it
+                with contextlib.suppress(MlflowException):
+                    client.delete_registered_model(self.name)
+        return f"could not take the lock {self.name} after 8 tries (heavy contention); this retrain stops"
+
+    def _read(self, client) -> tuple[str, float] | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = client.get_registered_model(self.name).tags
+        except MlflowException:
+            return None
+        return tags.get(names.LOCK_HOLDER_TAG, "unknown"), float(tags.get(names.LOCK_HEARTBEAT_TAG, "0") or 0)
+
+    def still_held(self) -> bool:
+        held = self._read(self._client())
+        return held is not None and held[0] == self.holder
+
+    def _beat(self) -> None:
+        import time
+
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.still_held():
+                    say(f"warning: the retrain lock {self.name} was taken by another retrain; this one will not promote")
+                    return
+                self._client().set_registered_model_tag(self.name, names.LOCK_HEARTBEAT_TAG, f"{time.time():.3f}")
+            except Exception as e:  # noqa: BLE001 - a store hiccup: the next beat tries again
+                say(f"warning: could not renew the retrain lock {self.name} ({type(e).__name__}: {e})")
+
+    def release(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with contextlib.suppress(MlflowException):
+            if self.still_held():
+                self._client().delete_registered_model(self.name)
+
+    def __enter__(self) -> str | None:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self.release()
+
+
+# --------------------------------------------------------------------------- RL policies (issue 6)
+
+
+def policy_signature(example: np.ndarray):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
+
+
+def register_policy(name: str, policy_dir: str, eval_return: float, example: np.ndarray,
+                    tags: dict[str, str]) -> Decision:
+    """Log an exported greedy policy as a pyfunc (code: pipelines/rl_serving_model.py), register it,
+    and move ``champion`` only when its greedy return beats the champion's (else ``challenger``).
+
+    ``Decision.previous_accuracy`` holds the previous champion's evaluation return here.
+    """
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
+            artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+            signature=policy_signature(example), input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                              f"numpy=={np.__version__}"])
+    except (OSError, MlflowException) as e:
+        raise RuntimeError(f"uploading the policy to the artifact store failed ({type(e).__name__}: {e}); "
+                           f"nothing was registered or promoted.") from e
+    _check_artifacts(info.model_uri)
+    tags = {**tags, names.RL_EVAL_RETURN_TAG: f"{eval_return:.6f}"}
+    version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    champion = current_champion(MlflowClient(), name)
+    previous = float(champion.tags.get(names.RL_EVAL_RETURN_TAG, "nan")) if champion is not None else float("nan")
+    previous_or_none = previous if np.isfinite(previous) else None
+    promote = champion is None or previous_or_none is None or eval_return > previous
+    alias = names.CHAMPION if promote else names.CHALLENGER
+    move_alias(name, version, alias)  # the last step
+    summary = (f"{name} v{version} is the new champion" + (
+        f" (greedy return {eval_return:.1f} > v{champion.version}'s {previous:.1f})" if champion is not None
+        and previous_or_none is not None else " (first version)" if champion is None else "")
+        if promote else f"{name} v{version} is the challenger: greedy return {eval_return:.1f} does not beat "
+                        f"champion v{champion.version}'s {previous:.1f}")
+    tracking.set_tags({names.DECISION_TAG: summary})
+    say(f"register: {summary}")
+    return Decision(name, version, alias, int(champion.version) if champion is not None else None, previous_or_none)

@@ -1,0 +1,255 @@
+"""One Ray runtime per pipeline run: the cluster named by ``RAY_ADDRESS``/``cluster.address``, else an
+embedded local Ray sized by ``cluster.num_cpus``. Stages never call ``ray.init`` themselves::
+
+    with runtime.ray_session(cfg.cluster):
+        ...  # Ray Data, Ray Train
+
+Token authentication stays as Ray sets it (on for local clusters since Ray 2.59): ``ray.init`` of a
+local cluster generates and uses a token; a remote cluster needs ``RAY_AUTH_TOKEN`` or the token file.
+
+On a multi-node cluster every node must see the same files under ``cluster.storage_path`` and
+``data.cache_dir``: :func:`check_shared_storage` proves it before anything trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from pipelines.config import ClusterConfig
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ClusterUnavailable(RuntimeError):
+    """The Ray cluster cannot be reached; the message names the address."""
+
+
+def ray_address(cluster: ClusterConfig) -> str | None:
+    return cluster.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def worker_threads(cluster: ClusterConfig) -> int:
+    """Threads per training worker: explicit, else the machine's cores shared by the workers.
+
+    Two workers with torch's default (all cores each) over-subscribe two cores: measured 0.35x.
+    """
+    if cluster.torch_threads:
+        return cluster.torch_threads
+    cores = cluster.num_cpus or os.cpu_count() or 1
+    return max(1, cores // cluster.num_workers)
+
+
+@contextlib.contextmanager
+def ray_session(cluster: ClusterConfig) -> Iterator[None]:
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a Ray job) owns the runtime: use it, leave it up
+        yield
+        return
+    address = ray_address(cluster)
+    # Ray Data prints a progress bar per operator; the driver prints one line per epoch instead.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    # Ray Data logs a line per dataset execution (every epoch, every split) at INFO: keep its
+    # warnings only, in every Ray process (they inherit this environment). Set it to INFO to debug.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address and not inside_ray_job():
+        # A remote cluster does not have this checkout: ship the two packages with the driver. Inside
+        # a Ray job (visionray submit) the job's working_dir already carries them, and Ray refuses
+        # a second runtime_env that sets the same fields.
+        import components
+        import pipelines
+
+        kwargs["runtime_env"] = {"py_modules": [components, pipelines],
+                                 "excludes": ["**/__pycache__/**"]}
+    if address:
+        _use_given_token()
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            hint = "" if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") else (
+                "; if it uses token authentication, set RAY_AUTH_TOKEN to `ray get-auth-token` of the head")
+            raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}){hint}.") from None
+    else:
+        init_local(cluster.num_cpus or None, **kwargs)
+    _quiet_ray_data()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if not address:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+
+
+def _use_given_token() -> None:
+    """A token given in the environment means token authentication (unless RAY_AUTH_MODE says otherwise).
+
+    Ray turns token mode on by itself only for a local cluster it finds; for an explicit address it
+    needs RAY_AUTH_MODE=token, which users forget: the GCS then answers "InvalidAuthToken" in a loop.
+    """
+    if os.environ.get("RAY_AUTH_MODE") or not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        return
+    from ray._private.authentication.authentication_token_setup import (
+        _enable_token_auth,
+    )
+
+    _enable_token_auth()  # sets RAY_AUTH_MODE=token and refreshes Ray's cached config
+
+
+def inside_ray_job() -> bool:
+    """True in the driver of a submitted Ray job (Ray sets this variable for it)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+class StorageNotShared(ValueError):
+    """A multi-node cluster whose nodes do not all see a local storage path; names the key and path."""
+
+
+def check_shared_storage(paths: dict[str, str], timeout_s: float = 120) -> None:
+    """On a cluster of more than one node, prove that every node sees each local path in ``paths``.
+
+    ``paths`` maps a config key to its value. URIs (``s3://``, ``gs://``, …) are shared by nature and
+    skipped. For a local path, the driver writes a marker file there and a zero-CPU task pinned to each
+    alive node looks for it; a node that cannot see it means checkpoints or shards written on one node
+    would be missing on another, which Ray would report only deep inside training.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    for key, value in paths.items():
+        if "://" in value and not value.startswith("file://"):
+            continue
+        root = Path(value.removeprefix("file://")).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        marker = root / f".visionray-shared-{uuid.uuid4().hex}"
+        marker.write_text("visible from every node\n")
+        try:
+            probe = ray.remote(num_cpus=0)(_exists)
+            refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    .remote(str(marker)) for n in nodes]
+            seen = ray.get(refs, timeout=timeout_s)
+        finally:
+            marker.unlink(missing_ok=True)
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+        if blind:
+            raise StorageNotShared(
+                f"{key}={value} is not shared storage: node(s) {', '.join(blind)} of this {len(nodes)}-node "
+                f"cluster cannot see {root}; use a path on NFS mounted at the same place on every node, "
+                f"or an s3:// or gs:// URI.")
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def init_local(num_cpus: int | None, **kwargs) -> None:
+    """Start an embedded local Ray (token auth as Ray sets it) with its dashboard on loopback.
+
+    The dashboard serves Ray's State API, which Ray Train's controller polls. Its port is chosen
+    here and exported (inherited by every Ray process started below), so the State API finds *this*
+    cluster even when another local Ray runs beside it (two pipelines at once, a test session).
+    """
+    import psutil
+    import ray
+
+    port = free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 **kwargs)
+    except BaseException:
+        # A start that fails half-way (a timeout on a loaded machine) leaves the GCS, dashboard and
+        # monitors it had already started running, with nobody to stop them: stop them here.
+        ray.shutdown()
+        _kill_new_children(before)
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        raise
+    _quiet_ray_data()
+
+
+def _kill_new_children(before: set[int]) -> None:
+    import psutil
+
+    new = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    for child in new:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(new, timeout=5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_worker_logs() -> None:
+    """Inside a Ray Train worker: keep Ray's per-report INFO lines out of the user's terminal."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray") or "/ray/train/" in name or "/ray/data/" in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _quiet_ray_data() -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+class MemoryWatcher:
+    """Peak memory of this process and every process it started (the local Ray cluster included).
+
+    Sums PSS (proportional set size) so pages shared between Ray workers and the object store are
+    counted once; falls back to RSS where PSS is not available. Samples every ``interval_s``.
+    """
+
+    def __init__(self, interval_s: float = 2.0):
+        import threading
+
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="visionray-memory", daemon=True)
+
+    def __enter__(self) -> "MemoryWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()
+
+    def sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()

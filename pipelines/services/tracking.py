@@ -1,0 +1,536 @@
+"""MLflow runs, metrics and artifacts: the one module (with ``registry``) that calls MLflow.
+
+A pipeline run is one parent run in experiment ``visionray/<pipeline>``; each stage is a nested
+child run tagged ``visionray.stage=<stage>``. Only the driver and rank 0 of a Ray Train job log::
+
+    with tracking.pipeline_run(cfg, command="visionray run quickstart") as parent:
+        with tracking.stage_run("train", parent) as run_id:
+            tracking.log_metrics({names.LR: 0.1}, step=0)
+
+Workers get a :class:`RunLogger` (a plain client bound to one run id), never the fluent API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from pipelines.config import Config, dump, flatten
+from pipelines.services import names
+
+_SECRET = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
+
+
+# The dashboard opens an experiment in its "model training" view (runs, charts) rather than the
+# GenAI view (traces) when the experiment says what kind it is.
+_EXPERIMENT_KIND = "mlflow.experimentKind"
+_MODEL_TRAINING = "custom_model_development"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached or written; the message names the address."""
+
+
+def resolve_uri(configured: str | None) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite at ``./mlruns/mlflow.db``."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside it (``mlruns/artifacts``); a server picks its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def is_local_uri(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def check_store(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, naming the address, when the store is unreachable or not writable."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingUnavailable(f"MLflow server at {uri} answered {resp.status} to /health.")
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingUnavailable(f"MLflow server at {uri} is not reachable ({reason}).") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingUnavailable(f"cannot create the MLflow store directory {db.parent} ({e}).") from None
+        if not os.access(db.parent, os.W_OK):
+            raise TrackingUnavailable(f"the MLflow store directory {db.parent} is not writable.")
+
+
+def connect(uri: str) -> None:
+    import mlflow
+
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if _EXPERIMENT_KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, _EXPERIMENT_KIND, _MODEL_TRAINING)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                        tags={_EXPERIMENT_KIND: _MODEL_TRAINING})
+    except MlflowException:  # created concurrently by another run: use theirs
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_sha() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("VISIONRAY_GIT_SHA", "unknown")
+    return (sha + ("-dirty" if dirty else "")) if sha else os.environ.get("VISIONRAY_GIT_SHA", "unknown")
+
+
+def config_params(cfg: Config) -> dict[str, str]:
+    """The resolved config, flattened to dotted keys; secret-looking values are never logged."""
+    out = {}
+    for k, v in flatten(cfg.to_dict()).items():
+        if k == "resume":  # how the run was started, not what it is; would clash on resume
+            continue
+        out[k] = "***" if _SECRET.search(k) else (json.dumps(v) if isinstance(v, list) else str(v))
+    return out
+
+
+@dataclass
+class PipelineRun:
+    """The parent run of one pipeline run, and the tags every child run inherits."""
+
+    run_id: str
+    experiment_id: str
+    uri: str
+    cfg: Config
+    tags: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow import MlflowClient
+
+        self.tags.update(tags)
+        client = MlflowClient(self.uri)
+        for k, v in tags.items():
+            client.set_tag(self.run_id, k, v)
+
+
+@contextlib.contextmanager
+def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) -> Iterator[PipelineRun]:
+    """The parent run; with ``resume_run_id``, the same run continues (status back to RUNNING)."""
+    import mlflow
+
+    uri = resolve_uri(cfg.tracking.uri)
+    connect(uri)
+    exp_id = ensure_experiment(names.experiment_name(cfg.pipeline), uri)
+    mlflow.set_experiment(experiment_id=exp_id)  # nested runs land in the same experiment
+    tags = {names.GIT_SHA: git_sha(), names.COMMAND: command, names.PIPELINE_TAG: cfg.pipeline}
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=cfg.tracking.system_metrics)
+        mlflow.set_tag("visionray.resumed_by", command)
+        tags = {k: v for k, v in run.data.tags.items() if k in (names.GIT_SHA, names.COMMAND, names.PIPELINE_TAG)}
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags=tags, log_system_metrics=cfg.tracking.system_metrics)
+    parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags), resumed=bool(resume_run_id))
+    with _finish_run_on_exit():
+        log_config(cfg)
+        yield parent
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, parent: PipelineRun, run_name: str | None = None) -> Iterator[str]:
+    """A nested run tagged ``visionray.stage=<stage>`` under ``parent`` (named ``run_name`` or the stage)."""
+    import mlflow
+
+    existing = _child_run(parent, stage) if parent.resumed else None
+    if existing:
+        run = mlflow.start_run(run_id=existing, nested=True)
+    else:
+        run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name or stage, nested=True,
+                               parent_run_id=parent.run_id, tags={**parent.tags, names.STAGE_TAG: stage})
+    with _finish_run_on_exit():
+        log_config(parent.cfg)
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def method_run(name: str, parent: PipelineRun, stage_run_id: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """A run nested under a stage's run (one per compression method): FINISHED, or FAILED with the error."""
+    import mlflow
+
+    run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=name, nested=True,
+                           parent_run_id=stage_run_id, tags={**parent.tags, **tags})
+    with _finish_run_on_exit():
+        yield run.info.run_id
+
+
+def _child_run(parent: PipelineRun, stage: str) -> str | None:
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(parent.uri).search_runs(
+        [parent.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}' and tags.`{names.STAGE_TAG}` = '{stage}'",
+        max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def find_resumable(pipeline: str, uri: str, which: str) -> tuple[str, str]:
+    """(run id, config.yaml text) of the run to resume: an id, or 'last' unfinished parent run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    if which == "last":
+        exp = client.get_experiment_by_name(names.experiment_name(pipeline))
+        runs = [] if exp is None else [
+            r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                                          max_results=50)
+            if "mlflow.parentRunId" not in r.data.tags and r.info.status != "FINISHED"]
+        if not runs:
+            raise TrackingUnavailable(f"resume=last: no unfinished {pipeline} run in {uri} to resume.")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(which)
+        except MlflowException:
+            raise TrackingUnavailable(f"resume={which}: no such MLflow run in {uri}.") from None
+        if run.data.tags.get(names.PIPELINE_TAG) != pipeline or "mlflow.parentRunId" in run.data.tags:
+            raise TrackingUnavailable(f"resume={which} is not a {pipeline} pipeline run; resume it with its own pipeline.")
+        if run.info.status == "FINISHED":
+            raise TrackingUnavailable(f"resume={which}: that run already finished; there is nothing to resume.")
+    try:
+        text = client.download_artifacts(run.info.run_id, names.CONFIG_ARTIFACT)
+    except (MlflowException, OSError):
+        raise TrackingUnavailable(f"resume={run.info.run_id}: the run has no {names.CONFIG_ARTIFACT} to resume from.") from None
+    return run.info.run_id, Path(text).read_text()
+
+
+@contextlib.contextmanager
+def _finish_run_on_exit() -> Iterator[None]:
+    """End the active run FINISHED, or FAILED with the error recorded; KILLED on Ctrl-C."""
+    import mlflow
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.set_tag(names.ERROR_TAG, "interrupted by the user")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as e:
+        uri = mlflow.get_tracking_uri()
+        if uri.startswith(("http://", "https://")) and not _reachable(uri):
+            # Recording the failure would only retry against a dead server and bury the real error.
+            from pipelines.services.progress import say
+
+            say(f"the MLflow server at {uri} is unreachable: this run stays RUNNING there, not FAILED; "
+                f"nothing was registered after this point (resume=last continues the run once it is back)")
+            raise
+        mlflow.set_tag(names.ERROR_TAG, f"{type(e).__name__}: {e}"[:5000])
+        with contextlib.suppress(Exception):
+            mlflow.log_text("".join(traceback.format_exception(e)), "error.txt")
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _reachable(uri: str) -> bool:
+    try:
+        check_store(uri, timeout_s=3)
+    except TrackingUnavailable:
+        return False
+    return True
+
+
+def log_config(cfg: Config) -> None:
+    """The resolved config on the active run: every key as a param (secrets masked) and config.yaml."""
+    import mlflow
+
+    params = config_params(cfg)
+    items = list(params.items())
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow.log_params(dict(items[i:i + 100]))
+    mlflow.log_text(dump(cfg), names.CONFIG_ARTIFACT)
+
+
+# --------------------------------------------------------------------------- active-run helpers
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(dict(tags))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({k: str(v) for k, v in params.items()})
+
+
+def log_figure(fig: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_figure(fig, artifact_file)
+    fig.clear()
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def log_table(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table artifact (one dict per row; columns: every key, first seen first) the MLflow UI shows and
+    compares across runs."""
+    import mlflow
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_dataset(name: str, version: str, source_dir: Path, context: str, schema: str) -> None:
+    """Log the ingested shards as an MLflow dataset input (name, digest = dataset version)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
+        source = resolve_dataset_source(source_dir.resolve().as_uri())
+    dataset = MetaDataset(source, name=name, digest=version[:36])
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            # Two runs logging the same new dataset at once (two retrains started together): both
+            # stores look it up, find nothing and insert it; the second insert breaks the unique key.
+            # The row exists now, so logging again links this run to it.
+            if "UNIQUE constraint failed" not in str(e) or attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def run_tags(run_id: str, uri: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(uri).get_run(run_id).data.tags)
+
+
+def run_metrics(run_id: str, uri: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(uri).get_run(run_id).data.metrics)
+
+
+class RunLogger:
+    """Logs metrics to one run from any process (rank 0 of a Ray Train job); batched and retried."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self._client: Any = None
+        self.logged_epochs: set[int] = set()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, attempts: int = 3) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for attempt in range(attempts):
+            try:
+                self._client.log_batch(self.run_id, metrics=batch)
+                return
+            except Exception:  # a busy SQLite file or a server hiccup: back off, then give up loudly
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+
+    def backfill(self, history: Mapping[str, list[tuple[int, float]]]) -> int:
+        """Log the epochs of ``history`` the run does not have yet (after a restart); returns how many."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.uri)
+        self.logged_epochs = {m.step for m in client.get_metric_history(self.run_id, names.TRAIN_LOSS)}
+        by_epoch: dict[int, dict[str, float]] = {}
+        for key, points in history.items():
+            for epoch, value in points:
+                if epoch not in self.logged_epochs:
+                    by_epoch.setdefault(epoch, {})[key] = value
+        for epoch, metrics in sorted(by_epoch.items()):
+            self.log_epoch(metrics, epoch)
+        return len(by_epoch)
+
+    def log_epoch(self, metrics: Mapping[str, float], epoch: int) -> bool:
+        """Per-epoch metrics, each epoch once: an epoch re-run after a restart (its checkpoint was
+        not committed before the crash) keeps the values first logged. Returns whether it logged."""
+        if epoch in self.logged_epochs:
+            return False
+        self.log_metrics(metrics, step=epoch)
+        self.logged_epochs.add(epoch)
+        return True
+
+    def set_tag(self, key: str, value: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(self.uri).set_tag(self.run_id, key, value)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(self.uri).log_text(self.run_id, text, artifact_file)
+
+
+def temp_artifact_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="visionray-")
+
+
+# --------------------------------------------------------------------------- sweeps (issue 4)
+
+
+def trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, name: str,
+              params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """The run of one Tune trial, nested under the sweep's parent run: found by its trial id (a
+    retried or restored trial continues its run), else created with its sampled params."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.search_runs(
+        [experiment_id], max_results=1,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{names.TRIAL_ID_TAG}` = '{trial_id}'")
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, names.STAGE_TAG: names.TRIAL, names.TRIAL_ID_TAG: trial_id})
+    items = [(f"{names.TRIAL_PARAM_PREFIX}{k}", str(v)) for k, v in params.items()]
+    from mlflow.entities import Param
+
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items])
+    return run.info.run_id
+
+
+def trial_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every trial run of a sweep (MLflow Run objects), oldest first."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri).search_runs(
+        [experiment_id], order_by=["attributes.start_time ASC"], max_results=10_000,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{names.STAGE_TAG}` = '{names.TRIAL}'")
+
+
+def finish_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float] | None = None,
+               tags: Mapping[str, str] | None = None) -> None:
+    """Close a run from outside it (the sweep's driver closes its trials' runs)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.set_terminated(run_id, status)
+
+
+def log_rows(rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+    """A table on the active run: MLflow's table view (JSON, any keys) plus the same rows as CSV beside it."""
+    import csv
+    import io
+
+    import mlflow
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    mlflow.log_text(out.getvalue(), artifact_file.rsplit(".", 1)[0] + ".csv")
+
+
+def log_lines(lines: list[str], artifact_file: str) -> None:
+    """A text artifact on the active run, one line each."""
+    import mlflow
+
+    mlflow.log_text("".join(f"{line}\n" for line in lines), artifact_file)
+
+
+def log_artifacts_to(uri: str, run_id: str, local_dir: str | Path, artifact_path: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def download_artifacts(uri: str, run_id: str, artifact_path: str, into: str | Path) -> Path:
+    from mlflow import MlflowClient
+
+    return Path(MlflowClient(uri).download_artifacts(run_id, artifact_path, str(into)))
+
+
+def metric_histories(uri: str, run_id: str, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Each metric's (step, value) points, in step order."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}

@@ -1,0 +1,52 @@
+"""Stage ``ingest``: a data source → versioned Parquet shards + manifest (cached when unchanged).
+
+    visionray run quickstart stages=[ingest]          # just ingest Fashion-MNIST
+    visionray run train data=image_folder data.path=~/photos stages=[ingest]
+
+The dataset version is a content hash of the source and the split parameters; ingesting unchanged
+data again finds the finished version on disk and writes nothing. Bad images are quarantined:
+listed in the manifest with the reason and counted as ``data/quarantined``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from components.data.shards import Manifest, write_dataset
+from components.data.sources import load_source
+from components.data.subsets import subset_classes
+from pipelines.config import Config
+from pipelines.services import names, tracking
+from pipelines.services.progress import say
+
+
+def run(cfg: Config) -> Manifest:
+    d = cfg.data
+    started = time.perf_counter()
+    raw = load_source(d.name, path=d.path, image_size=d.image_size, channels=d.channels,
+                      allow_download=d.allow_download)
+    if d.classes:  # issue 3: a class subset is its own dataset version (components.data.subsets)
+        raw = subset_classes(raw, d.classes)
+    manifest = write_dataset(raw, Path(d.cache_dir), seed=d.split_seed, val_fraction=d.val_fraction,
+                             test_fraction=d.test_fraction)
+    rows = {split: info["rows"] for split, info in manifest.splits.items()}
+    say(f"ingest: {manifest.name} version {manifest.version} "
+        f"({'cached' if manifest.cached else 'written'}; "
+        + ", ".join(f"{k} {v:,}" for k, v in rows.items())
+        + (f"; {len(manifest.quarantine)} quarantined" if manifest.quarantine else "") + ")")
+    tracking.set_tags({names.DATASET_VERSION: manifest.version})
+    tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine),
+                          "data/ingest_seconds": time.perf_counter() - started,
+                          **{f"data/rows_{k}": v for k, v in rows.items()}})
+    tracking.set_tags({"visionray.data_cached": str(manifest.cached).lower()})
+    tracking.log_json(manifest.to_dict(), names.MANIFEST_ARTIFACT)
+    log_dataset_inputs(manifest, tuple(rows))
+    return manifest
+
+
+def log_dataset_inputs(manifest: Manifest, splits: tuple[str, ...]) -> None:
+    """The splits as MLflow dataset inputs of the active run (name, digest = dataset version)."""
+    for split in splits:
+        tracking.log_dataset(f"{manifest.name}-{split}", manifest.version, Path(manifest.root) / split,
+                             context=split, schema=manifest.schema)

@@ -1,0 +1,466 @@
+"""Stage ``train``: data-parallel training on Ray Train (DDP: gloo on CPU, NCCL on GPU).
+
+    visionray run train model=resnet20 cluster.num_workers=4 cluster.use_gpu=true train.precision=bf16
+
+Each worker streams its shard of the Ray Dataset, augments per batch in Ray Data's iterator threads
+and runs the one training loop of ``components.engine``. Rank 0 logs each epoch to the stage's
+MLflow run and saves a checkpoint (model package + optimiser state); a worker that dies is replaced
+and training resumes from the last checkpoint (``FailureConfig``). Running the same run name again
+resumes a stopped run, since Ray Train restores its checkpoint manager from storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components import engine
+from components.augment import Augment
+from components.data.shards import Manifest
+from components.hooks import HookSpec, TrainHook, build_hooks, hook_dirname
+from components.losses import build_criterion
+from components.models import Normalize
+from components.optim import build_optimizer, build_scheduler
+from components.packaging import WEIGHTS_FILE, ModelSpec, save_package, unwrap
+from pipelines.config import Config, TrainConfig
+from pipelines.records import Prepared, Trained
+from pipelines.services import names, tracking
+from pipelines.services.progress import duration, eta, say
+from pipelines.services.runtime import quiet_worker_logs, worker_threads
+from pipelines.stages import babysit
+from pipelines.stages.preprocess import augment_from, image_dataset
+
+STATE_FILE = "train_state.pt"
+EXTRAS_DIR = "extras"  # hooks' files inside a checkpoint (components.hooks)
+STOPPED_TAG = "visionray.stopped"
+MODEL_DIR = "model"
+
+
+def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
+    """The architecture from ``model.*``, sized for the dataset's images and classes."""
+    from components.models import option_defaults
+
+    m = cfg.model
+    h, _, c = manifest.shape
+    # Only the options the family takes. Those added with the zoo are left out (None) at the family's
+    # default, so a resnet's spec equals one written before they existed: retrain compares specs to
+    # decide whether the champion's weights fit.
+    defaults = option_defaults(m.name)
+    takes = tuple(defaults)
+    opts = {k: getattr(m, k) for k in ("depth", "activation", "init", "hidden", "block", "groups", "growth")
+            if k in takes}
+    opts = {k: (None if k != "depth" and v == defaults[k] else v) for k, v in opts.items()}
+    return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
+                     classes=tuple(manifest.classes), normalization=cfg.data.normalization,
+                     width=(m.width or None) if "width" in takes else None,
+                     dropout=m.dropout, batchnorm=m.batchnorm, **opts)
+
+
+def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> int:
+    per_worker = max(1, batch_size // world)
+    steps = math.ceil(rows / world / per_worker)
+    return min(steps, max_steps) if max_steps else steps
+
+
+# --------------------------------------------------------------------------- per worker (Ray boundary)
+
+
+def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
+    """Optimiser, per-step schedule, loss functions: one recipe for Ray workers and the bench baseline."""
+    optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
+                                weight_decay=tc.weight_decay)
+    scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
+                                warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
+                                gamma=tc.gamma, cycles=tc.snapshots)
+    criterion = build_criterion(tc.loss, label_smoothing=tc.label_smoothing)
+    eval_criterion = build_criterion(tc.loss)  # no smoothing: val loss stays comparable across recipes
+    return optimizer, scheduler, criterion, eval_criterion
+
+
+def _ray_batch_prep_class():
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class RayBatchPrep(NumpyBatchCollateFn):
+        """engine.BatchPrep as Ray Data's collate: runs in the iterator's prefetch threads."""
+
+        def __init__(self, prep: engine.BatchPrep):
+            super().__init__()
+            self.prep = prep
+
+        def __call__(self, batch):
+            return self.prep(batch)
+
+    return RayBatchPrep
+
+
+def RayBatchPrep(prep: engine.BatchPrep):  # noqa: N802 - a factory that reads like the class
+    return _ray_batch_prep_class()(prep)
+
+
+@dataclass
+class _Worker:
+    """One Ray Train worker's training state (built once; the epoch loop reads it)."""
+
+    config: dict[str, Any]
+    tc: TrainConfig
+    spec: ModelSpec
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    criterion: Any
+    eval_criterion: Any
+    device: torch.device
+    steps: int
+    rank: int
+    world: int
+    logger: Any
+    hooks: list[TrainHook] = dataclasses.field(default_factory=list)
+    guard: engine.ExplosionGuard | None = None
+    start_epoch: int = 0
+    history: dict = dataclasses.field(default_factory=dict)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    w = _setup_worker(config)
+    try:
+        _run_epochs(w)
+    except engine.LossExplosion as e:
+        # Deterministic: retrying from the checkpoint would explode again. Every rank gets here at
+        # the same step; rank 0 records why, all return, and the driver raises it.
+        if w.logger:
+            w.logger.set_tag(STOPPED_TAG, str(e))
+
+
+def _setup_worker(config: dict[str, Any]) -> _Worker:
+    import ray.train
+    import ray.train.torch
+
+    quiet_worker_logs()
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tc = TrainConfig(**config["train"])
+    spec = ModelSpec.from_dict(config["spec"])
+    torch.manual_seed(config["seed"])
+    model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
+    if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
+        model.net.load_state_dict(config["init_state"])
+    hooks = build_hooks(config.get("hooks"))
+    for hook in hooks:
+        hook.setup(model)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
+    optimizer, scheduler, criterion, eval_criterion = build_training(tc, model, steps)
+    w = _Worker(config, tc, spec, model, optimizer, scheduler,
+                torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, criterion, eval_criterion,
+                ray.train.torch.get_device(), steps, rank, world,
+                tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None, hooks)
+    w.guard = engine.ExplosionGuard(tc.explode_factor, _mean_over_ranks(w.device) if world > 1 else None,
+                                    floor=math.log(spec.num_classes))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # a replaced worker, or a resumed run: continue after the last finished epoch
+        with checkpoint.as_directory() as d:
+            # The state dict as saved (not rebuilt from arch.json): a hook may have changed the
+            # model's structure in setup() (low-rank factorisation), and the checkpoint has that structure.
+            unwrap(model).load_state_dict(torch.load(Path(d) / MODEL_DIR / WEIGHTS_FILE, map_location="cpu",
+                                                     weights_only=True))
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if w.scaler is not None and state.get("scaler"):
+            w.scaler.load_state_dict(state["scaler"])
+        w.start_epoch, w.history = state["epoch"] + 1, state["history"]
+        w.guard.initial = state.get("initial_loss")
+        for hook, hook_state in zip(hooks, state.get("hooks", [])):
+            hook.load_state_dict(hook_state)
+        if rank == 0:
+            _emit(f"resuming from the checkpoint of epoch {state['epoch'] + 1}")
+            w.logger.backfill(w.history)
+    return w
+
+
+def _run_epochs(w: _Worker) -> None:
+    import ray.train
+
+    config, tc, rank, model, history = w.config, w.tc, w.rank, w.model, w.history
+    augment = Augment(**config["augment"])
+    per_worker = max(1, tc.batch_size // w.world)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    run_started = time.perf_counter()
+    for epoch in range(w.start_epoch, tc.epochs):
+        started = time.perf_counter()
+        prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last,
+                                             pin_memory=config["use_gpu"]))
+        batches = train_shard.iter_torch_batches(
+            batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
+            local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
+            local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + rank)
+        meter = engine.Throughput()
+        progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch) if rank == 0 else None
+
+        bare = unwrap(model)
+
+        def on_step(step: int, stats: Any) -> None:
+            for hook in w.hooks:
+                hook.after_step(bare, step)
+            meter.step(step, per_worker)
+            if progress:
+                progress.update(step, stats)
+
+        train_stats = engine.train_one_epoch(model, w.criterion, w.optimizer, batches, scheduler=w.scheduler,
+                                             scaler=w.scaler, precision=tc.precision, device=w.device,
+                                             max_steps=w.steps, on_step=on_step, guard=w.guard)
+        val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
+            engine.BatchPrep(channels_last=tc.channels_last)), prefetch_batches=2)
+        val_stats, _, _ = engine.evaluate(model, w.eval_criterion, val_batches, precision=tc.precision,
+                                          device=w.device)
+        totals = _all_reduce([train_stats.loss_sum, train_stats.correct, train_stats.count,
+                              val_stats.loss_sum, val_stats.correct, val_stats.count,
+                              meter.images_per_s if math.isfinite(meter.images_per_s) else 0.0], w.device)
+        metrics = {
+            names.TRAIN_LOSS: totals[0] / max(totals[2], 1), names.TRAIN_ACCURACY: totals[1] / max(totals[2], 1),
+            names.VAL_LOSS: totals[3] / max(totals[5], 1), names.VAL_ACCURACY: totals[4] / max(totals[5], 1),
+            names.TRAIN_VAL_GAP: (totals[1] / max(totals[2], 1)) - (totals[4] / max(totals[5], 1)),
+            names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
+            "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
+        }
+        with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
+            for i, hook in enumerate(w.hooks):
+                out_dir = Path(tmp) / EXTRAS_DIR / hook_dirname(i, hook) if rank == 0 else None
+                if out_dir is not None:
+                    out_dir.mkdir(parents=True)
+                metrics.update(hook.end_epoch(bare, epoch, out_dir))
+            logged = {k: v for k, v in metrics.items() if k != "epoch"}
+            for k, v in logged.items():
+                history.setdefault(k, []).append((epoch, v))
+            if rank == 0:
+                save_package(Path(tmp) / MODEL_DIR, model, w.spec)
+                torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
+                            "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
+                            "history": history, "hooks": [h.state_dict() for h in w.hooks],
+                            "initial_loss": w.guard.initial},
+                           Path(tmp) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            else:
+                ray.train.report(metrics, checkpoint=None)
+        if rank == 0:
+            progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
+            # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
+            # backfills one that was checkpointed but not logged, so no step is lost or doubled.
+            if not w.logger.log_epoch(logged, epoch):
+                _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
+
+
+def _mean_over_ranks(device: torch.device):
+    import torch.distributed as dist
+
+    def mean(value: float) -> float:  # one scalar all-reduce per step: every rank sees the same loss
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t) / dist.get_world_size()
+
+    return mean
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)  # sums: loss/correct/count, and images/s of all workers = the cluster's
+    return t.tolist()
+
+
+def _emit(line: str) -> None:
+    # Not print(): Ray Train patches print() in workers and the line would show twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class _EpochProgress:
+    """Rank 0's terminal line: a few updates per epoch with ETA, then one summary line."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int):
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+        self.run_started, self.first_epoch = run_started, first_epoch
+        self.started = time.perf_counter()
+        self.marks = {max(1, steps * q // 4) for q in (1, 2, 3)}
+
+    def update(self, step: int, stats: Any) -> None:
+        if step + 1 in self.marks:
+            elapsed = time.perf_counter() - self.started
+            _emit(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
+                  f"loss {stats.loss:.4f}  acc {stats.accuracy:.4f}  "
+                  f"epoch ETA {eta(elapsed, step + 1, self.steps)}")
+
+    def done(self, m: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - self.run_started
+        done = self.epoch + 1 - self.first_epoch
+        _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m['perf/epoch_seconds'])}  "
+              f"train loss {m[names.TRAIN_LOSS]:.4f} acc {m[names.TRAIN_ACCURACY]:.4f}  "
+              f"val loss {m[names.VAL_LOSS]:.4f} acc {m[names.VAL_ACCURACY]:.4f}  "
+              f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[str, float]:
+    """Parameters and FLOPs per image, and (``model.init_diagnostic``) per-layer activation statistics at
+    initialisation on a real training batch, to the active run. The net is built with the workers' seed,
+    so these are the statistics of the very weights training starts from."""
+    import numpy as np
+
+    from components.data.shards import read_split
+    from components.diagnostics import activation_stats, collapse_ratio
+    from components.models import count_macs, count_parameters
+    from components.plots import activation_stats_figure
+
+    mean, std = prepared.normalizer()
+    torch.manual_seed(cfg.seed)
+    model = spec.build(Normalize(mean, std))
+    macs = count_macs(model, (spec.in_channels, spec.image_size, spec.image_size))
+    profile = {names.MODEL_PARAMS: count_parameters(model), names.MODEL_MACS: macs, names.MODEL_FLOPS: 2 * macs}
+    tracking.log_metrics(profile)
+    if cfg.model.init_diagnostic:
+        images = read_split(prepared.manifest(), "train").images[:128]
+        x = engine.BatchPrep()({"image": images, "label": np.zeros(len(images), dtype=np.int64)})[0]
+        stats = activation_stats(model, x, seed=cfg.seed)
+        if stats:
+            for i, s in enumerate(stats, start=1):
+                tracking.log_metrics({names.INIT_ACT_MEAN: s.mean, names.INIT_ACT_STD: s.std}, step=i)
+            profile[names.INIT_COLLAPSE] = collapse_ratio(stats)
+            tracking.log_metrics({names.INIT_COLLAPSE: profile[names.INIT_COLLAPSE]})
+            tracking.log_figure(activation_stats_figure(stats, f"{spec.name}: activations at initialisation"),
+                                names.INIT_PLOT)
+            tracking.log_json([{"layer": s.name, "mean": s.mean, "std": s.std} for s in stats],
+                              "diagnostics/init_activations.json")
+    say(f"train: {spec.name} has {profile[names.MODEL_PARAMS]:,} parameters, "
+        f"{profile[names.MODEL_FLOPS] / 1e6:.1f} MFLOPs per image")
+    return profile
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The first worker's own exception inside Ray Train's WorkerGroupError / RayTaskError."""
+    failures = getattr(e, "worker_failures", None)
+    if failures:
+        e = next(iter(failures.values()))
+    return getattr(e, "cause", None) or e
+
+
+def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[str, Any]:
+    mean, std = prepared.normalizer()
+    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared.manifest()).to_dict(),
+            "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
+            "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
+            "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id,
+            "use_gpu": cfg.cluster.use_gpu}
+
+
+def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -> list[HookSpec]:
+    """The one place where config keys become training hooks, in the order the loop runs them.
+
+    The §6.2 diagnostics for ``model.name`` (linear classifiers: LinearDiagnostics, whose sample batch
+    is written under ``workdir``; pipelines.stages.babysit), then ``train.ema_decay`` (EMAHook) and
+    ``train.snapshots`` (SnapshotHook; components.ensembles). :func:`run` appends them to its
+    caller's own ``hooks``.
+    """
+    from components.ensembles import (
+        config_hooks,  # issue 4: train.ema_decay, train.snapshots
+    )
+
+    return [*babysit.train_hooks(cfg, prepared, workdir),  # issue 3, linear: first loss, templates
+            *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs, spec)]
+
+
+def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
+        init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
+        spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
+        datasets: dict[str, Any] | None = None) -> Trained:
+    """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
+    ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
+    (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
+    TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
+    replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    manifest = prepared.manifest()
+    cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
+    hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
+    datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                            "val": image_dataset(manifest, "val", prepared.rows["val"])}
+    if cfg.train.overfit_rows:
+        datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
+    c = cfg.cluster
+    storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state,
+                           "hooks": list(hooks or []), **({"spec": spec.to_dict()} if spec else {})},
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
+                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name, storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=names.VAL_ACCURACY,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or [])),
+        datasets=datasets,
+    )
+    spec = spec or model_spec(cfg, prepared.manifest())
+    log_model_profile(cfg, prepared, spec)
+    say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
+        f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+        f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}, {cfg.train.precision}")
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Ray wraps the worker's error twice; the user needs the worker's own
+        cause = root_cause(e)
+        if cause is e:
+            raise
+        raise RuntimeError(f"training failed on a worker: {type(cause).__name__}: {cause}") from e
+    stopped = tracking.run_tags(run_id, uri).get(STOPPED_TAG)
+    if stopped:
+        raise engine.LossExplosion(stopped)
+    best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][names.VAL_ACCURACY])
+    best_dir = workdir / "best"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    with best.as_directory() as d:
+        shutil.copytree(Path(d) / MODEL_DIR, best_dir)
+        history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+    latest, last_dir, extras_dir = result.checkpoint, None, None
+    if latest is not None:  # the latest checkpoint has the full curve even when it is not the best
+        with latest.as_directory() as d:
+            history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+            last_dir = workdir / "last"
+            shutil.rmtree(last_dir, ignore_errors=True)
+            shutil.copytree(Path(d) / MODEL_DIR, last_dir)
+            if (Path(d) / EXTRAS_DIR).is_dir():
+                extras_dir = workdir / EXTRAS_DIR
+                shutil.rmtree(extras_dir, ignore_errors=True)
+                shutil.copytree(Path(d) / EXTRAS_DIR, extras_dir)
+    epoch = int(best_metrics["epoch"])
+    tracking.log_metrics({"train/best_epoch": epoch, "train/best_val_accuracy": best_metrics[names.VAL_ACCURACY],
+                          "perf/fit_seconds": time.perf_counter() - started})
+    tracking.log_artifact(best_dir, "best_model")
+    say(f"train: best val accuracy {best_metrics[names.VAL_ACCURACY]:.4f} at epoch {epoch + 1} "
+        f"({duration(time.perf_counter() - started)})")
+    babysit.report(cfg, history, str(extras_dir) if extras_dir else None)
+    return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history,
+                   last_checkpoint=str(last_dir) if last_dir else None,
+                   extras=str(extras_dir) if extras_dir else None)
