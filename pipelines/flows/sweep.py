@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +31,7 @@ from pipelines.flows import search_space
 from pipelines.flows.kit import prepare, stage, workdir_for
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
+from pipelines.services.runtime import CpuMeter
 
 #: Ray Data's read and decode tasks take 1 CPU each: a cluster whose CPUs are all held by training
 #: workers never feeds them (the 2-CPU deadlock). One CPU stays unreserved.
@@ -420,64 +420,3 @@ def _trained_of(run_id: str, uri: str, into: Path):
                                                       names.VAL_LOSS, names.VAL_ACCURACY, names.LR))
     val = history.get(names.VAL_ACCURACY) or [(0, 0.0)]
     return Trained(best_checkpoint=str(local), best_epoch=max(val, key=lambda p: p[1])[0], history=history)
-
-
-class CpuMeter:
-    """CPU utilisation of this process and everything it started (the embedded Ray cluster):
-    CPU seconds / (wall seconds x cores). Sampled every ``interval_s``; a process that exits
-    keeps the CPU time it had at its last sample."""
-
-    def __init__(self, interval_s: float = 1.0, cores: float | None = None):
-        import threading
-
-        self.interval_s, self.cores = interval_s, cores
-        self._seen: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU seconds
-        self._start: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="visionray-cpu", daemon=True)
-
-    def __enter__(self) -> "CpuMeter":
-        import os
-
-        if self.cores is None:
-            try:
-                import ray
-
-                self.cores = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            except Exception:
-                self.cores = float(os.cpu_count() or 1)
-        self._sample()
-        self._start = dict(self._seen)
-        self.started = time.perf_counter()
-        self.ended: float | None = None
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._sample()
-        self.ended = time.perf_counter()
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                with p.oneshot():
-                    t = p.cpu_times()
-                    self._seen[(p.pid, p.create_time())] = t.user + t.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def cpu_seconds(self) -> float:
-        return sum(v - self._start.get(k, 0.0) for k, v in self._seen.items())
-
-    def utilization(self) -> float:
-        wall = (self.ended or time.perf_counter()) - self.started
-        return self.cpu_seconds() / max(wall * (self.cores or 1), 1e-9)

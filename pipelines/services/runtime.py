@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Self
 
 from pipelines.config import ClusterConfig
 
@@ -212,22 +212,20 @@ def _quiet_ray_data() -> None:
     ctx.print_on_execution_start = False
 
 
-class MemoryWatcher:
-    """Peak memory of this process and every process it started (the local Ray cluster included).
+class Sampler:
+    """A daemon thread that calls :meth:`sample` every ``interval_s`` while its ``with`` block runs,
+    and once more on exit, so the last stretch is never missed. Subclasses define :meth:`sample`."""
 
-    Sums PSS (proportional set size) so pages shared between Ray workers and the object store are
-    counted once; falls back to RSS where PSS is not available. Samples every ``interval_s``.
-    """
+    thread_name = "visionray-sampler"
 
-    def __init__(self, interval_s: float = 2.0):
+    def __init__(self, interval_s: float):
         import threading
 
         self.interval_s = interval_s
-        self.peak_bytes = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="visionray-memory", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
 
-    def __enter__(self) -> "MemoryWatcher":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -236,12 +234,40 @@ class MemoryWatcher:
         self._thread.join(timeout=10)
         self.sample()
 
+    def sample(self) -> object:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+
+def _process_tree() -> list:
+    """This process and every process it started (the embedded Ray cluster included)."""
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+class MemoryWatcher(Sampler):
+    """Peak memory of this process and every process it started (the local Ray cluster included).
+
+    Sums PSS (proportional set size) so pages shared between Ray workers and the object store are
+    counted once; falls back to RSS where PSS is not available. Samples every ``interval_s``.
+    """
+
+    thread_name = "visionray-memory"
+
+    def __init__(self, interval_s: float = 2.0):
+        super().__init__(interval_s)
+        self.peak_bytes = 0
+
     def sample(self) -> int:
         import psutil
 
-        me = psutil.Process()
         total = 0
-        for p in [me, *me.children(recursive=True)]:
+        for p in _process_tree():
             try:
                 info = p.memory_full_info()
                 total += getattr(info, "pss", info.rss)
@@ -250,6 +276,58 @@ class MemoryWatcher:
         self.peak_bytes = max(self.peak_bytes, total)
         return total
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+
+class CpuMeter(Sampler):
+    """CPU utilisation of this process and everything it started (the embedded Ray cluster):
+    CPU seconds / (wall seconds x cores). Sampled every ``interval_s``; a process that exits
+    keeps the CPU time it had at its last sample."""
+
+    thread_name = "visionray-cpu"
+
+    def __init__(self, interval_s: float = 1.0, cores: float | None = None):
+        super().__init__(interval_s)
+        self.cores = cores
+        self._seen: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU seconds
+        self._start: dict[tuple[int, float], float] = {}
+
+    def __enter__(self) -> Self:
+        import time
+
+        if self.cores is None:
+            try:
+                import ray
+
+                self.cores = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+            except Exception:  # noqa: BLE001 - no Ray here: the machine's cores
+                self.cores = float(os.cpu_count() or 1)
+        self.sample()
+        self._start = dict(self._seen)
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        super().__exit__(*exc)
+        self.ended = time.perf_counter()
+
+    def sample(self) -> None:
+        import psutil
+
+        for p in _process_tree():
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    self._seen[(p.pid, p.create_time())] = t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+
+    def cpu_seconds(self) -> float:
+        return sum(v - self._start.get(k, 0.0) for k, v in self._seen.items())
+
+    def utilization(self) -> float:
+        import time
+
+        wall = (self.ended or time.perf_counter()) - self.started
+        return self.cpu_seconds() / max(wall * (self.cores or 1), 1e-9)
