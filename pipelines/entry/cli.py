@@ -1,10 +1,11 @@
-"""``visionray``: run, list, show pipelines and serve the MLflow dashboard.
+"""``visionray``: run, list, show pipelines; serve the MLflow dashboard and registered models.
 
     visionray list
     visionray show quickstart train.epochs=3
     visionray run quickstart                       # embedded local Ray + ./mlruns
     RAY_ADDRESS=ray://head:10001 MLFLOW_TRACKING_URI=http://mlflow:5000 visionray run train model=resnet20
     visionray ui                                   # http://127.0.0.1:5000
+    visionray serve fashion-mnist-classifier       # its champion, /invocations on http://127.0.0.1:5001
     visionray schedule --cron "0 3 * * *" retrain  # nightly, one machine, until stopped
     visionray submit --address http://head:8265 --follow quickstart train.epochs=3   # a Ray job
     visionray jobs list|status|logs|stop [JOB_ID]
@@ -30,10 +31,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+_AFTER_A_RUN = ("After a run: `visionray ui` browses it in the MLflow dashboard; `visionray serve NAME` "
+               "serves the registered model's champion over HTTP (`visionray serve fashion-mnist-classifier`).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="visionray", description="CS231n-style vision training on Ray, tracked in MLflow.")
+    p = _Parser(prog="visionray", description="CS231n-style vision training on Ray, tracked in MLflow.",
+                epilog=_AFTER_A_RUN)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    r = sub.add_parser("run", help="run a pipeline (conf/pipeline/NAME.yaml) with key=value overrides")
+    r = sub.add_parser("run", help="run a pipeline (conf/pipeline/NAME.yaml) with key=value overrides",
+                       epilog=_AFTER_A_RUN)
     r.add_argument("pipeline")
     r.add_argument("overrides", nargs="*", metavar="key=value")
     sub.add_parser("list", help="the pipelines, one line each")
@@ -66,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     u.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=sqlite:///other.db")
+    v = sub.add_parser("serve", help="serve a registered model over HTTP (/invocations, as mlflow models serve)")
+    v.add_argument("model", metavar="NAME[@alias|/version]", help="a registered model; NAME alone serves "
+                                                                 "NAME@champion, NAME/3 serves version 3")
+    v.add_argument("--port", type=int, default=5001, help="default: 5001 (the dashboard takes 5000)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    v.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default: 1)")
+    v.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=http://mlflow:5000")
     return p
 
 
@@ -73,10 +87,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from components.data.errors import DataError
     from pipelines.config import ConfigError
     from pipelines.entry.jobs import JobNotFound
+    from pipelines.entry.serve import ServeError
     from pipelines.services.runtime import ClusterUnavailable, StorageNotShared
     from pipelines.services.tracking import TrackingUnavailable
 
-    return (ConfigError, DataError, TrackingUnavailable, ClusterUnavailable, JobNotFound, StorageNotShared)
+    return (ConfigError, DataError, TrackingUnavailable, ClusterUnavailable, JobNotFound, StorageNotShared,
+            ServeError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "ui":
         return _ui(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "schedule":
         return _schedule(args)
     if args.command in ("submit", "jobs"):
@@ -153,17 +171,34 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else ""
 
 
-def _ui(args: argparse.Namespace) -> int:
+def _store_uri(command: str, overrides: list[str]) -> str:
+    """The tracking store a command without a pipeline uses: tracking.uri=URI, else as every run does."""
     from pipelines import config
     from pipelines.services import tracking
 
     cfg_uri = None
-    for o in args.overrides:
+    for o in overrides:
         key, _, value = o.partition("=")
         if key != "tracking.uri":
-            raise config.ConfigError(f"visionray ui takes only tracking.uri=URI, not '{o}'.")
+            raise config.ConfigError(f"visionray {command} takes only tracking.uri=URI, not '{o}'.")
         cfg_uri = value
-    uri = tracking.resolve_uri(cfg_uri)
+    return tracking.resolve_uri(cfg_uri)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipelines.entry import serve
+    from pipelines.services import tracking
+
+    uri = _store_uri("serve", args.overrides)
+    if not uri.startswith("sqlite:///"):
+        tracking.check_store(uri)  # a server that does not answer: one sentence naming it
+    return serve.serve(uri, args.model, args.host, args.port, args.workers)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from pipelines.services import tracking
+
+    uri = _store_uri("ui", args.overrides)
     if not tracking.is_local_uri(uri):
         print(f"visionray: the tracking store is a server already: open {uri}", file=sys.stderr)
         return EXIT_OK

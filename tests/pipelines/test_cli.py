@@ -103,6 +103,12 @@ def test_help_exits_0(capsys):
     assert "run" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"]])
+def test_help_names_serve(capsys, argv):
+    assert _main(argv) == 0
+    assert "visionray serve" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- bad usage: exit 2, one line
 
 
@@ -170,6 +176,20 @@ def test_argparse_errors_exit_2_with_one_line(capsys, _isolated, argv):
 def test_ui_rejects_other_overrides(capsys, _isolated):
     line = _usage_error(capsys, ["ui", "train.epochs=3"])
     assert "train.epochs=3" in line
+    _assert_nothing_started(_isolated)
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["serve", "no-such-model"], ["'no-such-model'", "mlflow.db"]),  # no store here: nothing registered
+    (["serve", "no-such-model@"], ["NAME@alias"]),
+    (["serve", "no-such-model/latest"], ["NAME/VERSION"]),
+    (["serve", "m", "train.epochs=3"], ["train.epochs=3"]),
+    (["serve", "m", "tracking.uri=http://127.0.0.1:9"], ["http://127.0.0.1:9"]),  # nothing listens on 9
+])
+def test_serve_bad_usage_exits_2_before_anything_starts(capsys, _isolated, argv, needles):
+    line = _usage_error(capsys, argv)
+    for needle in needles:
+        assert needle in line
     _assert_nothing_started(_isolated)
 
 
