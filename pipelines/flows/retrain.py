@@ -30,6 +30,7 @@ from pipelines.flows.kit import shared_paths, workdir_for
 from pipelines.flows.kit import stage as _stage
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
+from pipelines.services.registry import should_promote
 
 NOOP, LOCKED, PROMOTED, REJECTED = "no-op", "locked", "promoted", "rejected"
 
@@ -42,11 +43,6 @@ class RetrainDecision:
     champion_version: int | None = None
     challenger_accuracy: float | None = None
     champion_accuracy: float | None = None
-
-
-def should_promote(challenger: float, champion: float | None, min_improvement: float) -> bool:
-    """The gate: no champion, or one scored on the same split and beaten by at least the margin."""
-    return champion is None or challenger - champion >= min_improvement
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
@@ -141,7 +137,7 @@ def _decide(cfg: Config, version: int, challenger: float, champion, champ_acc: f
     if not lock_held:
         return RetrainDecision(REJECTED, f"{name} v{version} stays the challenger: the retrain lock was broken "
                                          f"by another retrain while this one ran, so it may not promote", **common)
-    if should_promote(challenger, champ_acc, margin):
+    if should_promote(challenger, champ_acc, higher_is_better=True, min_improvement=margin):
         why = (f"test accuracy {challenger:.4f} vs champion v{champ_v}'s {champ_acc:.4f} on the same new test "
                f"split (+{challenger - champ_acc:.4f} >= retrain.min_improvement={margin:g})"
                if champ_acc is not None else "no champion yet")

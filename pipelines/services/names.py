@@ -27,6 +27,10 @@ COMMAND = "command"
 DATASET_VERSION = "dataset_version"
 RUN_ID = "run_id"
 TEST_ACCURACY_TAG = "test_accuracy"
+# Every registered version: the key of the metric its champion gate compares (test/accuracy,
+# rl/eval_return_mean, ...) and its value. Versions registered before carry only the task's own tag.
+PRIMARY_METRIC_TAG = "primary_metric"
+PRIMARY_VALUE_TAG = "primary_value"
 COMPRESSION = "compression"
 PIPELINE_TAG = "visionray.pipeline"
 ERROR_TAG = "visionray.error"

@@ -1,21 +1,26 @@
 """Stage ``register``: log the evaluated model as an MLflow pyfunc, register a version, run the gate.
 
-The gate: ``champion`` moves to the new version only when its test accuracy beats the current
-champion's; otherwise the new version becomes ``challenger``. Alias moves are the last step, after
-every tag of the version is written, so nothing half-registered is ever served::
+The gate (:func:`register_and_gate`, one for every task): ``champion`` moves to the new version only
+when its primary metric beats the current champion's in the metric's direction (classifiers: test
+accuracy, higher; policies: greedy return, higher; a char LM's bits per character would be lower);
+otherwise the new version becomes ``challenger``. Each version stores the metric as the tags
+``primary_metric`` and ``primary_value`` (and the task's own tag, ``test_accuracy``). Alias moves are
+the last step, after every tag of the version is written, so nothing half-registered is ever served::
 
     mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local
 
-The pieces (:func:`register_version`, :func:`move_alias`) are shared with ``retrain``, which decides
-with its own rule (both models scored on one new test split). :class:`RegistryLock` is the retrain
+The pieces (:func:`register_version`, :func:`should_promote`, :func:`move_alias`) are shared with
+``retrain``, which decides with its own margin (both models scored on one new test split). :class:`RegistryLock` is the retrain
 lock: a registered model in the shared store, so it holds across machines, not only on one disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,11 +38,71 @@ class Decision:
     version: int
     alias: str  # champion or challenger
     previous_champion: int | None
-    previous_accuracy: float | None
+    previous_value: float | None  # the previous champion's stored primary metric
 
     @property
     def model_uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def previous_accuracy(self) -> float | None:
+        """The old spelling of :attr:`previous_value` (a policy's is its greedy return)."""
+        return self.previous_value
+
+
+@dataclass(frozen=True)
+class PrimaryMetric:
+    """The metric a registered version is judged by: its key, value and direction, and how to say it."""
+
+    key: str  # the MLflow metric key (names.TEST_ACCURACY, ...), stored as the version tag primary_metric
+    value: float
+    higher_is_better: bool = True
+    label: str = ""  # in the decision sentence: "test accuracy"
+    task_tag: str | None = None  # the task's own version tag (test_accuracy), written too and read as a fallback
+    fmt: str = ".4f"
+
+    def tags(self) -> dict[str, str]:
+        text = f"{self.value:.6f}"
+        return {names.PRIMARY_METRIC_TAG: self.key, names.PRIMARY_VALUE_TAG: text,
+                **({self.task_tag: text} if self.task_tag else {})}
+
+    def stored(self, version: Any) -> float | None:
+        """The same metric as ``version`` was registered with; None when it has none (or no version).
+
+        Versions registered before ``primary_metric`` existed carry only the task's own tag.
+        """
+        if version is None:
+            return None
+        tags = version.tags
+        raw = (tags.get(names.PRIMARY_VALUE_TAG) if tags.get(names.PRIMARY_METRIC_TAG) == self.key
+               else tags.get(self.task_tag) if self.task_tag else None)
+        try:
+            value = float(raw) if raw is not None else float("nan")
+        except ValueError:
+            return None
+        return value if np.isfinite(value) else None
+
+
+def classifier_metric(test_accuracy: float) -> PrimaryMetric:
+    return PrimaryMetric(names.TEST_ACCURACY, test_accuracy, True, "test accuracy", names.TEST_ACCURACY_TAG)
+
+
+def policy_metric(eval_return: float) -> PrimaryMetric:
+    return PrimaryMetric(names.RL_EVAL_RETURN_MEAN, eval_return, True, "greedy return", names.RL_EVAL_RETURN_TAG,
+                         ".1f")
+
+
+def should_promote(challenger: float, champion: float | None, higher_is_better: bool = True,
+                   min_improvement: float = 0.0, *, tie_promotes: bool = True) -> bool:
+    """The gate: no champion (or none with this metric), or one the challenger improves on by at least
+    ``min_improvement`` in the metric's direction (a negative margin tolerates a small loss).
+
+    ``tie_promotes=False`` asks for strictly more than the margin: the register stage's "beats".
+    """
+    if champion is None:
+        return True
+    gain = challenger - champion if higher_is_better else champion - challenger
+    return gain > min_improvement or (tie_promotes and gain >= min_improvement)
 
 
 def signature(example: np.ndarray, num_classes: int):
@@ -82,22 +147,60 @@ def current_champion(client, name: str):
 
 def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str],
                      extra_requirements: tuple[str, ...] = ()) -> int:
-    """Log the model, check its artifacts arrived, register a version with every tag at creation.
+    """Register an evaluated classifier (no gate): see :func:`register_logged`."""
+    return register_logged(cfg.registered_model_name,
+                           lambda: log_model(evaluation, num_classes, extra_requirements),
+                           classifier_metric(evaluation.test_accuracy), tags)
+
+
+def register_logged(name: str, log: Callable[[], Any], metric: PrimaryMetric, tags: dict[str, str],
+                    what: str = "model") -> int:
+    """Log the model (``log()`` returns MLflow's ModelInfo), check its artifacts arrived, and register a
+    version with every tag at creation, the primary metric's among them.
 
     A failed upload raises before anything is registered: no version ever lacks its files or tags.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name = cfg.registered_model_name
     try:
-        info = log_model(evaluation, num_classes, extra_requirements)
+        info = log()
     except (OSError, MlflowException) as e:  # disk full, a read-only or unreachable artifact store
-        raise RuntimeError(f"uploading the model to the artifact store failed ({type(e).__name__}: {e}); "
+        raise RuntimeError(f"uploading the {what} to the artifact store failed ({type(e).__name__}: {e}); "
                            f"nothing was registered or promoted.") from e
     _check_artifacts(info.model_uri)
-    tags = {**tags, names.TEST_ACCURACY_TAG: f"{evaluation.test_accuracy:.6f}"}
-    return int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    return int(mlflow.register_model(info.model_uri, name, tags={**tags, **metric.tags()}).version)
+
+
+def register_and_gate(name: str, log: Callable[[], Any], metric: PrimaryMetric, tags: dict[str, str],
+                      what: str = "model") -> Decision:
+    """Register a version (:func:`register_logged`), then run the champion gate on ``metric``: the new
+    version becomes ``champion`` when it strictly beats the champion's stored value in the metric's
+    direction (or there is no champion, or it has no such value), else ``challenger``."""
+    from mlflow import MlflowClient
+
+    version = register_logged(name, log, metric, tags, what)
+    champion = current_champion(MlflowClient(), name)
+    previous = metric.stored(champion)
+    promote = should_promote(metric.value, previous, metric.higher_is_better, tie_promotes=False)
+    alias = names.CHAMPION if promote else names.CHALLENGER
+    move_alias(name, version, alias)  # the last step
+    decision = Decision(name, version, alias, int(champion.version) if champion else None, previous)
+    value, f = metric.value, metric.fmt
+    if not promote:
+        summary = (f"{name} v{version} is the challenger: {metric.label} {value:{f}} does not beat "
+                   f"champion v{decision.previous_champion}'s {previous:{f}}")
+    elif champion is None:
+        summary = f"{name} v{version} is the new champion (first version)"
+    elif previous is None:
+        summary = f"{name} v{version} is the new champion (the champion has no {metric.label})"
+    else:
+        better = ">" if metric.higher_is_better else "<"
+        summary = (f"{name} v{version} is the new champion ({metric.label} {value:{f}} {better} "
+                   f"v{decision.previous_champion}'s {previous:{f}})")
+    tracking.set_tags({names.DECISION_TAG: summary})
+    say(f"register: {summary}")
+    return decision
 
 
 def _check_artifacts(model_uri: str) -> None:
@@ -122,8 +225,7 @@ def move_alias(name: str, version: int, alias: str) -> None:
 
 def stored_accuracy(version) -> float | None:
     """The test accuracy a version was registered with (its own test split), if any."""
-    value = float(version.tags.get(names.TEST_ACCURACY_TAG, "nan")) if version is not None else float("nan")
-    return value if np.isfinite(value) else None
+    return classifier_metric(float("nan")).stored(version)
 
 
 def download_package(name: str, version: int, dst: Path) -> Path:
@@ -184,26 +286,9 @@ def package_in(root: Path) -> Path:
 
 
 def run(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str]) -> Decision:
-    from mlflow import MlflowClient
-
-    name = cfg.registered_model_name
-    version = register_version(cfg, evaluation, num_classes, tags)
-    champion = current_champion(MlflowClient(), name)
-    prev_acc = stored_accuracy(champion)
-    promote = champion is None or prev_acc is None or evaluation.test_accuracy > prev_acc
-    alias = names.CHAMPION if promote else names.CHALLENGER
-    move_alias(name, version, alias)  # the last step
-    decision = Decision(name, version, alias, int(champion.version) if champion else None, prev_acc)
-    summary = (f"{name} v{decision.version} is the new champion"
-               + (f" (test accuracy {evaluation.test_accuracy:.4f} > v{decision.previous_champion}'s "
-                  f"{prev_acc:.4f})" if champion and prev_acc is not None
-                  else " (first version)" if not champion else " (the champion has no test accuracy)")
-               if promote else
-               f"{name} v{decision.version} is the challenger: test accuracy {evaluation.test_accuracy:.4f} "
-               f"does not beat champion v{decision.previous_champion}'s {prev_acc:.4f}")
-    tracking.set_tags({names.DECISION_TAG: summary})
-    say(f"register: {summary}")
-    return decision
+    """Register an evaluated classifier and run the gate on its test accuracy."""
+    return register_and_gate(cfg.registered_model_name, lambda: log_model(evaluation, num_classes),
+                             classifier_metric(evaluation.test_accuracy), tags)
 
 
 # --------------------------------------------------------------------------- the retrain lock
@@ -312,7 +397,7 @@ class RegistryLock:
             self.release()
 
 
-# --------------------------------------------------------------------------- RL policies (issue 6)
+# --------------------------------------------------------------------------- RL policies
 
 
 def policy_signature(example: np.ndarray):
@@ -323,42 +408,21 @@ def policy_signature(example: np.ndarray):
                           outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
-def register_policy(name: str, policy_dir: str, eval_return: float, example: np.ndarray,
-                    tags: dict[str, str]) -> Decision:
-    """Log an exported greedy policy as a pyfunc (code: pipelines/rl_serving_model.py), register it,
-    and move ``champion`` only when its greedy return beats the champion's (else ``challenger``).
-
-    ``Decision.previous_accuracy`` holds the previous champion's evaluation return here.
-    """
+def log_policy(policy_dir: str, example: np.ndarray):
+    """Log an exported greedy policy as a pyfunc (code: pipelines/services/rl_serving_model.py)."""
     import mlflow
     import torch
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    try:
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
-            artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
-            signature=policy_signature(example), input_example=example,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                              f"numpy=={np.__version__}"])
-    except (OSError, MlflowException) as e:
-        raise RuntimeError(f"uploading the policy to the artifact store failed ({type(e).__name__}: {e}); "
-                           f"nothing was registered or promoted.") from e
-    _check_artifacts(info.model_uri)
-    tags = {**tags, names.RL_EVAL_RETURN_TAG: f"{eval_return:.6f}"}
-    version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
-    champion = current_champion(MlflowClient(), name)
-    previous = float(champion.tags.get(names.RL_EVAL_RETURN_TAG, "nan")) if champion is not None else float("nan")
-    previous_or_none = previous if np.isfinite(previous) else None
-    promote = champion is None or previous_or_none is None or eval_return > previous
-    alias = names.CHAMPION if promote else names.CHALLENGER
-    move_alias(name, version, alias)  # the last step
-    summary = (f"{name} v{version} is the new champion" + (
-        f" (greedy return {eval_return:.1f} > v{champion.version}'s {previous:.1f})" if champion is not None
-        and previous_or_none is not None else " (first version)" if champion is None else "")
-        if promote else f"{name} v{version} is the challenger: greedy return {eval_return:.1f} does not beat "
-                        f"champion v{champion.version}'s {previous:.1f}")
-    tracking.set_tags({names.DECISION_TAG: summary})
-    say(f"register: {summary}")
-    return Decision(name, version, alias, int(champion.version) if champion is not None else None, previous_or_none)
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
+        artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+        signature=policy_signature(example), input_example=example,
+        pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                          f"numpy=={np.__version__}"])
+
+
+def register_policy(name: str, policy_dir: str, eval_return: float, example: np.ndarray,
+                    tags: dict[str, str]) -> Decision:
+    """Log and register a policy, and run the gate on its greedy evaluation return."""
+    return register_and_gate(name, lambda: log_policy(policy_dir, example), policy_metric(eval_return), tags,
+                             what="policy")

@@ -8,9 +8,8 @@ from __future__ import annotations
 import threading
 import time
 
-from pipelines.flows.retrain import should_promote
 from pipelines.services import names
-from pipelines.services.registry import RegistryLock
+from pipelines.services.registry import PrimaryMetric, RegistryLock, should_promote
 
 
 def _race(uri: str, n: int, ttl_s: float = 60) -> tuple[list[RegistryLock], dict[int, str | None]]:
@@ -63,7 +62,38 @@ def test_a_stale_lock_is_broken_with_a_warning_and_its_holder_may_not_promote(ml
 
 
 def test_the_gate_rule():
-    assert should_promote(0.90, None, 0.5)  # no champion: the first model is promoted
-    assert should_promote(0.91, 0.90, 0.01 - 1e-9)
-    assert not should_promote(0.905, 0.90, 0.01)
-    assert should_promote(0.89, 0.90, -0.02)  # a negative margin tolerates a small loss
+    """retrain's margin rule: challenger - champion >= retrain.min_improvement."""
+    assert should_promote(0.90, None, True, 0.5)  # no champion: the first model is promoted
+    assert should_promote(0.91, 0.90, True, 0.01 - 1e-9)
+    assert not should_promote(0.905, 0.90, True, 0.01)
+    assert should_promote(0.89, 0.90, True, -0.02)  # a negative margin tolerates a small loss
+    assert should_promote(0.90, 0.90, True, 0.0)  # a tie meets a zero margin
+
+
+def test_the_gate_follows_the_metric_direction():
+    # higher is better (accuracy, return): the larger value wins
+    assert should_promote(0.92, 0.91, True, 0.0) and not should_promote(0.90, 0.91, True, 0.0)
+    # lower is better (bits per character): the smaller value wins, the margin is a decrease
+    assert should_promote(1.40, 1.50, False, 0.0) and not should_promote(1.60, 1.50, False, 0.0)
+    assert should_promote(1.40, 1.50, False, 0.05) and not should_promote(1.48, 1.50, False, 0.05)
+    assert should_promote(1.55, 1.50, False, -0.1)
+    # the register stage's "beats" is strict: a tie stays the challenger, in either direction
+    assert not should_promote(0.91, 0.91, True, tie_promotes=False)
+    assert not should_promote(1.5, 1.5, False, tie_promotes=False)
+    assert should_promote(1.5, None, False, tie_promotes=False)
+
+
+class _Version:
+    def __init__(self, **tags: str):
+        self.tags = tags
+
+
+def test_the_stored_primary_metric_falls_back_to_the_task_tag():
+    metric = PrimaryMetric(names.TEST_ACCURACY, 0.9, True, "test accuracy", names.TEST_ACCURACY_TAG)
+    assert metric.tags() == {names.PRIMARY_METRIC_TAG: "test/accuracy", names.PRIMARY_VALUE_TAG: "0.900000",
+                             names.TEST_ACCURACY_TAG: "0.900000"}
+    assert metric.stored(_Version(**metric.tags())) == 0.9
+    assert metric.stored(_Version(test_accuracy="0.8")) == 0.8  # registered before primary_metric
+    assert metric.stored(_Version(primary_metric="test/bpc", primary_value="1.2", test_accuracy="0.7")) == 0.7
+    assert metric.stored(_Version()) is None and metric.stored(None) is None
+    assert metric.stored(_Version(test_accuracy="nan")) is None
