@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -382,5 +383,5 @@ def test_dump_is_in_schema_order():
 
 
 def test_conf_dir_is_beside_the_code():
-    assert CONF_DIR == config.Path(config.__file__).resolve().parents[2] / "conf"
+    assert CONF_DIR == Path(config.__file__).resolve().parents[2] / "conf"
     assert (CONF_DIR / "pipeline" / "quickstart.yaml").is_file()

@@ -1,0 +1,224 @@
+"""Per-pipeline config sections: each belongs to one pipeline family (``bench.*``, ``retrain.*``,
+``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``); keep additions
+inside your own section. RL's (``rl.*``) are in :mod:`.rl`.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipelines.config.base import CONF_DIR, GROUPS, _check, _doc, available
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    min_improvement: float = _doc(
+        "retrain only: promote the challenger when its test accuracy minus the champion's (both on the "
+        "new test split) is at least this", 0.0)
+    warm_start: bool = _doc("retrain only: start from the champion's weights (same architecture)", True)
+    init_from: str | None = _doc(
+        "retrain only: warm-start from this model instead of the champion: models:/NAME/VERSION (the "
+        "configured registry), or runs:/RUN_ID/model, another URI or a local package directory, which "
+        "warn that they come from outside the registry", None)
+    lock_ttl_s: float = _doc(
+        "retrain only: a retrain lock whose holder has not renewed it for this long is broken (the holder "
+        "renews it every third of this)", 600.0)
+
+    def __post_init__(self) -> None:
+        _check(-1 <= self.min_improvement <= 1, "retrain.min_improvement", "must be in [-1, 1]")
+        _check(self.lock_ttl_s >= 5, "retrain.lock_ttl_s", "must be >= 5 (seconds)")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    steps: int = _doc("timed training steps per contender", 60)
+    warmup_steps: int = _doc("untimed steps before timing (JIT, allocator, oneDNN caches)", 10)
+    batch_size: int = _doc("global batch size of the training comparison", 256)
+    preprocess_rows: int = _doc("rows pushed through each preprocessing contender", 20000)
+
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    k_choices: tuple[str, ...] = _doc("values of k tried by cross-validation", ("1", "3", "5", "7", "10", "20"))
+    distance: Literal["l1", "l2"] = _doc("L1 (Manhattan) or L2 (Euclidean) distance (§2.2)", "l2")
+    folds: int = _doc("k-fold cross-validation folds on the train split", 5)
+    cv_rows: int = _doc("train rows used by the cross-validation (0: all); the model keeps all of them", 10000)
+    batch_size: int = _doc("test images per Ray Data batch (each batch is one vectorised distance matrix)", 1024)
+    bench_rows: int = _doc("queries timed against scikit-learn's brute-force kNN, bench/knn_vs_sklearn (0: off)",
+                           2000)
+
+    def __post_init__(self) -> None:
+        _check(self.folds >= 2, "knn.folds", "must be >= 2")
+        _check(bool(self.k_choices) and all(k.isdigit() and int(k) >= 1 for k in self.k_choices),
+               "knn.k_choices", "must be a list of whole numbers >= 1")
+        _check(self.cv_rows >= 0 and self.bench_rows >= 0, "knn.cv_rows", "and knn.bench_rows must be >= 0")
+        _check(self.batch_size >= 1, "knn.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    models: tuple[str, ...] = _doc(
+        "members trained on the same data and budget: conf/model names, or 'module:function' non-neural "
+        "baselines called as baseline(cfg, prepared, manifest) -> dict (pipelines.flows.zoo)",
+        ("softmax", "mlp", "convnet", "alexnet", "vgg", "googlenet", "resnet20", "resnet_bottleneck",
+         "wide_resnet", "densenet"))
+    keep_going: bool = _doc("a member that fails is recorded in the table and the others still run", True)
+
+    def __post_init__(self) -> None:
+        _check(len(self.models) >= 1, "zoo.models", "must list at least one model")
+        for m in self.models:  # a baseline ("module:function") is imported when the zoo starts
+            _check(":" in m or (CONF_DIR / "model" / f"{m}.yaml").is_file(), "zoo.models",
+                   f"names '{m}', which is neither a conf/model file ({', '.join(available('model'))}) "
+                   f"nor a module:function baseline")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    source: str | None = _doc("pre-trained model: models:/NAME@alias, models:/NAME/VERSION or a run id", None)
+    lr_factor: float = _doc("fine-tuning (train.freeze=none) runs at train.lr times this (§7.3: a lower rate)",
+                            0.1)
+    scratch: bool = _doc("also train the same architecture from scratch on the same data and budget, and "
+                         "log the comparison", True)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.lr_factor <= 1, "transfer.lr_factor", "must be in (0, 1]")
+
+
+#: Distributions a sweep samples from (tune.space): name -> how many arguments it takes (None: a list).
+SPACE_DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "choice": None}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    num_samples: int = _doc("random-search trials", 8)
+    space: Mapping[str, Any] = _doc(
+        "search space: dotted config key (or a config group: model, data, train) -> one distribution, "
+        "{loguniform: [lo, hi]}, {uniform: [lo, hi]}, {randint: [lo, hi_exclusive]} or {choice: [a, b, ...]}",
+        default_factory=dict)
+    metric: str = _doc("the reported metric trials are ranked by (rl: rl/episode_return_mean)", "val/accuracy")
+    mode: Literal["max", "min"] = _doc("whether a higher or a lower metric is better", "max")
+    asha: bool = _doc("ASHA early stopping: halt trials that trail at each rung (§6.2)", True)
+    grace_period: int = _doc("ASHA: epochs every trial runs before it can be stopped", 1)
+    reduction_factor: float = _doc("ASHA: keep the top 1/this of trials at each rung", 3.0)
+    max_concurrent: int = _doc("trials at once (0: as many as the cluster's CPUs/GPUs hold with one CPU "
+                               "left to Ray Data)", 0)
+    refine_samples: int = _doc("coarse-to-fine (§6.2): a second round of this many trials in the space "
+                               "shrunk around the best trials (0: off)", 0)
+    refine_top: int = _doc("coarse-to-fine: the number of best first-round trials the space shrinks around", 3)
+    seed: int = _doc("seeds the random search: the same seed samples the same configs", 0)
+    base: Literal["classify", "rl"] = _doc("what a trial trains: an image classifier (Ray Train) or an RL "
+                                           "agent (pipelines.flows.rl.train_agent)", "classify")
+    compare_asha: bool = _doc("bench: also run the same search without early stopping (same seed) and log "
+                              "bench/asha_compute_ratio (trial-epochs with ASHA / without)", False)
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
+        _check(self.grace_period >= 1, "tune.grace_period", "must be >= 1")
+        _check(self.reduction_factor > 1, "tune.reduction_factor", "must be > 1")
+        _check(self.max_concurrent >= 0, "tune.max_concurrent", "must be >= 0 (0: sized to the cluster)")
+        _check(self.refine_samples >= 0, "tune.refine_samples", "must be >= 0")
+        _check(self.refine_top >= 1, "tune.refine_top", "must be >= 1")
+        for key, spec in self.space.items():
+            _check_distribution(str(key), spec)
+
+
+def _check_distribution(key: str, spec: Any) -> None:
+    where = f"tune.space.{key}"
+    kinds = ", ".join(SPACE_DISTRIBUTIONS)
+    _check(isinstance(spec, Mapping) and len(spec) == 1, where, f"must be one distribution, e.g. "
+           f"{{loguniform: [0.001, 0.1]}}; one of: {kinds}")
+    (kind, args), = spec.items()
+    _check(kind in SPACE_DISTRIBUTIONS, where, f"names '{kind}'; choose one of: {kinds}")
+    _check(isinstance(args, (list, tuple)) and len(args) >= 1, where, f"{kind} takes a list of values")
+    if key in GROUPS:  # a group: choose among its files
+        _check(kind == "choice", where, "is a config group: use {choice: [names...]}")
+        for name in args:
+            _check(str(name) in available(key), where, f"names '{name}', which is not a {key} config; "
+                   f"choose from: {', '.join(available(key))}")
+        return
+    if SPACE_DISTRIBUTIONS[kind] is None:
+        return
+    _check(len(args) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args),
+           where, f"{kind} takes two numbers [lo, hi]")
+    _check(args[0] < args[1], where, f"{kind} needs lo < hi")
+    _check(kind != "loguniform" or args[0] > 0, where, "loguniform needs lo > 0")
+    _check(kind != "randint" or all(float(a).is_integer() for a in args), where, "randint takes whole numbers")
+
+
+ENSEMBLE_SOURCES = ("sweep", "snapshots", "ema", "seeds", "models")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    members: tuple[str, ...] = _doc(
+        "where the members come from: sweep (the top_k trials of ensemble.sweep_run), snapshots (one "
+        "run here with train.snapshots cosine cycles, a snapshot per cycle), ema (that run's EMA of the "
+        "weights, train.ema_decay), seeds (ensemble.seeds more runs of the same recipe from other "
+        "initialisations and shuffles, seed+1, seed+2, ...), models (one run of each architecture in "
+        "ensemble.models, same recipe, its own seed)", ("snapshots", "ema"))
+    sweep_run: str | None = _doc("sweep parent run id, or 'last' (the latest finished sweep run)", None)
+    top_k: int = _doc("members taken from the best trials of a sweep (by train/best_val_accuracy)", 3)
+    seeds: int = _doc("members of source seeds: independent runs, each in its own child run", 2)
+    models: tuple[str, ...] = _doc("members of source models: conf/model/<name>.yaml architectures, one run each "
+                                   "(in its own child run) on the same data and recipe", ())
+    bn_rows: int = _doc("recompute the EMA model's BatchNorm statistics on this many training images "
+                        "(0: keep the running average of the statistics)", 10000)
+    select: Literal["all", "greedy"] = _doc(
+        "all: average every member; greedy: keep the members chosen on the val split by forward selection "
+        "(Caruana et al. 2004: add the member that most lowers the average's val NLL, stop when none does)",
+        "greedy")
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.members if m not in ENSEMBLE_SOURCES]
+        _check(not bad and len(self.members) > 0, "ensemble.members",
+               f"must list some of: {', '.join(ENSEMBLE_SOURCES)}" + (f" (not {bad[0]})" if bad else ""))
+        _check(len(set(self.members)) == len(self.members), "ensemble.members", "must not repeat a source")
+        _check(self.top_k >= 1, "ensemble.top_k", "must be >= 1")
+        _check(self.seeds >= 1, "ensemble.seeds", "must be >= 1")
+        _check(self.bn_rows >= 0, "ensemble.bn_rows", "must be >= 0")
+        _check("models" not in self.members or len(self.models) > 0, "ensemble.models",
+               "must name some architectures (conf/model/<name>.yaml) when ensemble.members has models")
+        _check("sweep" not in self.members or bool(self.sweep_run), "ensemble.sweep_run",
+               "must name a sweep run (its MLflow run id, or 'last') when ensemble.members has sweep")
+
+
+CompressMethod = Literal["prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary",
+                         "binary", "bf16", "int8_qat"]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    source: str | None = _doc("model to compress (None: models:/<registry name>@champion)", None)
+    methods: tuple[str, ...] = _doc(
+        "variants to make, each evaluated, timed and registered (bf16 is only timed): prune, kmeans, deep "
+        "(prune → share → Huffman), int8_static, int8_dynamic, onnx, lowrank, ternary, binary, bf16; "
+        "int8_qat (quantisation-aware fine-tune, then int8) on request",
+        ("prune", "kmeans", "deep", "int8_static", "int8_dynamic", "onnx", "lowrank", "ternary", "binary", "bf16"))
+    sparsity: float = _doc("prune/deep: fraction of conv and linear weights set to zero", 0.8)
+    prune_scope: Literal["global", "layer"] = _doc(
+        "prune/deep: one magnitude threshold over all layers, or the same fraction in each layer", "global")
+    clusters: int = _doc("kmeans/deep: centroids per layer (indices take log2 of this many bits)", 32)
+    energy: float = _doc("lowrank: keep this fraction of each layer's squared singular values", 0.9)
+    finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 3)
+    finetune_lr: float = _doc("peak learning rate of the fine-tunes (cosine decay)", 0.01)
+    calibration_rows: int = _doc("int8_static: training images that calibrate activation ranges", 1024)
+    qat_steps: int = _doc("int8_qat: fine-tuning steps with fake quantisation (batch 128, in-process, lr finetune_lr)", 300)
+    latency_repeats: int = _doc("timed predict calls per batch size (median reported)", 20)
+    threads: int = _doc("torch and onnxruntime threads while timing every variant (0: all cores)", 0)
+
+    def __post_init__(self) -> None:
+        allowed = typing.get_args(CompressMethod)
+        bad = [m for m in self.methods if m not in allowed]
+        _check(not bad, "compress.methods", f"has unknown {bad[:1]}; choose from {', '.join(allowed)}")
+        _check(0 <= self.sparsity < 1, "compress.sparsity", "must be in [0, 1)")
+        _check(2 <= self.clusters <= 256, "compress.clusters", "must be in [2, 256]")
+        _check(0 < self.energy <= 1, "compress.energy", "must be in (0, 1]")
+        _check(self.finetune_epochs >= 0 and self.calibration_rows >= 1, "compress.finetune_epochs",
+               "must be >= 0 (and compress.calibration_rows >= 1)")
+        _check(self.qat_steps >= 1, "compress.qat_steps", "must be >= 1")
+        _check(self.latency_repeats >= 1 and self.threads >= 0, "compress.latency_repeats",
+               "must be >= 1 (and compress.threads >= 0)")
