@@ -118,7 +118,7 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
                 runtime.check_shared_storage(shared_paths(cfg))
             outputs = flow_for(cfg.kind)(cfg, parent)
         elapsed = time.perf_counter() - started
-        tracking.log_metrics({"perf/peak_memory_gib": memory.peak_bytes / 2**30, "perf/pipeline_seconds": elapsed})
+        tracking.log_metrics({names.PEAK_MEMORY_GIB: memory.peak_bytes / 2**30, names.PIPELINE_SECONDS: elapsed})
         say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
             f"{memory.peak_bytes / 2**30:.1f} GiB)")
     return PipelineResult(parent.run_id, outputs)

@@ -40,9 +40,8 @@ class GreedyPolicy(nn.Module):
         if hasattr(self.module, "greedy_logits"):
             scores = self.module.greedy_logits(obs)
         else:
-            from ray.rllib.core.columns import Columns
-
-            scores = self.module.compute_q_values({Columns.OBS: obs.float()})["qf_preds"]
+            # "obs" is RLlib's Columns.OBS, spelt out: components/ imports no Ray.
+            scores = self.module.compute_q_values({"obs": obs.float()})["qf_preds"]
         return scores.argmax(-1)
 
 

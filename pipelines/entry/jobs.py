@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from pipelines.config import ConfigError
+from pipelines.services import names
 from pipelines.services.runtime import ClusterUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +136,7 @@ def submit(pipeline: str, overrides: list[str], address: str | None, follow: boo
     client = connect(address)
     job_id = f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     client.submit_job(entrypoint=entrypoint(pipeline, overrides), submission_id=job_id,
-                      runtime_env=runtime_env(uri), metadata={"visionray.pipeline": pipeline})
+                      runtime_env=runtime_env(uri), metadata={names.PIPELINE_TAG: pipeline})
     print(job_id)
     sys.stdout.flush()
     if not follow:

@@ -127,7 +127,7 @@ def run(cfg: Config, prepared: Prepared, parent: tracking.PipelineRun, stage_run
     if getattr(source, "net", None) is None:
         raise ConfigError(f"compress.source={source_uri} is not a plain fp32 classifier (already compressed?).")
     ctx = Context(_finetune_config(cfg, spec), prepared, parent, source_dir, source, spec, workdir / "variants")
-    tracking.set_tags({"visionray.compress.source": source_uri})
+    tracking.set_tags({names.COMPRESS_SOURCE_TAG: source_uri})
     say(f"compress: {spec.name} from {source_uri}, {len(cfg.compress.methods)} method(s), timing with {threads} thread(s)")
     baseline = measure(ctx, "fp32", str(source_dir))
     tracking.log_metrics({names.COMPRESS_SIZE_BYTES: baseline.size_bytes, names.COMPRESS_LATENCY_MS: baseline.latency_b64,
@@ -144,8 +144,8 @@ def run(cfg: Config, prepared: Prepared, parent: tracking.PipelineRun, stage_run
             failed.append(method)
             say(f"compress: {method} failed ({type(e).__name__}: {e}); its run is marked FAILED")
     if failed:
-        tracking.set_tags({"visionray.compress.failed": ",".join(failed)})
-        parent.set_tags({"visionray.compress.failed": ",".join(failed)})
+        tracking.set_tags({names.COMPRESS_FAILED_TAG: ",".join(failed)})
+        parent.set_tags({names.COMPRESS_FAILED_TAG: ",".join(failed)})
     return variants
 
 
@@ -286,13 +286,13 @@ def m_prune(ctx, directory, run_id):
 def m_kmeans(ctx, directory, run_id):
     model, books = _shared(ctx, ctx.fresh(), "kmeans", run_id)
     package.save_shared(directory, model, ctx.spec, books, "kmeans")
-    return {"compress/clusters": ctx.cfg.compress.clusters}
+    return {names.COMPRESS_CLUSTERS: ctx.cfg.compress.clusters}
 
 
 def m_deep(ctx, directory, run_id):
     model, books = _shared(ctx, _pruned(ctx, run_id), "deep", run_id)
     package.save_deep(directory, model, ctx.spec, books, "deep")
-    return {names.COMPRESS_SPARSITY: prune.sparsity_of(model.net), "compress/clusters": ctx.cfg.compress.clusters}
+    return {names.COMPRESS_SPARSITY: prune.sparsity_of(model.net), names.COMPRESS_CLUSTERS: ctx.cfg.compress.clusters}
 
 
 def _int8(ctx, directory, dynamic: bool, method: str):
@@ -325,9 +325,9 @@ def m_int8_qat(ctx, directory, run_id):
     program, losses = quantize.quantize_qat(ctx.fresh(), batches, example, c.finetune_lr,
                                             build_criterion(ctx.cfg.train.loss))
     for step in range(0, len(losses), 10):
-        tracking.log_metrics({"compress/qat_loss": float(np.mean(losses[step:step + 10]))}, step=step)
+        tracking.log_metrics({names.COMPRESS_QAT_LOSS: float(np.mean(losses[step:step + 10]))}, step=step)
     package.save_int8(directory, program, ctx.spec, example[:2].contiguous(), "int8_qat")
-    return {"compress/qat_steps": len(losses), "compress/qat_final_loss": float(np.mean(losses[-10:]))}
+    return {names.COMPRESS_QAT_STEPS: len(losses), names.COMPRESS_QAT_FINAL_LOSS: float(np.mean(losses[-10:]))}
 
 
 def m_onnx(ctx, directory, run_id):
@@ -356,8 +356,8 @@ def m_lowrank(ctx, directory, run_id):
     else:
         lowrank.factorise_(model.net, ranks)
     package.save_lowrank(directory, model, ctx.spec, ranks, "lowrank")
-    return {"compress/weights_kept": lowrank.count_weights(model.net) / lowrank.count_weights(ctx.source.net),
-            "compress/layers_factorised": len(ranks)}
+    return {names.COMPRESS_WEIGHTS_KEPT: lowrank.count_weights(model.net) / lowrank.count_weights(ctx.source.net),
+            names.COMPRESS_LAYERS_FACTORISED: len(ranks)}
 
 
 def _rebuilt(ctx: Context, ranks: dict[str, int]) -> torch.nn.Module:

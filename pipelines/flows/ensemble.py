@@ -128,7 +128,7 @@ def build(cfg: Config, prepared, parent: tracking.PipelineRun, run_id: str, work
             f"(in order: {', '.join(m.name for m in members)})")
     package = save_ensemble_package(workdir / "ensemble", [(m.name, m.package) for m in members])
     tracking.set_tags({names.ENSEMBLE_MEMBER_TAG: ", ".join(m.name for m in members)})
-    tracking.log_metrics({names.ENSEMBLE_MEMBERS: len(members), "ensemble/candidates": len(candidates)})
+    tracking.log_metrics({names.ENSEMBLE_MEMBERS: len(members), names.ENSEMBLE_CANDIDATES: len(candidates)})
     say(f"ensemble: {len(members)} members: {', '.join(m.name for m in members)}")
     return Built(train.Trained(best_checkpoint=str(package), best_epoch=best_epoch, history=history,
                                last_checkpoint=raw_final), candidates, raw_final, chosen=[m.name for m in members])
@@ -222,52 +222,38 @@ def ema_package(cfg: Config, prepared, src: Path, workdir: Path) -> Path:
     return save_package(workdir / "ema", model, spec)
 
 
-def resolve_sweep_run(client, which: str) -> str:
+def resolve_sweep_run(uri: str, which: str) -> str:
     """A sweep run id as given, or 'last': the latest finished parent run of experiment visionray/sweep."""
-    from mlflow.exceptions import MlflowException
-
     if which != "last":
-        try:
-            return client.get_run(which).info.run_id
-        except MlflowException:
-            raise ConfigError(f"ensemble.sweep_run={which}: no such MLflow run in this store.") from None
-    exp = client.get_experiment_by_name(names.experiment_name(names.SWEEP_PIPELINE))
-    runs = [] if exp is None else [
-        r for r in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                      order_by=["attributes.start_time DESC"], max_results=50)
-        if "mlflow.parentRunId" not in r.data.tags]
+        run = tracking.find_run(uri, which)
+        if run is None:
+            raise ConfigError(f"ensemble.sweep_run={which}: no such MLflow run in this store.")
+        return run.run_id
+    runs = tracking.pipeline_runs(uri, names.SWEEP_PIPELINE, status="FINISHED")
     if not runs:
         raise ConfigError("ensemble.sweep_run=last: no finished sweep run in this store; run "
                           "`visionray run sweep` first or name a run id.")
-    return runs[0].info.run_id
+    return runs[0].run_id
 
 
-def trial_runs(client, sweep_run_id: str) -> list:
+def trial_runs(uri: str, sweep_run_id: str) -> list[tracking.RunSummary]:
     """The sweep's trial runs (``visionray.stage=trial``) that reported a best val accuracy, best first.
 
     Trials may hang under the sweep's parent run or under one of its stage runs (e.g. ``sweep``)."""
-    run = client.get_run(sweep_run_id)
-    exp = run.info.experiment_id
-    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{sweep_run_id}'",
-                                  max_results=1000)
-    trials = [r for r in children if r.data.tags.get(names.STAGE_TAG) == names.TRIAL_STAGE]
-    for stage in (r for r in children if r.data.tags.get(names.STAGE_TAG) != names.TRIAL_STAGE):
-        trials += client.search_runs(
-            [exp], filter_string=f"tags.`mlflow.parentRunId` = '{stage.info.run_id}' and "
-                                 f"tags.`{names.STAGE_TAG}` = '{names.TRIAL_STAGE}'", max_results=1000)
-    trials = [t for t in trials if names.BEST_VAL_ACCURACY in t.data.metrics]
-    return sorted(trials, key=lambda t: -t.data.metrics[names.BEST_VAL_ACCURACY])
+    exp = tracking.find_run(uri, sweep_run_id).experiment_id
+    children = tracking.child_runs(uri, exp, sweep_run_id)
+    trials = [r for r in children if r.tags.get(names.STAGE_TAG) == names.TRIAL_STAGE]
+    for stage in (r for r in children if r.tags.get(names.STAGE_TAG) != names.TRIAL_STAGE):
+        trials += tracking.child_runs(uri, exp, stage.run_id, tags={names.STAGE_TAG: names.TRIAL_STAGE})
+    trials = [t for t in trials if names.BEST_VAL_ACCURACY in t.metrics]
+    return sorted(trials, key=lambda t: -t.metrics[names.BEST_VAL_ACCURACY])
 
 
 def sweep_members(cfg: Config, uri: str, dataset_version: str, dst: Path) -> list[Member]:
-    import mlflow
-    from mlflow import MlflowClient
-
     from components.packaging import ARCH_FILE
 
-    client = MlflowClient(uri)
-    sweep_id = resolve_sweep_run(client, cfg.ensemble.sweep_run or "last")
-    trials = trial_runs(client, sweep_id)
+    sweep_id = resolve_sweep_run(uri, cfg.ensemble.sweep_run or "last")
+    trials = trial_runs(uri, sweep_id)
     if not trials:
         raise ConfigError(f"ensemble.sweep_run={cfg.ensemble.sweep_run}: run {sweep_id} has no finished trials "
                           f"(runs tagged {names.STAGE_TAG}={names.TRIAL_STAGE} with {names.BEST_VAL_ACCURACY}).")
@@ -277,19 +263,18 @@ def sweep_members(cfg: Config, uri: str, dataset_version: str, dst: Path) -> lis
             f"{cfg.ensemble.top_k}; taking them all")
     members = []
     for t in chosen:
-        trained_on = t.data.tags.get(names.DATASET_VERSION)
+        trained_on = t.tags.get(names.DATASET_VERSION)
         if trained_on and trained_on != dataset_version:
             # Another split would put some of this run's test images in the member's training data.
-            raise ConfigError(f"sweep trial {t.info.run_id} was trained on dataset version {trained_on}, this run "
+            raise ConfigError(f"sweep trial {t.run_id} was trained on dataset version {trained_on}, this run "
                               f"uses {dataset_version}; run the ensemble with the sweep's data settings.")
-        local = Path(mlflow.artifacts.download_artifacts(run_id=t.info.run_id, artifact_path=names.BEST_MODEL_ARTIFACT,
-                                                         dst_path=str(dst / t.info.run_id), tracking_uri=uri))
+        local = tracking.download_artifacts(uri, t.run_id, names.BEST_MODEL_ARTIFACT, dst / t.run_id)
         if not (local / ARCH_FILE).is_file():
-            raise ConfigError(f"sweep trial {t.info.run_id} has no model package in its "
+            raise ConfigError(f"sweep trial {t.run_id} has no model package in its "
                               f"{names.BEST_MODEL_ARTIFACT}/ artifact.")
-        members.append(Member(f"trial-{t.info.run_id[:8]}", "sweep", str(local), t.info.run_id))
+        members.append(Member(f"trial-{t.run_id[:8]}", "sweep", str(local), t.run_id))
     say(f"ensemble: top {len(members)} of {len(trials)} trials of sweep {sweep_id} (val accuracy "
-        + ", ".join(f"{t.data.metrics[names.BEST_VAL_ACCURACY]:.4f}" for t in chosen) + ")")
+        + ", ".join(f"{t.metrics[names.BEST_VAL_ACCURACY]:.4f}" for t in chosen) + ")")
     return members
 
 

@@ -28,19 +28,17 @@ RECIPE = {"loss": "svm", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "label
 
 def features_baseline(cfg: Config, prepared: Prepared, manifest: Manifest | None = None) -> dict[str, Any]:
     """Train HOG+colour → linear SVM in the active MLflow run; ``test_accuracy``, ``params``, ``seconds``."""
-    import mlflow
-
     from pipelines.stages import evaluate, train
 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="hoglinear", dropout=0.0),
                               train=dataclasses.replace(cfg.train, **RECIPE))
-    active = mlflow.active_run()
-    if active is None:
+    run_id = tracking.active_run_id()
+    if run_id is None:
         raise RuntimeError("features_baseline logs into the caller's MLflow run; start one first.")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="visionray-hoglinear-") as tmp:
-        trained = train.run(cfg, prepared, tracking.resolve_uri(cfg.tracking.uri), active.info.run_id,
-                            f"hoglinear-{active.info.run_id}", Path(tmp))
+        trained = train.run(cfg, prepared, tracking.resolve_uri(cfg.tracking.uri), run_id,
+                            f"hoglinear-{run_id}", Path(tmp))
         _, accuracy = evaluate.score_package(cfg, prepared, trained.best_checkpoint)
         model, _ = load_package(trained.best_checkpoint)
     return {"test_accuracy": accuracy, "params": count_parameters(model), "seconds": time.perf_counter() - started}

@@ -111,7 +111,7 @@ def fit(cfg: Config, prepared: Prepared, workdir: Path) -> Fitted:
     means = {k: float(np.mean(v)) for k, v in cv.items()}
     best = max(ks, key=lambda k: (means[k], -k))  # ties: the smaller k
     for k in ks:
-        tracking.log_metrics({names.KNN_CV_ACCURACY: means[k], "knn/cv_accuracy_std": float(np.std(cv[k]))}, step=k)
+        tracking.log_metrics({names.KNN_CV_ACCURACY: means[k], names.KNN_CV_ACCURACY_STD: float(np.std(cv[k]))}, step=k)
     # The val split, each k, against the whole train set: what the registered model will see.
     val_images, val_labels = _split(prepared, "val")
     ref, ref_y = _rows(images), torch.from_numpy(labels).long()
@@ -119,9 +119,9 @@ def fit(cfg: Config, prepared: Prepared, workdir: Path) -> Fitted:
     val_acc = {k: float((vote(neigh[:, :k], prepared.num_classes).argmax(1).numpy() == val_labels).mean())
                for k in ks}
     for k in ks:
-        tracking.log_metrics({"knn/val_accuracy": val_acc[k]}, step=k)
+        tracking.log_metrics({names.KNN_VAL_ACCURACY: val_acc[k]}, step=k)
     tracking.log_metrics({names.VAL_ACCURACY: val_acc[best], names.KNN_BEST_K: best,
-                          "knn/fit_seconds": time.perf_counter() - started})
+                          names.KNN_FIT_SECONDS: time.perf_counter() - started})
     tracking.log_figure(cv_figure(cv, val_acc, best, kc.distance), "plots/knn_cv.png")
     tracking.log_json({"cv": {str(k): v for k, v in cv.items()}, "val": val_acc, "best_k": best}, "knn/cv.json")
     knn = KNearestNeighbors(prepared.shape[2], prepared.num_classes, prepared.shape[0], k=best,
@@ -185,15 +185,15 @@ def benchmark(cfg: Config, prepared: Prepared, fitted: Fitted) -> dict[str, floa
     with threadpool_limits(threads):
         ours_s, ours = best_of(lambda n: model.predict_uint8(queries[:n])[0].numpy())
         theirs_s, theirs = best_of(lambda n: sk.predict(sk_queries[:n]))
-    result = {names.KNN_VS_SKLEARN: theirs_s / ours_s, "bench/knn_images_per_s": len(queries) / ours_s,
-              "bench/sklearn_knn_images_per_s": len(queries) / theirs_s,
-              "bench/knn_sklearn_agreement": float((ours == theirs).mean())}
+    result = {names.KNN_VS_SKLEARN: theirs_s / ours_s, names.KNN_IMAGES_PER_S: len(queries) / ours_s,
+              names.SKLEARN_KNN_IMAGES_PER_S: len(queries) / theirs_s,
+              names.KNN_SKLEARN_AGREEMENT: float((ours == theirs).mean())}
     tracking.log_metrics(result)
     tracking.log_params({"bench.threads": threads, "bench.queries": len(queries), "bench.train_rows": len(labels)})
-    say(f"knn: {result['bench/knn_images_per_s']:.0f} images/s vs scikit-learn's "
-        f"{result['bench/sklearn_knn_images_per_s']:.0f} ({result[names.KNN_VS_SKLEARN]:.2f}x, {threads} threads, "
+    say(f"knn: {result[names.KNN_IMAGES_PER_S]:.0f} images/s vs scikit-learn's "
+        f"{result[names.SKLEARN_KNN_IMAGES_PER_S]:.0f} ({result[names.KNN_VS_SKLEARN]:.2f}x, {threads} threads, "
         f"{len(labels):,} train rows, k={fitted.k}; same predictions on "
-        f"{result['bench/knn_sklearn_agreement']:.1%})")
+        f"{result[names.KNN_SKLEARN_AGREEMENT]:.1%})")
     return result
 
 
@@ -249,7 +249,7 @@ def evaluate(cfg: Config, prepared: Prepared, fitted: Fitted) -> Evaluation:
     cm = confusion_matrix(out["pred"], out["label"], spec.num_classes)
     classes = list(spec.classes)
     tracking.log_metrics({names.TEST_LOSS: loss, names.TEST_ACCURACY: accuracy,
-                          "perf/test_images_per_s": len(labels) / seconds})
+                          names.TEST_IMAGES_PER_S: len(labels) / seconds})
     tracking.log_figure(confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
     tracking.log_figure(per_class_accuracy_figure(per_class_accuracy(cm), classes), "plots/per_class_accuracy.png")
     say(f"evaluate: kNN (k={fitted.k}) test accuracy {accuracy:.4f} on {len(labels):,} images over Ray Data "

@@ -73,11 +73,9 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
 
 
 def _noop_if_current(name: str, data_version: str) -> RetrainDecision | None:
-    from mlflow import MlflowClient
-
     from pipelines.services import registry
 
-    champion = registry.current_champion(MlflowClient(), name)
+    champion = registry.champion_of(name)
     if champion is None or champion.tags.get(names.DATASET_VERSION) != data_version:
         return None
     return RetrainDecision(NOOP, f"no new data: champion {name} v{champion.version} was trained on dataset "
@@ -86,13 +84,11 @@ def _noop_if_current(name: str, data_version: str) -> RetrainDecision | None:
 
 
 def _challenge(cfg: Config, parent: tracking.PipelineRun, manifest, lock) -> dict[str, Any]:
-    from mlflow import MlflowClient
-
     from pipelines.services import registry, runtime
     from pipelines.stages import evaluate, preprocess, train
 
     name = cfg.registered_model_name
-    champion = registry.current_champion(MlflowClient(), name)
+    champion = registry.champion_of(name)
     workdir = workdir_for(cfg, parent.run_id)
     out: dict[str, Any] = {"manifest": manifest}
     with runtime.ray_session(cfg.cluster), tempfile.TemporaryDirectory(prefix="visionray-champion-") as tmp:
@@ -151,8 +147,6 @@ def _decide(cfg: Config, version: int, challenger: float, champion, champ_acc: f
 def _warm_start(cfg: Config, prepared, champion, champion_dir: Path | None, scratch: Path) -> dict | None:
     """The net weights to start from: ``retrain.init_from``, else the champion's; None when the
     architecture differs (training starts from scratch, with a line saying so)."""
-    import mlflow
-
     from components.packaging import load_package
     from pipelines.services import registry
     from pipelines.stages.train import model_spec
@@ -161,7 +155,7 @@ def _warm_start(cfg: Config, prepared, champion, champion_dir: Path | None, scra
         return None
     if cfg.retrain.init_from:
         source = cfg.retrain.init_from
-        package = registry.fetch_package(source, scratch, mlflow.get_registry_uri())
+        package = registry.fetch_package(source, scratch, registry.registry_uri())
     elif champion_dir is not None:
         source, package = f"champion v{champion.version}", champion_dir
     else:

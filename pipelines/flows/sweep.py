@@ -40,7 +40,6 @@ DATA_CPUS = 1.0
 #: it reserves no CPU, so the workers' reservations are all a trial holds. (Tune refuses an empty
 #: request, hence one byte of memory; Tune's default, 1 CPU, deadlocks a 2-CPU machine.)
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
-STOPPED_LOSS = "trial/stopped_loss"
 EPOCH_METRICS = (names.TRAIN_LOSS, names.TRAIN_ACCURACY, names.VAL_LOSS, names.VAL_ACCURACY, names.LR,
                  names.IMAGES_PER_S)
 PACKAGE_MARKER = "arch.json"  # components.packaging.ARCH_FILE: every model package directory holds it
@@ -71,7 +70,6 @@ class TrialSetup:
 
 def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     """One trial: the sweep's config with ``values`` applied, trained through ``train.run``."""
-    import mlflow
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
@@ -86,25 +84,22 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     from pipelines.records import Prepared
     from pipelines.stages import train
 
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(setup.uri)
-    mlflow.start_run(run_id=run_id)  # train.run logs its summary and best_model/ to the active run
-    tracking.log_config(cfg)  # the contract: every run carries its resolved config
-    # Only an ending the trial itself knows is written here; a trial that raises (a real failure, or
-    # ASHA stopping it, which kills this actor) is closed by the driver's callback, which knows which.
-    try:
-        train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
-                  f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
-                  callbacks=[TuneReportCallback()], datasets=setup.datasets)
-    except LossExplosion as e:
-        # §6.2: a stopped trial, not a failed sweep. Tune needs the metric in every result: the worst.
-        mlflow.set_tag(names.TRIAL_STATUS_TAG, "stopped_loss")
-        mlflow.set_tag(train.STOPPED_TAG, str(e))
-        mlflow.end_run("FINISHED")
-        tune.report({cfg.tune.metric: _worst(cfg.tune.mode), STOPPED_LOSS: 1.0})
-        return
-    mlflow.end_run("FINISHED")
+    # train.run logs its summary and best_model/ to the active run. Only an ending the trial itself
+    # knows is written here; a trial that raises (a real failure, or ASHA stopping it, which kills this
+    # actor) leaves its run open for the driver's callback, which knows which.
+    stopped = None
+    with tracking.continue_run(setup.uri, run_id):
+        tracking.log_config(cfg)  # the contract: every run carries its resolved config
+        try:
+            train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
+                      f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
+                      callbacks=[TuneReportCallback()], datasets=setup.datasets)
+        except LossExplosion as e:
+            # §6.2: a stopped trial, not a failed sweep.
+            stopped = e
+            tracking.set_tags({names.TRIAL_STATUS_TAG: "stopped_loss", train.STOPPED_TAG: str(e)})
+    if stopped is not None:  # Tune needs the metric in every result: the worst.
+        tune.report({cfg.tune.metric: _worst(cfg.tune.mode), names.TRIAL_STOPPED_LOSS: 1.0})
 
 
 def _rl_trial(cfg: Config, run_id: str) -> None:
@@ -159,8 +154,8 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if run is None:
                 return
             last = trial.last_result or {}
-            done = self.epochs.get(trial.trial_id, int(last.get("epoch", -1)) + 1)
-            state = ("failed" if status == "FAILED" else "stopped_loss" if last.get(STOPPED_LOSS)
+            done = self.epochs.get(trial.trial_id, int(last.get(names.EPOCH, -1)) + 1)
+            state = ("failed" if status == "FAILED" else "stopped_loss" if last.get(names.TRIAL_STOPPED_LOSS)
                      else "completed" if done >= epochs else "early_stopped")
             metrics: dict[str, float] = {names.TRIAL_EPOCHS: done}
             best = self.best.get(trial.trial_id)
@@ -170,7 +165,7 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
                 metrics[names.BEST_VAL_ACCURACY] = best[0]
             if best and not summarised and state != "stopped_loss" and Path(best[1], "model").is_dir():
                 # the layout train.run logs: best_model/best/<package files>
-                tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), "best_model/best")
+                tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), f"{names.BEST_MODEL_ARTIFACT}/best")
             # ASHA stops a trial right at Tune's report, which can be before rank 0 logged that epoch
             logger = tracking.RunLogger(uri, run.info.run_id)
             logger.backfill({k: [(e, m[k]) for e, m in sorted(self.curves.get(trial.trial_id, {}).items()) if k in m]
@@ -280,7 +275,7 @@ def _epochs(history, last: Mapping[str, Any]) -> int:
     """Epochs a trial trained: the last epoch it reported (a stopped trial's final report has none)."""
     if history is not None and "epoch" in history and history["epoch"].notna().any():
         return int(history["epoch"].max()) + 1
-    return int(last.get("epoch", -1)) + 1
+    return int(last.get(names.EPOCH, -1)) + 1
 
 
 # --------------------------------------------------------------------------- the flow
@@ -355,8 +350,8 @@ def _search(cfg: Config, setup: TrialSetup, tune_dir: Path) -> tuple[list[Round]
         same = sorted(json.dumps({k: r[k] for k in t.space}, sort_keys=True, default=str) for r in fifo.rows) == \
             sorted(json.dumps({k: r[k] for k in t.space}, sort_keys=True, default=str) for r in asha.rows)
         bench = {names.ASHA_COMPUTE_RATIO: ratio, names.ASHA_ACCURACY_GAP: gap,
-                         "bench/asha_trial_epochs": asha.trial_epochs, "bench/no_asha_trial_epochs": fifo.trial_epochs,
-                         "bench/asha_same_configs": float(same)}
+                         names.ASHA_TRIAL_EPOCHS: asha.trial_epochs, names.NO_ASHA_TRIAL_EPOCHS: fifo.trial_epochs,
+                         names.ASHA_SAME_CONFIGS: float(same)}
         say(f"sweep: ASHA used {asha.trial_epochs} trial-epochs vs {fifo.trial_epochs} without "
             f"(ratio {ratio:.2f}); best {t.metric} {b_asha:.4f} vs {b_fifo:.4f} (gap {gap:+.4f}); "
             f"same sampled configs: {same}")
@@ -388,7 +383,7 @@ def _summarise(cfg: Config, rows: list[dict[str, Any]], extra: dict[str, float])
     metrics = {names.SWEEP_TRIALS: len(rows), names.SWEEP_TRIAL_EPOCHS: sum(r["epochs"] for r in rows),
                **extra}
     for status in ("completed", "early_stopped", "stopped_loss", "failed"):
-        metrics[f"sweep/trials_{status}"] = sum(r["status"] == status for r in rows)
+        metrics[names.sweep_trials_with_status(status)] = sum(r["status"] == status for r in rows)
     if not ranked:
         tracking.log_metrics(metrics)
         say("sweep: no trial reported a finite metric; nothing to evaluate")

@@ -40,32 +40,30 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def resolve_source(source: str, dst: Path, registry_name: str) -> Path:
-    """The model package that ``transfer.source`` names, downloaded under ``dst``."""
+    """The model package that ``transfer.source`` names, downloaded under ``dst``; ``registry_name`` is
+    the store's URI (runs are looked up there too)."""
     from pipelines.services.registry import fetch_package
 
     if _RUN_ID.match(source):
-        return _package_of_run(source, dst)
+        return _package_of_run(source, dst, registry_name)
     try:
         return fetch_package(source, dst, registry_name)
     except ConfigError as e:
         raise ConfigError(str(e).replace("retrain.init_from", "transfer.source")) from None
 
 
-def _package_of_run(run_id: str, dst: Path) -> Path:
+def _package_of_run(run_id: str, dst: Path, uri: str) -> Path:
     """A run's ``best_model`` package: the run's own, or its train stage's (for a pipeline's parent run)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     try:
-        run = client.get_run(run_id)
-    except Exception as e:  # noqa: BLE001 - unknown id, or the store is unreachable: the user's to fix
+        run = tracking.find_run(uri, run_id)
+    except Exception as e:  # noqa: BLE001 - the store is unreachable: the user's to fix
         raise ConfigError(f"transfer.source={run_id} is not a run in the tracking store ({type(e).__name__}).") from None
-    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-    for rid in [run_id] + [r.info.run_id for r in children if r.data.tags.get(names.STAGE_TAG) == "train"]:
-        if any(f.path == "best_model" for f in client.list_artifacts(rid)):
-            root = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="best_model",
-                                                            dst_path=str(dst)))
+    if run is None:
+        raise ConfigError(f"transfer.source={run_id} is not a run in the tracking store.")
+    children = tracking.child_runs(uri, run.experiment_id, run_id)
+    for rid in [run_id] + [r.run_id for r in children if r.tags.get(names.STAGE_TAG) == "train"]:
+        if tracking.has_artifact(uri, rid, names.BEST_MODEL_ARTIFACT):
+            root = tracking.download_artifacts(uri, rid, names.BEST_MODEL_ARTIFACT, dst)
             found = sorted(root.rglob(ARCH_FILE))  # best_model/ or best_model/<dir>/, as the store kept it
             if found:
                 return found[0].parent
@@ -102,8 +100,8 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         spec = target_spec(source_spec, cfg, manifest)
         torch.manual_seed(cfg.seed)  # the new head's init
         state, head = transfer_state(source_model.net, spec.build().net)
-        tracking.set_tags({"visionray.transfer.source": cfg.transfer.source, "visionray.transfer.head": head,
-                           "visionray.transfer.mode": "feature-extraction" if freeze else "fine-tune"})
+        tracking.set_tags({names.TRANSFER_SOURCE_TAG: cfg.transfer.source, names.TRANSFER_HEAD_TAG: head,
+                           names.TRANSFER_MODE_TAG: "feature-extraction" if freeze else "fine-tune"})
         tracking.log_params({"transfer.lr": lr, "transfer.source_classes": ",".join(source_spec.classes)})
         say(f"transfer: {spec.name} from {cfg.transfer.source} ({len(source_spec.classes)} classes) → "
             f"{spec.num_classes} new classes, head '{head}' re-initialised, "

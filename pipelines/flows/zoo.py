@@ -137,7 +137,7 @@ def _train_net(cfg: Config, name: str, prepared: Any, parent: tracking.PipelineR
             "params": logged.get(names.MODEL_PARAMS, math.nan),
             "flops_per_image": logged.get(names.MODEL_FLOPS, math.nan),
             # Ray Train's fit alone: the same for every member, without the worker start-up
-            "seconds": logged.get("perf/fit_seconds", wall),
+            "seconds": logged.get(names.FIT_SECONDS, wall),
             "images_per_s": sum(speeds) / len(speeds) if speeds else math.nan}
 
 
@@ -182,12 +182,12 @@ def log_comparison(rows: list[dict[str, Any]], cfg: Config) -> None:
     ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["test_accuracy"])]
     metrics = {}
     for r in ok:
-        metrics[f"zoo/{r['model']}/test_accuracy"] = r["test_accuracy"]
-        metrics[f"zoo/{r['model']}/train_seconds"] = r["seconds"]
+        metrics[names.zoo_member_metric(r['model'], "test_accuracy")] = r["test_accuracy"]
+        metrics[names.zoo_member_metric(r['model'], "train_seconds")] = r["seconds"]
     if ok:
         best = max(ok, key=lambda r: r["test_accuracy"])
-        metrics["zoo/best_test_accuracy"] = best["test_accuracy"]
-        tracking.set_tags({"visionray.zoo.best": best["model"]})
+        metrics[names.ZOO_BEST_TEST_ACCURACY] = best["test_accuracy"]
+        tracking.set_tags({names.ZOO_BEST_TAG: best["model"]})
         budget = f"{cfg.train.epochs} epoch(s), batch {cfg.train.batch_size}, {cfg.data.name}"
         tracking.log_figure(zoo_figure(ok, f"zoo on {budget}\naccuracy vs parameters (bubble: training time)"),
                             names.ZOO_PLOT)

@@ -12,11 +12,30 @@ VAL_LOSS = "val/loss"
 VAL_ACCURACY = "val/accuracy"
 LR = "lr"
 IMAGES_PER_S = "perf/images_per_s"
+PEAK_MEMORY_GIB = "perf/peak_memory_gib"  # on every pipeline's parent run: all its processes together
+PIPELINE_SECONDS = "perf/pipeline_seconds"
+TEST_IMAGES_PER_S = "perf/test_images_per_s"  # kNN's batch prediction on the test split
 # Final evaluation.
 TEST_LOSS = "test/loss"
 TEST_ACCURACY = "test/accuracy"
+
+
+def per_class_accuracy(split: str, cls: str) -> str:
+    """One class's accuracy on a split: ``test/accuracy_<class>`` (``cls`` already safe for MLflow)."""
+    return f"{split}/accuracy_{cls}"
+
+
 # Data quality.
 QUARANTINED = "data/quarantined"
+INGEST_SECONDS = "data/ingest_seconds"
+DATA_CACHED_TAG = "visionray.data_cached"  # true | false: this dataset version's shards were already written
+
+
+def data_rows(split: str) -> str:
+    """Rows ingested into a split: ``data/rows_<split>``."""
+    return f"data/rows_{split}"
+
+
 # Benchmarks: bench/<name>.
 BENCH_PREFIX = "bench/"
 
@@ -34,6 +53,7 @@ PRIMARY_VALUE_TAG = "primary_value"
 COMPRESSION = "compression"
 PIPELINE_TAG = "visionray.pipeline"
 ERROR_TAG = "visionray.error"
+RESUMED_BY_TAG = "visionray.resumed_by"  # the command that resumed the run (resume=...)
 DECISION_TAG = "visionray.registry_decision"
 
 # Retrain (the champion/challenger gate on one new test split).
@@ -61,18 +81,37 @@ ZOO_SECONDS = "zoo/train_seconds"  # a zoo member's training wall time
 ZOO_TABLE = "zoo/comparison.json"  # mlflow.log_table artifact on the zoo's parent run
 ZOO_CSV = "zoo/comparison.csv"
 ZOO_PLOT = "plots/zoo_accuracy_vs_params.png"
+ZOO_BEST_TEST_ACCURACY = "zoo/best_test_accuracy"
+ZOO_BEST_TAG = "visionray.zoo.best"  # the member with the best test accuracy
+
+
+def zoo_member_metric(model: str, metric: str) -> str:
+    """A zoo member's result on the zoo's parent run: ``zoo/<model>/<metric>`` (test_accuracy, train_seconds)."""
+    return f"zoo/{model}/{metric}"
+
+
 TRAIN_VAL_GAP = "train/val_accuracy_gap"  # per epoch: train/accuracy - val/accuracy (§6.2 babysitting)
 KNN_CV_ACCURACY = "knn/cv_accuracy"  # step = k: mean validation accuracy over the folds
 KNN_BEST_K = "knn/best_k"
+KNN_CV_ACCURACY_STD = "knn/cv_accuracy_std"  # step = k: its spread over the folds
+KNN_VAL_ACCURACY = "knn/val_accuracy"  # step = k: the val split against the whole train set
+KNN_FIT_SECONDS = "knn/fit_seconds"
 KNN_VS_SKLEARN = "bench/knn_vs_sklearn"  # our kNN's throughput / scikit-learn brute force, same data and k
+KNN_IMAGES_PER_S = "bench/knn_images_per_s"
+SKLEARN_KNN_IMAGES_PER_S = "bench/sklearn_knn_images_per_s"
+KNN_SKLEARN_AGREEMENT = "bench/knn_sklearn_agreement"  # the share of queries both predict alike
 INITIAL_LOSS = "linear/initial_loss"  # the loss at iteration 0 (before any update), on one train batch
 EXPECTED_INITIAL_LOSS = "linear/expected_initial_loss"  # ln C (softmax) or C - 1 (SVM, margin 1)
 INITIAL_LOSS_TAG = "visionray.initial_loss_check"  # ok | off: the first-iteration sanity check (§6.2)
 OVERFIT_FINAL_LOSS = "overfit/final_loss"
+OVERFIT_FINAL_ACCURACY = "overfit/final_accuracy"
 OVERFIT_TAG = "visionray.overfit"  # passed | failed: train.overfit_rows reached near-zero loss
 TRANSFER_ACCURACY = "transfer/test_accuracy"
 SCRATCH_ACCURACY = "transfer/scratch_test_accuracy"
 TRANSFER_GAIN = "transfer/gain"  # transfer minus scratch test accuracy, same data and budget
+TRANSFER_SOURCE_TAG = "visionray.transfer.source"  # transfer.source as given
+TRANSFER_HEAD_TAG = "visionray.transfer.head"  # the re-initialised head's module name
+TRANSFER_MODE_TAG = "visionray.transfer.mode"  # fine-tune | feature-extraction
 
 # Sweeps and ensembles (issue 4).
 TRIAL = "trial"  # visionray.stage of a Tune trial's run, nested under its sweep's parent run
@@ -81,20 +120,34 @@ TRIAL_STATUS_TAG = "visionray.trial.status"  # completed | early_stopped | stopp
 TRIAL_ROUND_TAG = "visionray.trial.round"  # coarse | fine | no_asha (bench)
 TRIAL_PARAM_PREFIX = "trial."  # a trial's sampled values as params: trial.<dotted key>
 TRIAL_EPOCHS = "trial/epochs"  # epochs a trial trained before it finished or was stopped
+TRIAL_STOPPED_LOSS = "trial/stopped_loss"  # reported to Tune (1.0) by a trial stopped on an exploding loss
 SWEEP_BEST_METRIC = "sweep/best_metric"
 SWEEP_TRIAL_EPOCHS = "sweep/trial_epochs"
 SWEEP_TRIALS = "sweep/trials"
 SWEEP_CPU_UTILIZATION = "sweep/cpu_utilization"  # the sweep's process tree CPU s / (wall s x cores)
+
+
+def sweep_trials_with_status(status: str) -> str:
+    """How many trials ended with a ``visionray.trial.status``: ``sweep/trials_<status>``."""
+    return f"sweep/trials_{status}"
+
+
 BEST_OVERRIDES_ARTIFACT = "best_overrides.txt"
 BEST_TRIAL_TAG = "visionray.sweep.best_trial"
 TRIALS_TABLE = "sweep/trials.json"
 ASHA_COMPUTE_RATIO = "bench/asha_compute_ratio"
 ASHA_ACCURACY_GAP = "bench/asha_best_metric_gap"
+ASHA_TRIAL_EPOCHS = "bench/asha_trial_epochs"
+NO_ASHA_TRIAL_EPOCHS = "bench/no_asha_trial_epochs"
+ASHA_SAME_CONFIGS = "bench/asha_same_configs"  # 1.0: both rounds sampled the same configs
 TRIAL_STAGE = TRIAL  # the ensemble's spelling
 BEST_VAL_ACCURACY = "train/best_val_accuracy"  # a train stage's (or trial's) best epoch on val
 BEST_MODEL_ARTIFACT = "best_model"  # the best epoch's model package on a train stage's or trial's run
 SWEEP_PIPELINE = "sweep"
 ENSEMBLE_MEMBERS = "ensemble/members"  # how many members
+ENSEMBLE_CANDIDATES = "ensemble/candidates"  # models built before any was left out
+# logged each epoch by components.ensembles.SnapshotHook (components import nothing from pipelines)
+ENSEMBLE_SNAPSHOTS_TAKEN = "ensemble/snapshots_taken"
 ENSEMBLE_BEST_MEMBER_TEST_ACCURACY = "ensemble/best_member_test_accuracy"  # the member best on val
 ENSEMBLE_MAX_MEMBER_TEST_ACCURACY = "ensemble/max_member_test_accuracy"  # the member best on test (oracle)
 ENSEMBLE_GAIN = "ensemble/gain"  # test accuracy: ensemble minus the best single member (chosen on val)
@@ -123,6 +176,14 @@ COMPRESS_ACCURACY_DELTA = "compress/accuracy_delta"  # variant minus source, tes
 COMPRESS_SPARSITY = "compress/sparsity"
 COMPRESS_ONNX_MAX_DIFF = "compress/onnx_max_abs_diff"  # onnxruntime vs torch logits on test images
 COMPRESS_METHOD_TAG = "visionray.compress.method"
+COMPRESS_SOURCE_TAG = "visionray.compress.source"  # compress.source as given
+COMPRESS_FAILED_TAG = "visionray.compress.failed"  # the methods that failed, comma-separated
+COMPRESS_CLUSTERS = "compress/clusters"  # k-means centroids per layer (kmeans, deep)
+COMPRESS_QAT_LOSS = "compress/qat_loss"  # step = QAT step: the mean loss of 10 steps
+COMPRESS_QAT_STEPS = "compress/qat_steps"
+COMPRESS_QAT_FINAL_LOSS = "compress/qat_final_loss"
+COMPRESS_WEIGHTS_KEPT = "compress/weights_kept"  # low-rank: weights after / before factorising
+COMPRESS_LAYERS_FACTORISED = "compress/layers_factorised"
 COMPRESS_REPORT_ARTIFACT = "compress/report.md"
 
 # RL (issue 6).
@@ -162,3 +223,27 @@ def experiment_name(pipeline: str) -> str:
 
 def bench_metric(name: str) -> str:
     return f"{BENCH_PREFIX}{name}"
+
+
+# Task metrics: components.tasks names a metric by its key ("accuracy", "miou", "bpc"); a split prefixes it.
+TRAIN, VAL, TEST = "train", "val", "test"
+EPOCH = "epoch"  # the epoch a Ray Train report belongs to (a report key, not a logged metric)
+BEST_EPOCH = "train/best_epoch"
+EPOCH_SECONDS = "perf/epoch_seconds"
+FIT_SECONDS = "perf/fit_seconds"
+STOPPED_TAG = "visionray.stopped"  # why training stopped early (a loss explosion), set by rank 0
+
+
+def metric(split: str, key: str) -> str:
+    """A task metric under its split: ``metric(VAL, "accuracy") == VAL_ACCURACY``."""
+    return f"{split}/{key}"
+
+
+def best_val(primary: str) -> str:
+    """The train stage's best epoch on val, by the task's primary metric (train/best_val_accuracy)."""
+    return f"train/best_val_{primary}"
+
+
+def train_val_gap(primary: str) -> str:
+    """Per epoch: the primary metric on train minus on val (train/val_accuracy_gap, §6.2 babysitting)."""
+    return f"train/val_{primary}_gap"

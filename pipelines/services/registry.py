@@ -426,3 +426,17 @@ def register_policy(name: str, policy_dir: str, eval_return: float, example: np.
     """Log and register a policy, and run the gate on its greedy evaluation return."""
     return register_and_gate(name, lambda: log_policy(policy_dir, example), policy_metric(eval_return), tags,
                              what="policy")
+
+
+def champion_of(name: str):
+    """The version of ``name`` the ``champion`` alias points at (its ``.version``, ``.tags``), or None."""
+    from mlflow import MlflowClient
+
+    return current_champion(MlflowClient(), name)
+
+
+def registry_uri() -> str:
+    """The model registry this process uses (``tracking.connect`` sets it to the tracking store)."""
+    import mlflow
+
+    return mlflow.get_registry_uri()

@@ -165,7 +165,7 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
     tags = {names.GIT_SHA: git_sha(), names.COMMAND: command, names.PIPELINE_TAG: cfg.pipeline}
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=cfg.tracking.system_metrics)
-        mlflow.set_tag("visionray.resumed_by", command)
+        mlflow.set_tag(names.RESUMED_BY_TAG, command)
         tags = {k: v for k, v in run.data.tags.items() if k in (names.GIT_SHA, names.COMMAND, names.PIPELINE_TAG)}
     else:
         run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -534,3 +534,88 @@ def metric_histories(uri: str, run_id: str, keys: tuple[str, ...]) -> dict[str, 
 
     client = MlflowClient(uri)
     return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+# --------------------------------------------------------------------------- reading runs (flows)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a flow reads of a run: its ids, status, tags and latest metric values (no MLflow types)."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def _summary(run: Any) -> RunSummary:
+    return RunSummary(run.info.run_id, run.info.experiment_id, run.info.status, dict(run.data.tags),
+                      dict(run.data.metrics))
+
+
+def find_run(uri: str, run_id: str) -> RunSummary | None:
+    """The run ``run_id``, or None when the store has no such run; an unreachable store raises."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _summary(MlflowClient(uri).get_run(run_id))
+    except MlflowException:
+        return None
+
+
+def child_runs(uri: str, experiment_id: str, parent_run_id: str, tags: Mapping[str, str] | None = None,
+               max_results: int = 1000) -> list[RunSummary]:
+    """The runs nested directly under ``parent_run_id``, optionally only those with every tag in ``tags``."""
+    from mlflow import MlflowClient
+
+    where = " and ".join([f"tags.`mlflow.parentRunId` = '{parent_run_id}'"]
+                         + [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()])
+    return [_summary(r) for r in MlflowClient(uri).search_runs([experiment_id], filter_string=where,
+                                                               max_results=max_results)]
+
+
+def pipeline_runs(uri: str, pipeline: str, status: str | None = None, max_results: int = 50) -> list[RunSummary]:
+    """The parent runs (not nested) of experiment ``visionray/<pipeline>``, newest first, with ``status``
+    if given; among the latest ``max_results`` runs of the experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(names.experiment_name(pipeline))
+    if exp is None:
+        return []
+    found = client.search_runs([exp.experiment_id], filter_string=f"attributes.status = '{status}'" if status else "",
+                               order_by=["attributes.start_time DESC"], max_results=max_results)
+    return [_summary(r) for r in found if "mlflow.parentRunId" not in r.data.tags]
+
+
+def has_artifact(uri: str, run_id: str, artifact_path: str) -> bool:
+    """Whether ``artifact_path`` is among the run's top-level artifacts (files or directories)."""
+    from mlflow import MlflowClient
+
+    return any(f.path == artifact_path for f in MlflowClient(uri).list_artifacts(run_id))
+
+
+def active_run_id() -> str | None:
+    """The id of this process's active run (the one ``log_metrics`` and friends write to), if any."""
+    import mlflow
+
+    active = mlflow.active_run()
+    return active.info.run_id if active else None
+
+
+@contextlib.contextmanager
+def continue_run(uri: str, run_id: str) -> Iterator[str]:
+    """Make the existing run ``run_id`` this process's active run (after ending any left over) and end
+    it FINISHED when the block completes. A block that raises leaves the run open: whoever knows how it
+    ended (a sweep's driver, for its trials) closes it."""
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(uri)
+    mlflow.start_run(run_id=run_id)
+    yield run_id
+    mlflow.end_run("FINISHED")

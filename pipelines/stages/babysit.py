@@ -85,7 +85,7 @@ def report(cfg: Config, history: dict, extras: str | None) -> dict[str, float]:
         passed = final < OVERFIT_LOSS
         out[names.OVERFIT_FINAL_LOSS] = final
         tracking.log_metrics({names.OVERFIT_FINAL_LOSS: final,
-                              "overfit/final_accuracy": float(history[names.TRAIN_ACCURACY][-1][1])})
+                              names.OVERFIT_FINAL_ACCURACY: float(history[names.TRAIN_ACCURACY][-1][1])})
         tracking.set_tags({names.OVERFIT_TAG: "passed" if passed else "failed"})
         say(f"train: overfit check {'passed' if passed else 'FAILED'}: final training loss {final:.4f} "
             f"({'<' if passed else '>='} {OVERFIT_LOSS}) on {cfg.train.overfit_rows} images")

@@ -37,9 +37,9 @@ def run(cfg: Config) -> Manifest:
         + (f"; {len(manifest.quarantine)} quarantined" if manifest.quarantine else "") + ")")
     tracking.set_tags({names.DATASET_VERSION: manifest.version})
     tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine),
-                          "data/ingest_seconds": time.perf_counter() - started,
-                          **{f"data/rows_{k}": v for k, v in rows.items()}})
-    tracking.set_tags({"visionray.data_cached": str(manifest.cached).lower()})
+                          names.INGEST_SECONDS: time.perf_counter() - started,
+                          **{names.data_rows(k): v for k, v in rows.items()}})
+    tracking.set_tags({names.DATA_CACHED_TAG: str(manifest.cached).lower()})
     tracking.log_json(manifest.to_dict(), names.MANIFEST_ARTIFACT)
     log_dataset_inputs(manifest, tuple(rows))
     return manifest

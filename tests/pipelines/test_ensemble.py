@@ -56,17 +56,17 @@ def test_sweep_trials_are_found_and_ranked_by_best_val_accuracy(mlflow_store, tm
     from pipelines.config import ConfigError
     from pipelines.flows.ensemble import resolve_sweep_run, trial_runs
 
-    client = mlflow_store.client()
+    uri = mlflow_store.uri
     with pytest.raises(ConfigError, match="no finished sweep run"):
-        resolve_sweep_run(client, "last")
+        resolve_sweep_run(uri, "last")
     first, _ = make_sweep(mlflow_store, tmp_path / "a", [0.6, 0.8])
     sweep, trials = make_sweep(mlflow_store, tmp_path / "b", [0.5, None, 0.9, 0.7], under_stage=True)
-    assert resolve_sweep_run(client, "last") == sweep
-    assert resolve_sweep_run(client, first) == first
-    ranked = [t.info.run_id for t in trial_runs(client, sweep)]
+    assert resolve_sweep_run(uri, "last") == sweep
+    assert resolve_sweep_run(uri, first) == first
+    ranked = [t.run_id for t in trial_runs(uri, sweep)]
     assert ranked == [trials[2], trials[3], trials[0]]  # the failed trial (no metric) is left out
     with pytest.raises(ConfigError, match="no such MLflow run"):
-        resolve_sweep_run(client, "0" * 32)
+        resolve_sweep_run(uri, "0" * 32)
 
 
 def test_extra_runs_are_seeds_then_architectures_each_with_its_own_seed_and_no_hooks():
