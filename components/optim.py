@@ -3,7 +3,7 @@
     >>> import torch
     >>> from components.optim import build_optimizer, build_scheduler
     >>> model = torch.nn.Linear(4, 2)
-    >>> opt = build_optimizer("nesterov", model.parameters(), lr=0.1, weight_decay=5e-4)
+    >>> opt = build_optimizer("nesterov", model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     >>> sched = build_scheduler(opt, schedule="cosine", total_steps=1000, warmup_steps=50)
     >>> for _ in range(3):                      # per optimizer step:
     ...     opt.step(); sched.step()
@@ -66,10 +66,12 @@ def build_optimizer(
     params: Iterable[Tensor],
     *,
     lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    momentum: float,
+    weight_decay: float,
 ) -> Optimizer:
     """The optimizer called ``name`` (one of :data:`OPTIMIZERS`).
+
+    Every hyper-parameter is explicit: their defaults live once, in the config (``train.*``).
 
     ``momentum`` is used by ``momentum`` and ``nesterov`` only (``sgd`` is plain
     SGD); the adaptive methods keep torch's defaults (RMSprop alpha=0.99, Adam

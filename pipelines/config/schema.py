@@ -120,9 +120,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _doc("passes over the training split", 10)
+    """The defaults are the fast recipe (conf/train/fast.yaml): a short one-cycle-like cosine with warm-up,
+    Nesterov, and a high peak rate that BatchNorm allows at batch 256. Set once here; conf files override
+    only what differs (conf/train/full.yaml, a pipeline's ``train:`` block)."""
+
+    epochs: int = _doc("passes over the training split", 6)
     batch_size: int = _doc("global batch size, split evenly across workers", 256)
-    lr: float = _doc("peak learning rate", 0.05)
+    lr: float = _doc("peak learning rate", 0.1)
     optimizer: OptimizerName = _doc("update rule (§7.1)", "nesterov")
     momentum: float = _doc("momentum for momentum/nesterov/rmsprop", 0.9)
     weight_decay: float = _doc("L2 weight decay on weights (not biases or BatchNorm)", 5e-4)

@@ -37,7 +37,7 @@ def make_model(images, name="convnet"):
 
 def fit(images, labels, precision="fp32", epochs=3, name="convnet"):
     model, spec = make_model(images, name)
-    opt = build_optimizer("nesterov", model.parameters(), lr=0.05, weight_decay=5e-4)
+    opt = build_optimizer("nesterov", model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     steps = epochs * int(np.ceil(len(labels) / 64))
     sched = build_scheduler(opt, schedule="cosine", total_steps=steps, warmup_steps=min(5, steps))
     crit = build_criterion("softmax")
@@ -101,7 +101,7 @@ def test_nan_loss_raises_loss_explosion(digits):
     model, _ = make_model(images, "softmax")
     with torch.no_grad():
         next(model.net.parameters())[0, 0] = float("inf")  # what a diverged update leaves behind
-    opt = build_optimizer("sgd", model.parameters(), lr=0.1)
+    opt = build_optimizer("sgd", model.parameters(), lr=0.1, momentum=0.0, weight_decay=0.0)
     with pytest.raises(engine.LossExplosion, match="lower train.lr"):
         engine.train_one_epoch(model, build_criterion("softmax"), opt,
                                batches(images[:512], labels[:512], 64, engine.BatchPrep()))

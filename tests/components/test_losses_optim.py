@@ -105,7 +105,7 @@ def _quadratic_model() -> nn.Module:
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_each_optimizer_reduces_a_quadratic(name: str) -> None:
     model = _quadratic_model()
-    opt = build_optimizer(name, model.parameters(), lr=0.01, weight_decay=1e-4)
+    opt = build_optimizer(name, model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def loss_fn() -> torch.Tensor:
         return sum(p.square().sum() for p in model.parameters())  # type: ignore[return-value]
@@ -120,7 +120,7 @@ def test_each_optimizer_reduces_a_quadratic(name: str) -> None:
 
 def test_weight_decay_skips_biases_and_norm_params() -> None:
     model = _quadratic_model()
-    opt = build_optimizer("adamw", model.parameters(), lr=0.1, weight_decay=0.5)
+    opt = build_optimizer("adamw", model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5)
     decayed = [g for g in opt.param_groups if g["weight_decay"] > 0]
     assert len(decayed) == 1 and all(p.ndim >= 2 for p in decayed[0]["params"])
     undecayed = [p for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]]
@@ -129,13 +129,13 @@ def test_weight_decay_skips_biases_and_norm_params() -> None:
 
 def test_optimizer_settings_and_errors() -> None:
     params = list(_quadratic_model().parameters())
-    assert build_optimizer("sgd", params, lr=0.1).param_groups[0]["momentum"] == 0
-    nesterov = build_optimizer("nesterov", params, lr=0.1, momentum=0.8)
+    assert build_optimizer("sgd", params, lr=0.1, momentum=0.9, weight_decay=0.0).param_groups[0]["momentum"] == 0
+    nesterov = build_optimizer("nesterov", params, lr=0.1, momentum=0.8, weight_decay=0.0)
     assert nesterov.param_groups[0]["nesterov"] and nesterov.param_groups[0]["momentum"] == 0.8
     with pytest.raises(ValueError, match="sgd"):
-        build_optimizer("lbfgs", params, lr=0.1)
+        build_optimizer("lbfgs", params, lr=0.1, momentum=0.9, weight_decay=0.0)
     with pytest.raises(ValueError):
-        build_optimizer("sgd", params, lr=0.0)
+        build_optimizer("sgd", params, lr=0.0, momentum=0.9, weight_decay=0.0)
 
 
 # --- schedules -----------------------------------------------------------------
