@@ -12,13 +12,14 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: run test test-fast ui bench setup data clean help
+.PHONY: run test test-fast ui serve bench setup data clean help
 
 help:
 	@echo "make run        set up .venv + data, run the quickstart pipeline"
 	@echo "make test       set up, run all tests (unit + end-to-end on a real local Ray and MLflow)"
 	@echo "make test-fast  unit tests only"
 	@echo "make ui         MLflow dashboard on http://127.0.0.1:5000"
+	@echo "make serve      the registered champion on http://127.0.0.1:5001/invocations (MODEL=name@alias)"
 	@echo "make bench      the bench pipeline (Ray vs plain PyTorch, Ray Data vs DataLoader)"
 
 setup: $(VENV)/.installed
@@ -49,6 +50,10 @@ data:
 
 run: setup data
 	$(VENV)/bin/visionray run quickstart $(ARGS)
+	@echo
+	@echo "Next: '. $(VENV)/bin/activate' puts visionray on PATH (or type $(VENV)/bin/visionray), then:"
+	@echo "  visionray ui                                   # the dashboard, http://127.0.0.1:5000"
+	@echo "  visionray serve fashion-mnist-classifier       # the champion over HTTP (or: make serve)"
 
 test: setup data
 	$(PY) -m pytest -q $(ARGS)
@@ -58,6 +63,10 @@ test-fast: setup
 
 ui: setup
 	$(VENV)/bin/visionray ui
+
+MODEL ?= fashion-mnist-classifier@champion
+serve: setup
+	$(VENV)/bin/visionray serve $(MODEL)
 
 bench: setup data
 	$(VENV)/bin/visionray run bench $(ARGS)

@@ -224,16 +224,20 @@ def _die_with_parent() -> None:
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to what is left after the grace period."""
     for sig, wait_s in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reaps mlflow's process; uvicorn, orphaned, is reaped by init
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 class _StopSignal:
