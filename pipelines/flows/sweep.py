@@ -97,7 +97,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
         except LossExplosion as e:
             # §6.2: a stopped trial, not a failed sweep.
             stopped = e
-            tracking.set_tags({names.TRIAL_STATUS_TAG: "stopped_loss", train.STOPPED_TAG: str(e)})
+            tracking.set_tags({names.TRIAL_STATUS_TAG: "stopped_loss", names.STOPPED_TAG: str(e)})
     if stopped is not None:  # Tune needs the metric in every result: the worst.
         tune.report({cfg.tune.metric: _worst(cfg.tune.mode), names.TRIAL_STOPPED_LOSS: 1.0})
 
@@ -283,7 +283,8 @@ def _epochs(history, last: Mapping[str, Any]) -> int:
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     from pipelines.services import registry
-    from pipelines.stages import evaluate, preprocess
+    from pipelines.records import PREPARED_FILE
+    from pipelines.stages import evaluate
 
     out: dict[str, Any] = {}
     workdir = workdir_for(cfg, parent.run_id)
@@ -291,7 +292,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     if cfg.tune.base == "classify":
         prepared = prepare(cfg, parent, workdir, out)
         if prepared is not None:
-            prepared_path = str(workdir / preprocess.PREPARED_FILE)
+            prepared_path = str(workdir / PREPARED_FILE)
     if "sweep" not in cfg.stages:
         return out
     _, threads = concurrency(cfg)
