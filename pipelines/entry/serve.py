@@ -121,7 +121,9 @@ def _known_models(client) -> str:
 
 
 def check_port(host: str, port: int) -> None:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As uvicorn binds: a port a stopped server left in TIME_WAIT is free, a listening one is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
@@ -175,7 +177,7 @@ def serve(uri: str, spec: str, host: str, port: int, workers: int) -> int:
         raise ServeError(f"--workers must be at least 1, not {workers}.")
     version = resolve_version(uri, target)
     check_port(host, port)
-    url = f"http://{host}:{port}"
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     print(f"visionray: serving {target} (version {version}) from {uri} at {url}/invocations; Ctrl-C stops it.\n"
           f"  try: {example_request(uri, target.model_uri, url)}", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", target.model_uri, "--env-manager", "local",

@@ -133,10 +133,11 @@ def test_serve_champion_from_a_shell_without_the_venv(quickstart_run, tmp_path):
             assert time.monotonic() < deadline, f"no answer within {STARTUP_S} s:\n{log.read_text()}"
             time.sleep(0.5)
         answer = _post_json(f"{base}/invocations", {"inputs": raw.tolist()})["predictions"]
-        classes = np.asarray(answer["class"])
-        assert classes.shape == (len(raw),)
-        assert np.asarray(answer["probabilities"]).shape == (len(raw), 10)
+        classes, probs = np.asarray(answer["class"]), np.asarray(answer["probabilities"], dtype=np.float64)
+        assert classes.shape == (len(raw),) and probs.shape == (len(raw), 10)
         np.testing.assert_array_equal(classes, expected)
+        np.testing.assert_array_equal(classes, probs.argmax(axis=1))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
         printed = log.read_text()
         assert f"{base}/invocations" in printed and "curl -s" in printed
 
