@@ -56,7 +56,7 @@ run: setup data
 	@echo "  visionray serve fashion-mnist-classifier       # the champion over HTTP (or: make serve)"
 
 test: setup data
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
