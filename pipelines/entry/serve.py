@@ -188,7 +188,7 @@ def serve(uri: str, spec: str, host: str, port: int, workers: int) -> int:
 def _run_until_stopped(cmd: list[str], env: dict[str, str], ping: str) -> int:
     # Its own session, so that stopping ends mlflow, uvicorn and its workers together; and a parent-death
     # signal, so that a visionray killed outright (SIGKILL) does not leave the server running.
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(_dying_with_parent(cmd), env=env, start_new_session=True)
     ready = False
     try:
         with _StopSignal():
@@ -215,14 +215,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
+# Set after exec rather than in a preexec_fn, which may deadlock the child when threads are running
+# (MLflow's clients start some). PR_SET_PDEATHSIG (1) survives the exec into mlflow; if visionray died
+# before it was set, the getppid check catches it.
+_PDEATHSIG_EXEC = ("import ctypes, os, signal, sys\n"
+                   "try:\n    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM)\nexcept OSError:\n    pass\n"
+                   "if os.getppid() != int(sys.argv[1]):\n    sys.exit(0)\n"
+                   "os.execvp(sys.argv[2], sys.argv[2:])")
 
-        try:
-            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+
+def _dying_with_parent(cmd: list[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-c", _PDEATHSIG_EXEC, str(os.getpid()), *cmd]
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
