@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from components.data import shards, sources
+from components.data import shards
 from components.data.errors import DataError
 from components.data.shards import (
     Manifest,
@@ -50,6 +51,9 @@ from components.data.types import RawDataset, RawSplit
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FASHION_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 HAVE_DEBIAN = all((DEBIAN / f"{stem}.gz").is_file() for stem in FASHION_STEMS)
+# Patch the module that defines the Fashion-MNIST reader (it looks these names up in its own
+# globals); the package attribute components.data.sources.fashion_mnist is the function itself.
+FASHION_MODULE = sys.modules[fashion_mnist.__module__]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,8 +177,8 @@ def test_locate_fashion_mnist_errors_and_env(tmp_path, monkeypatch):
 
 def test_fashion_mnist_not_found_does_not_download(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONRAY_DATA", str(tmp_path / "empty"))
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
-    monkeypatch.setattr(sources, "download_fashion_mnist", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(FASHION_MODULE, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(FASHION_MODULE, "download_fashion_mnist", lambda *a, **k: pytest.fail("must not download"))
     assert locate_fashion_mnist(None) is None
     with pytest.raises(DataError, match="allow downloading"):
         fashion_mnist(None)
@@ -182,7 +186,7 @@ def test_fashion_mnist_not_found_does_not_download(tmp_path, monkeypatch):
 
 def test_fashion_mnist_downloads_only_when_allowed(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONRAY_DATA", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(FASHION_MODULE, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
     calls = []
 
     def fake_download(dest_dir):
@@ -190,7 +194,7 @@ def test_fashion_mnist_downloads_only_when_allowed(tmp_path, monkeypatch):
         fake_fashion_dir(Path(dest_dir))
         return Path(dest_dir)
 
-    monkeypatch.setattr(sources, "download_fashion_mnist", fake_download)
+    monkeypatch.setattr(FASHION_MODULE, "download_fashion_mnist", fake_download)
     raw = fashion_mnist(None, allow_download=True)
     assert calls == [tmp_path / "cache" / "fashion-mnist"]
     assert len(raw.splits["train"]) == 20
