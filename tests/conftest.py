@@ -55,6 +55,17 @@ def ray_local() -> Iterator[None]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def session_ray_address(ray_local) -> str:
+    """The session Ray's GCS address. A CLI subprocess given it as ``RAY_ADDRESS`` joins this Ray instead of
+    starting one of its own (15-30 s on 2 busy cores); it authenticates as any local driver does: it inherits
+    ``RAY_AUTH_MODE=token`` (set by ``ray.init``) and reads Ray's token file."""
+    import ray
+
+    assert os.environ.get("RAY_AUTH_MODE", "token") == "token"
+    return ray.get_runtime_context().gcs_address
+
+
 def _reset_mlflow(uri: str | None) -> None:
     import mlflow
     from mlflow.tracking import fluent
@@ -113,14 +124,25 @@ class QuickstartRun:
     run_id: str  # the parent run
     cfg: object
     outputs: dict
+    pristine: Path  # the store's directory as the run left it, before any test added to it
+
+    def copy_store(self, dest: Path) -> Store:
+        """A store of its own holding just this run (v1 the champion), for a test that moves the champion.
+
+        The copied database still names the original's artifact paths for this run (read only from
+        then on); what the copy's own runs log lands under ``dest``.
+        """
+        shutil.copytree(self.pristine, dest)
+        return Store(dest)
 
 
 @pytest.fixture(scope="session")
 def quickstart_run(ray_local, tmp_path_factory) -> QuickstartRun:
-    """One shrunk quickstart run for the session; test_e2e and test_serving both read it.
+    """One shrunk quickstart run for the session, read by test_e2e, test_serving, test_compress, test_toolkit
+    (as a transfer source) and, through ``copy_store``, test_retrain: one training instead of five.
 
     Tests that add runs (a second version, a failure) do so in this store through ``store_context``
-    and must keep version 1 the champion.
+    and must keep version 1 the champion; a test that may move the champion works on ``copy_store``.
     """
     from pipelines.dispatch import run_pipeline
 
@@ -128,4 +150,6 @@ def quickstart_run(ray_local, tmp_path_factory) -> QuickstartRun:
     cfg = shrunk_config("quickstart")
     with store_context(store):
         result = run_pipeline(cfg, command="test")
-    return QuickstartRun(store, result.run_id, cfg, result.outputs)
+    pristine = tmp_path_factory.mktemp("quickstart-pristine") / "store"
+    shutil.copytree(store.root, pristine)
+    return QuickstartRun(store, result.run_id, cfg, result.outputs, pristine)

@@ -29,10 +29,19 @@ RUN = ["run", "quickstart", "data=digits", "train.batch_size=16", "train.epochs=
 
 
 class Cli:
-    """``python -m pipelines ...`` in its own process group, with its output collected line by line."""
+    """``python -m pipelines ...`` in its own process group, with its output collected line by line.
 
-    def __init__(self, args, cwd):
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    By default the driver starts its own local Ray (inside its process group: killing the group kills that
+    Ray too). Given ``ray_address`` (the ``session_ray_address`` fixture) it joins that running Ray instead,
+    as ``RAY_ADDRESS=... visionray run`` does on a cluster, which saves a Ray start-up per driver.
+    """
+
+    def __init__(self, args, cwd, ray_address: str | None = None):
+        # RAY_API_SERVER_ADDRESS names the session Ray's dashboard: kept only when joining that Ray.
+        scrub = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if ray_address is None else ("RAY_ADDRESS",)
+        env = {k: v for k, v in os.environ.items() if k not in scrub}
+        if ray_address is not None:
+            env["RAY_ADDRESS"] = ray_address
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd}/mlruns/mlflow.db"
         self.proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -118,26 +127,39 @@ def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
     _assert_every_epoch_once(client, train[0].info.run_id, 6)
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigkill"])
-def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path, how):
-    """Ctrl-C (the run is marked KILLED), or the whole driver process tree killed at once (a crash:
-    the run is left RUNNING): either way ``resume=last`` continues the same runs."""
-    first = Cli(RUN, tmp_path)
+def _stop(cli: Cli, at: str, sig: int) -> None:
+    """Wait for ``at`` in the output, then stop the driver: SIGINT to the driver alone (Ctrl-C), or SIGKILL to
+    its whole process group at once (a crash)."""
     try:
-        first.wait_for("epoch 2/6 done")
-        if how == "sigint":
-            first.proc.send_signal(signal.SIGINT)
+        cli.wait_for(at)
+        if sig == signal.SIGINT:
+            cli.proc.send_signal(signal.SIGINT)
         else:
-            os.killpg(first.proc.pid, signal.SIGKILL)
-        rc = first.finish(timeout=120)
+            os.killpg(cli.proc.pid, signal.SIGKILL)
+        rc = cli.finish(timeout=120)
     finally:
-        first.kill()
+        cli.kill()
     assert rc != 0
+
+
+def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path, session_ray_address):
+    """Ctrl-C (the run is marked KILLED), then, in the resumed run, the whole driver process tree killed at
+    once (a crash: the run is left RUNNING): each time ``resume=last`` continues the same runs. One chain of
+    three drivers checks both stops (and a resume of a resumed run) with six epochs trained in all. The
+    drivers join the session's Ray (the test above covers a driver's own local Ray)."""
+    _stop(Cli(RUN, tmp_path, session_ray_address), "epoch 2/6 done", signal.SIGINT)
     client, parents, _ = _runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status != "FINISHED"
     run_id = parents[0].info.run_id
 
-    second = Cli(["run", "quickstart", "resume=last"], tmp_path)
+    resumed = Cli(["run", "quickstart", "resume=last"], tmp_path, session_ray_address)
+    # The checkpoint of epoch 3 is this driver's own: a resume past it proves it resumed, not restarted.
+    _stop(resumed, "epoch 4/6 done", signal.SIGKILL)
+    assert "resuming from the checkpoint of epoch" in resumed.output
+    client, parents, _ = _runs(tmp_path)
+    assert [p.info.run_id for p in parents] == [run_id] and parents[0].info.status != "FINISHED"
+
+    second = Cli(["run", "quickstart", "resume=last"], tmp_path, session_ray_address)
     try:
         rc = second.finish()
     finally:
