@@ -1,11 +1,16 @@
 """The one training loop, shaped like torchvision's ``references/classification`` engine.
 
 Plain PyTorch: it runs the same inside a Ray Train worker, in the ``bench`` baseline process and in a
-debugger. Batches are ``(images, labels)`` with images float NCHW in [0, 1] (see :class:`BatchPrep`)::
+debugger. The task (:mod:`components.tasks`) says how a batch becomes inputs and targets, the loss and
+the running metrics; the loop is the same for every task::
 
-    prep = BatchPrep(augment=Augment(flip=True), seed=0, epoch=0)
-    stats = train_one_epoch(model, criterion, optimizer, map(prep, numpy_batches), scheduler=sched)
-    val = evaluate(model, criterion, map(BatchPrep(), val_batches))
+    task = build_task("classification", num_classes=10)
+    prep = task.batch_prep(augment=Augment(flip=True), seed=0, epoch=0)
+    meter = train_one_epoch(model, task, optimizer, map(prep, numpy_batches), scheduler=sched)
+    val, _, _ = evaluate(model, task, map(task.batch_prep(), val_batches))
+    val.compute()   # {"loss": ..., "accuracy": ...}
+
+A bare criterion (``nn.CrossEntropyLoss()``) in place of the task means classification with that loss.
 """
 
 from __future__ import annotations
@@ -14,49 +19,21 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from components.augment import Augment, generator_for
-from components.metrics import RunningStats
-
-Batch = tuple[Tensor, Tensor]
+from components.batches import Batch, BatchPrep  # noqa: F401 - engine.BatchPrep, the classic spelling
+from components.tasks import Classification, Meter, Task
 
 
-@dataclass(frozen=True)
-class BatchPrep:
-    """uint8 NHWC images (+ labels, row ids) → float NCHW in [0, 1], augmented when training.
-
-    The augmentation seed derives from (seed, epoch, first row id of the batch), so a batch is
-    augmented the same way whichever thread or worker prepares it.
-    """
-
-    augment: Augment | None = None
-    seed: int = 0
-    epoch: int = 0
-    channels_last: bool = False
-    pin_memory: bool = False  # GPU training: page-locked batches let .to(device, non_blocking) overlap
-
-    def __call__(self, batch: Mapping[str, Any]) -> Batch:
-        images = torch.from_numpy(_writable(batch["image"]))
-        if images.ndim == 3:  # N×H×W grey
-            images = images.unsqueeze(-1)
-        x = images.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.augment is not None and self.augment.enabled:
-            first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
-            x = self.augment(x, generator_for(self.seed, self.epoch, 0, first))
-        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
-        y = torch.from_numpy(_writable(batch["label"])).long()
-        return (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
-
-
-def _writable(a: Any) -> np.ndarray:
-    """Arrow-backed batches are read-only views; torch wants memory it may write (a cheap copy)."""
-    a = np.asarray(a)
-    return a if a.flags.writeable and a.flags.c_contiguous else np.array(a, order="C")
+def as_task(task_or_criterion: Task | nn.Module) -> Task:
+    """The task itself, or classification with a bare criterion as its loss."""
+    if isinstance(task_or_criterion, Task):
+        return task_or_criterion
+    return Classification(task_or_criterion)
 
 
 def autocast(precision: str, device: torch.device) -> ContextManager:
@@ -108,7 +85,7 @@ class ExplosionGuard:
 
 def train_one_epoch(
     model: nn.Module,
-    criterion: nn.Module,
+    task: Task | nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Batch],
     *,
@@ -117,43 +94,66 @@ def train_one_epoch(
     precision: str = "fp32",
     device: torch.device = torch.device("cpu"),
     max_steps: int = 0,
-    on_step: Callable[[int, RunningStats], None] | None = None,
+    on_step: Callable[[int, Meter], None] | None = None,
     guard: ExplosionGuard | None = None,
-) -> RunningStats:
-    """One pass over ``batches``; returns summed loss, correct and count (for all-reduce)."""
+) -> Meter:
+    """One pass over ``batches``; returns the task's meter (sums, ready for an all-reduce)."""
+    task = as_task(task)
     model.train()
-    stats = RunningStats()
+    meter = task.meter()
     for step, (x, y) in enumerate(batches):
         if max_steps and step >= max_steps:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(precision, device):
-            logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        x, y = _to(x, device), _to(y, device)
+        if task.train_step is not None:  # a task that owns its step (several optimisers)
+            outputs, loss = task.train_step(model, x, y, optimizer, precision=precision, device=device)
         else:
-            loss.backward()
-            # A non-finite local loss poisons the all-reduced gradients, which are identical on
-            # every DDP rank: so every rank stops at the same step (one rank stopping alone would
-            # leave the others waiting in all-reduce).
-            if not (math.isfinite(float(loss.detach())) and _finite_grads(model)):
-                raise LossExplosion(f"training diverged (non-finite loss or gradients) at step {step}; "
-                                    f"lower train.lr.")
-            optimizer.step()
+            with autocast(precision, device):
+                outputs, loss = task.forward(model, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                # A non-finite local loss poisons the all-reduced gradients, which are identical on
+                # every DDP rank: so every rank stops at the same step (one rank stopping alone would
+                # leave the others waiting in all-reduce).
+                if not (math.isfinite(float(loss.detach())) and _finite_grads(model)):
+                    raise LossExplosion(f"training diverged (non-finite loss or gradients) at step {step}; "
+                                        f"lower train.lr.")
+                optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = y.shape[0]
         loss_value = float(loss.detach())
         if guard is not None:
             guard.check(loss_value, step)
-        stats.update(loss_value * n, int((logits.detach().argmax(1) == y).sum()), n)
+        meter.add(_detach(outputs), y, loss_value)
         if on_step is not None:
-            on_step(step, stats)
-    return stats
+            on_step(step, meter)
+    return meter
+
+
+def _to(t: Any, device: torch.device) -> Any:
+    """A tensor, or a tuple/dict of them (a task's inputs or targets), on ``device``."""
+    if isinstance(t, Tensor):
+        return t.to(device, non_blocking=True)
+    if isinstance(t, dict):
+        return {k: _to(v, device) for k, v in t.items()}
+    if isinstance(t, (tuple, list)):
+        return type(t)(_to(v, device) for v in t)
+    return t
+
+
+def _detach(t: Any) -> Any:
+    if isinstance(t, Tensor):
+        return t.detach()
+    if isinstance(t, dict):
+        return {k: _detach(v) for k, v in t.items()}
+    if isinstance(t, (tuple, list)):
+        return type(t)(_detach(v) for v in t)
+    return t
 
 
 def _finite_grads(model: nn.Module) -> bool:
@@ -164,34 +164,34 @@ def _finite_grads(model: nn.Module) -> bool:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    criterion: nn.Module,
+    task: Task | nn.Module,
     batches: Iterable[Batch],
     *,
     precision: str = "fp32",
     device: torch.device = torch.device("cpu"),
     max_steps: int = 0,
     collect: bool = False,
-) -> tuple[RunningStats, np.ndarray | None, np.ndarray | None]:
-    """Loss/accuracy over ``batches``; with ``collect``, also the predictions and true labels."""
+) -> tuple[Meter, np.ndarray | None, np.ndarray | None]:
+    """The task's metrics over ``batches``; with ``collect``, also its predictions and the targets."""
+    task = as_task(task)
     model.eval()
-    stats = RunningStats()
-    preds, labels = [], []
+    meter = task.meter()
+    preds, targets = [], []
     for step, (x, y) in enumerate(batches):
         if max_steps and step >= max_steps:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _to(x, device), _to(y, device)
         with autocast(precision, device):
-            logits = model(x)
-            loss = criterion(logits.float(), y)
-        pred = logits.argmax(1)
-        stats.update(float(loss) * y.shape[0], int((pred == y).sum()), int(y.shape[0]))
+            outputs = model(x)
+            loss = task.eval_loss(outputs, y)
+        meter.add(outputs, y, float(loss))
         if collect:
-            preds.append(pred.cpu().numpy())
-            labels.append(y.cpu().numpy())
+            preds.append(task.predictions(outputs).cpu().numpy())
+            targets.append(y.cpu().numpy())
     if not collect:
-        return stats, None, None
+        return meter, None, None
     empty = np.zeros(0, dtype=np.int64)
-    return stats, (np.concatenate(preds) if preds else empty), (np.concatenate(labels) if labels else empty)
+    return meter, (np.concatenate(preds) if preds else empty), (np.concatenate(targets) if targets else empty)
 
 
 class Throughput:

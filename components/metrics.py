@@ -140,3 +140,18 @@ class RunningStats:
     def accuracy(self) -> float:
         """Fraction of samples predicted correctly."""
         return self.correct / self.count if self.count else float("nan")
+
+    # -- the classification meter of components.tasks (one float vector: DDP ranks all-reduce it)
+    def add(self, outputs, targets, loss: float) -> None:
+        n = int(targets.shape[0])
+        self.update(loss * n, int((outputs.detach().argmax(1) == targets).sum()), n)
+
+    def totals(self) -> list[float]:
+        return [self.loss_sum, float(self.correct), float(self.count)]
+
+    def with_totals(self, totals) -> "RunningStats":
+        loss_sum, correct, count = totals
+        return RunningStats(float(loss_sum), int(round(correct)), int(round(count)))
+
+    def compute(self) -> dict[str, float]:
+        return {"loss": self.loss, "accuracy": self.accuracy}

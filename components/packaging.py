@@ -53,6 +53,9 @@ class ModelSpec:
     block: str | None = None  # resnet: basic | bottleneck
     groups: int | None = None  # resnet bottleneck: ResNeXt cardinality
     growth: int | None = None  # densenet
+    # The task the net was trained for (components.tasks): evaluation, the gate and serving rebuild it
+    # from here. Packages written before tasks existed are classifiers.
+    task: str = "classification"
 
     def build(self, normalize: Normalize | None = None) -> ImageClassifier:
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,

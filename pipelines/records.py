@@ -57,7 +57,29 @@ class Trained:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """A model package scored on the test split, by its task's metrics (keys without ``test/``)."""
+
     model_dir: str
-    test_loss: float
-    test_accuracy: float
-    example: np.ndarray  # a few raw test images: the registered model's input example
+    metrics: dict[str, float]  # {"loss": ..., "accuracy": ...} for a classifier
+    example: np.ndarray  # a few raw test inputs: the registered model's input example
+    task: str = "classification"
+    primary: str = "accuracy"  # the metric the champion gate compares
+    higher_is_better: bool = True
+
+    @classmethod
+    def of_classifier(cls, model_dir: str, test_loss: float, test_accuracy: float,
+                      example: np.ndarray) -> "Evaluation":
+        return cls(model_dir, {"loss": float(test_loss), "accuracy": float(test_accuracy)}, example)
+
+    @property
+    def primary_value(self) -> float:
+        return self.metrics[self.primary]
+
+    @property
+    def test_loss(self) -> float:
+        return self.metrics["loss"]
+
+    @property
+    def test_accuracy(self) -> float:
+        """A classifier's test accuracy (NaN for a task that has none)."""
+        return self.metrics.get("accuracy", float("nan"))

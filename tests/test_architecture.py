@@ -45,10 +45,7 @@ MLFLOW_EXCEPTIONS = {"pipelines.services.serving", "pipelines.services.serving_m
 MLFLOW_PENDING = {"pipelines.entry.serve"}
 
 #: Files whose names are being moved onto names (another change rewrites them and removes this entry).
-MOVING_ONTO_NAMES = {
-    "pipelines/stages/train.py",  # being moved onto names
-    "pipelines/stages/evaluate.py",  # being moved onto names
-}
+MOVING_ONTO_NAMES: set[str] = set()
 #: (file or folder/, retyped value) pairs allowed, with why.
 NAME_EXEMPTIONS = {
     # config is the bottom layer and cannot import services.names; the default is a user's

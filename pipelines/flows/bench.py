@@ -34,17 +34,25 @@ from pipelines.config import Config, TrainConfig
 from pipelines.flows.kit import prepare, stage, workdir_for
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
-from pipelines.services.runtime import quiet_worker_logs, worker_threads
+from pipelines.services.runtime import worker_threads
 from pipelines.stages.preprocess import augment_from, decode_batch, image_dataset
-from pipelines.stages.train import RayBatchPrep, build_training, model_spec
+from pipelines.stages.train import (
+    RayBatchPrep,
+    build_task,
+    build_training,
+    model_spec,
+    prepare_worker_model,
+    torch_trainer,
+    worker_setup,
+)
 
 RESULT_FILE = "bench.json"
 
 
-def _timed_loop(model, tc: TrainConfig, batches, steps: int, warmup: int, per_step_images: int,
+def _timed_loop(model, tc: TrainConfig, spec: ModelSpec, batches, steps: int, warmup: int, per_step_images: int,
                 device=torch.device("cpu")) -> float:
     """Images/s over ``steps`` optimiser steps after ``warmup`` untimed ones."""
-    optimizer, scheduler, criterion, _ = build_training(tc, model, warmup + steps)
+    optimizer, scheduler, task = build_training(tc, model, warmup + steps, spec)
     clock: dict[str, float] = {}
 
     def on_step(step: int, _stats: Any) -> None:
@@ -53,7 +61,7 @@ def _timed_loop(model, tc: TrainConfig, batches, steps: int, warmup: int, per_st
         if step == warmup + steps - 1:
             clock["end"] = time.perf_counter()
 
-    engine.train_one_epoch(model, criterion, optimizer, batches, scheduler=scheduler, device=device,
+    engine.train_one_epoch(model, task, optimizer, batches, scheduler=scheduler, device=device,
                            precision=tc.precision, max_steps=warmup + steps, on_step=on_step)
     if "end" not in clock:
         raise RuntimeError(f"the bench ran out of data before {warmup + steps} steps; lower bench.steps.")
@@ -62,21 +70,16 @@ def _timed_loop(model, tc: TrainConfig, batches, steps: int, warmup: int, per_st
 
 def bench_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
-    import ray.train.torch
 
-    quiet_worker_logs()
-    torch.set_num_threads(config["threads"])
-    ctx = ray.train.get_context()
-    tc = TrainConfig(**config["train"])
-    torch.manual_seed(config["seed"])
-    model = ModelSpec.from_dict(config["spec"]).build(Normalize.identity(config["spec"]["in_channels"]))
-    model = model.to(memory_format=torch.channels_last) if tc.channels_last else model
-    model = ray.train.torch.prepare_model(model)
+    ctx, tc, spec = worker_setup(config)
+    model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
     per_worker = config["batch_size"] // ctx.get_world_size()
-    prep = RayBatchPrep(engine.BatchPrep(Augment(**config["augment"]), config["seed"], 0, tc.channels_last))
+    task = build_task(tc, spec)
+    prep = RayBatchPrep(task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"],
+                                        channels_last=tc.channels_last))
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
-    ips = _timed_loop(model, tc, batches, config["steps"], config["warmup"], config["batch_size"])
+    ips = _timed_loop(model, tc, spec, batches, config["steps"], config["warmup"], config["batch_size"])
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if ctx.get_world_rank() == 0:  # Train V2 returns metrics only with a checkpoint: carry them in one
@@ -86,20 +89,14 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def bench_ray_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: int, storage: Path) -> tuple[float, float]:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     b, c = cfg.bench, cfg.cluster
     started = time.perf_counter()
-    trainer = TorchTrainer(
-        bench_loop_per_worker,
-        train_loop_config={"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
-                           "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c),
-                           "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps},
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
-                                     resources_per_worker={"CPU": c.cpus_per_worker}),
-        run_config=RunConfig(name=f"bench-{int(time.time())}", storage_path=str(storage)),
-        datasets={"train": image_dataset(manifest, "train", rows)})
+    trainer = torch_trainer(
+        cfg, bench_loop_per_worker,
+        {"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
+         "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c),
+         "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps},
+        {"train": image_dataset(manifest, "train", rows)}, name=f"bench-{int(time.time())}", storage_path=str(storage))
     result = trainer.fit()
     total = time.perf_counter() - started
     with result.checkpoint.as_directory() as d:
@@ -123,7 +120,7 @@ def bench_torch_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: in
         model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
         prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
         batches = map(prep, numpy_batches(split.images[:rows], split.labels[:rows], b.batch_size))
-        loop_ips = _timed_loop(model, cfg.train, batches, b.steps, b.warmup_steps, b.batch_size)
+        loop_ips = _timed_loop(model, cfg.train, spec, batches, b.steps, b.warmup_steps, b.batch_size)
         total = time.perf_counter() - started
     finally:
         torch.set_num_threads(previous)

@@ -30,7 +30,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     if "evaluate" in cfg.stages:
         with stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate.run(cfg, prepared, trained)
-        tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy})
+        tracking.log_metrics({names.metric(names.TEST, k): v for k, v in evaluation.metrics.items()})
     if "register" in cfg.stages and cfg.registry.enabled:
         with stage("register", parent, cfg):
             tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],

@@ -27,7 +27,7 @@ from components.compression import binary, kmeans, lowrank, package, prune
 from components.compression.latency import paired_latency_ms
 from components.packaging import ModelSpec, load_package
 from pipelines.config import Config, ConfigError
-from pipelines.records import Prepared
+from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, registry, tracking
 from pipelines.services.progress import say
 from pipelines.stages import evaluate
@@ -183,7 +183,7 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
     if register and ctx.cfg.registry.enabled:
         tags = {names.COMPRESSION: method, names.DATASET_VERSION: ctx.prepared.manifest().version,
                 names.GIT_SHA: ctx.parent.tags.get(names.GIT_SHA, ""), names.RUN_ID: ctx.parent.run_id}
-        evaluation = evaluate.Evaluation(str(directory), variant.loss, variant.accuracy, _example(ctx))
+        evaluation = Evaluation.of_classifier(str(directory), variant.loss, variant.accuracy, _example(ctx))
         variant.version = registry.register_version(ctx.cfg, evaluation, ctx.spec.num_classes, tags,
                                                     REQUIREMENTS.get(method, ()))
     say(f"compress: {method}: test accuracy {variant.accuracy:.4f} ({100 * metrics[names.COMPRESS_ACCURACY_DELTA]:+.2f} pt), "

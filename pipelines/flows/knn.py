@@ -255,8 +255,8 @@ def evaluate(cfg: Config, prepared: Prepared, fitted: Fitted) -> Evaluation:
     say(f"evaluate: kNN (k={fitted.k}) test accuracy {accuracy:.4f} on {len(labels):,} images over Ray Data "
         f"({len(labels) / seconds:.0f} images/s)")
     example = images[:2].copy()
-    return Evaluation(model_dir=fitted.package, test_loss=loss, test_accuracy=accuracy,
-                      example=example[..., 0] if example.shape[-1] == 1 else example)
+    return Evaluation.of_classifier(model_dir=fitted.package, test_loss=loss, test_accuracy=accuracy,
+                                    example=example[..., 0] if example.shape[-1] == 1 else example)
 
 
 # --------------------------------------------------------------------------- zoo baseline

@@ -87,6 +87,14 @@ def classifier_metric(test_accuracy: float) -> PrimaryMetric:
     return PrimaryMetric(names.TEST_ACCURACY, test_accuracy, True, "test accuracy", names.TEST_ACCURACY_TAG)
 
 
+def evaluation_metric(evaluation: Evaluation) -> PrimaryMetric:
+    """The gate's metric of an evaluated model: its task's primary test metric, in the task's direction."""
+    if evaluation.primary == "accuracy":
+        return classifier_metric(evaluation.primary_value)
+    return PrimaryMetric(names.metric(names.TEST, evaluation.primary), evaluation.primary_value,
+                         evaluation.higher_is_better, f"test {evaluation.primary}")
+
+
 def policy_metric(eval_return: float) -> PrimaryMetric:
     return PrimaryMetric(names.RL_EVAL_RETURN_MEAN, eval_return, True, "greedy return", names.RL_EVAL_RETURN_TAG,
                          ".1f")
@@ -105,14 +113,20 @@ def should_promote(challenger: float, champion: float | None, higher_is_better: 
     return gain > min_improvement or (tie_promotes and gain >= min_improvement)
 
 
-def signature(example: np.ndarray, num_classes: int):
+def signature(evaluation: Evaluation, num_classes: int):
+    """The served model's signature, as its task declares it (components.tasks: ``served_schema``)."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *example.shape[1:]))])
-    outputs = Schema([TensorSpec(np.dtype(np.int64), (-1,), "class"),
-                      TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    from components.tasks import build_task
+
+    task = build_task(evaluation.task, num_classes=num_classes)
+    inputs, outputs = task.served_schema(evaluation.example, {"num_classes": num_classes})
+
+    def schema(specs) -> Schema:
+        return Schema([TensorSpec(np.dtype(s.dtype), s.shape, s.name) for s in specs])
+
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
 
 
 def requirements() -> list[str]:
@@ -132,7 +146,7 @@ def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tupl
         name="model", python_model=str(_ROOT / "pipelines" / "services" / "serving_model.py"),
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
-        signature=signature(evaluation.example, num_classes), input_example=evaluation.example,
+        signature=signature(evaluation, num_classes), input_example=evaluation.example,
         pip_requirements=requirements() + list(extra_requirements))
 
 
@@ -147,10 +161,10 @@ def current_champion(client, name: str):
 
 def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str],
                      extra_requirements: tuple[str, ...] = ()) -> int:
-    """Register an evaluated classifier (no gate): see :func:`register_logged`."""
+    """Register an evaluated model (no gate): see :func:`register_logged`."""
     return register_logged(cfg.registered_model_name,
                            lambda: log_model(evaluation, num_classes, extra_requirements),
-                           classifier_metric(evaluation.test_accuracy), tags)
+                           evaluation_metric(evaluation), tags)
 
 
 def register_logged(name: str, log: Callable[[], Any], metric: PrimaryMetric, tags: dict[str, str],
@@ -286,9 +300,9 @@ def package_in(root: Path) -> Path:
 
 
 def run(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str]) -> Decision:
-    """Register an evaluated classifier and run the gate on its test accuracy."""
+    """Register an evaluated model and run the gate on its task's primary test metric."""
     return register_and_gate(cfg.registered_model_name, lambda: log_model(evaluation, num_classes),
-                             classifier_metric(evaluation.test_accuracy), tags)
+                             evaluation_metric(evaluation), tags)
 
 
 # --------------------------------------------------------------------------- the retrain lock

@@ -1,7 +1,8 @@
-"""The served form of an image classifier: an MLflow pyfunc wrapping a model package.
+"""The served form of a vision model: an MLflow pyfunc wrapping a model package and its task.
 
-Input: raw uint8 images, N×H×W (grey) or N×H×W×C. Output: ``class`` (N,) and ``probabilities``
-(N, classes). Normalisation is inside the model, so a client sends pixels as they are::
+The task (components.tasks) decides input and output. An image classifier takes raw uint8 images,
+N×H×W (grey) or N×H×W×C, and returns ``class`` (N,) and ``probabilities`` (N, classes).
+Normalisation is inside the model, so a client sends pixels as they are::
 
     mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local -p 5001
     curl -s localhost:5001/invocations -H 'Content-Type: application/json' \
@@ -14,16 +15,20 @@ import mlflow.pyfunc
 import numpy as np
 
 
-class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+class TaskModel(mlflow.pyfunc.PythonModel):
+    """Any model package, served in its task's form (components.tasks: ``Task.predict``)."""
+
     # No type hints on these two: MLflow would try to derive a schema from them; the signature
     # logged with the model is the schema.
     def load_context(self, context):
         import torch
 
         from components.packaging import load_package
+        from components.tasks import build_task
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.model, self.spec = load_package(context.artifacts["package"])
+        self.task = build_task(self.spec.task, num_classes=self.spec.num_classes)
 
     def predict(self, context, model_input, params=None):
         if hasattr(model_input, "to_numpy"):  # a DataFrame of flattened pixels
@@ -33,5 +38,4 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
             if images.size and (images.min() < 0 or images.max() > 255):
                 raise ValueError("images must be raw pixels in 0..255 (uint8)")
             images = images.astype(np.uint8)
-        classes, probs = self.model.predict_uint8(images)
-        return {"class": classes.numpy().astype(np.int64), "probabilities": probs.numpy().astype(np.float32)}
+        return self.task.predict(self.model, images)

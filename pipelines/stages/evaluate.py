@@ -1,8 +1,9 @@
 """Stage ``evaluate``: the best checkpoint on the test split, touched here and only here (§2.2).
 
-Logs ``test/loss`` and ``test/accuracy`` (on the stage and its parent run), the confusion matrix,
-per-class accuracy and the loss/accuracy curves. It also checks that the serving path
-(``predict_uint8`` on raw images) predicts exactly what the evaluation loop did.
+Logs the task's test metrics (``test/loss``, ``test/accuracy`` for a classifier) and its report (for a
+classifier: the confusion matrix, per-class accuracy and the loss/accuracy curves). It also checks that
+the serving path (raw inputs, pre-processing inside the model) predicts exactly what the evaluation
+loop did.
 """
 
 from __future__ import annotations
@@ -10,18 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from components import engine
 from components.data.shards import read_split
-from components.losses import build_criterion
-from components.metrics import confusion_matrix, per_class_accuracy
-from components.packaging import load_package
-from components.plots import (
-    confusion_matrix_figure,
-    curves_figure,
-    per_class_accuracy_figure,
-)
+from components.packaging import ModelSpec, load_package
+from components.tasks import Task, build_task
 from pipelines.config import Config
 from pipelines.records import Evaluation, Prepared, Trained
 from pipelines.services import names, tracking
@@ -40,50 +34,48 @@ def test_split(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
     return test.images[:n], test.labels[:n]
 
 
+def task_of(cfg: Config, spec: ModelSpec) -> Task:
+    """The package's task, with the loss of ``train.loss`` (val and test losses are never smoothed)."""
+    return build_task(spec.task, num_classes=spec.num_classes, loss=cfg.train.loss)
+
+
 def score_package(cfg: Config, prepared: Prepared, model_dir: str | Path) -> tuple[float, float]:
-    """(test loss, test accuracy) of any model package on this test split, as served: raw images in.
+    """(test loss, the task's primary metric) of any model package on this test split, as served.
 
     ``retrain`` scores the champion with it on the challenger's split, so the two numbers compare.
     """
-    model, _ = load_package(model_dir)
+    model, spec = load_package(model_dir)
+    task = task_of(cfg, spec)
     images, labels = test_split(prepared)
-    stats, _, _ = engine.evaluate(model, build_criterion(cfg.train.loss),
-                                  map(engine.BatchPrep(), numpy_batches(images, labels, 512)))
-    return stats.loss, stats.accuracy
+    meter, _, _ = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(images, labels, 512)))
+    metrics = meter.compute()
+    return metrics["loss"], metrics[task.primary]
 
 
 def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     manifest = prepared.manifest()
     model, spec = load_package(trained.best_checkpoint)
+    task = task_of(cfg, spec)
     images, labels = test_split(prepared)
-    prep = engine.BatchPrep()
-    stats, preds, true = engine.evaluate(model, build_criterion(cfg.train.loss),
-                                         map(prep, numpy_batches(images, labels, 512)), collect=True)
-    served, _ = model.predict_uint8(images[:256])
-    if not np.array_equal(served.numpy(), preds[:256]):
+    meter, preds, true = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(images, labels, 512)),
+                                         collect=True)
+    # The serving path (raw inputs, pre-processing inside the model) must predict what the loop did.
+    served = task.predict(model, images[:256])
+    if not np.array_equal(next(iter(served.values())), preds[:256]):
         raise RuntimeError("the serving path (raw uint8 images) disagrees with the evaluation loop; "
                            "preprocessing is not inside the model as it should be.")
-    cm = confusion_matrix(preds, true, spec.num_classes)
-    per_class = per_class_accuracy(cm)
-    final = {names.TEST_LOSS: stats.loss, names.TEST_ACCURACY: stats.accuracy}
-    tracking.log_metrics(final)
-    tracking.log_metrics({f"test/accuracy_{c}": float(a) for c, a in
-                          zip(_safe_names(spec.classes), per_class) if np.isfinite(a)})
-    classes = list(spec.classes)
-    tracking.log_figure(confusion_matrix_figure(cm, classes), "plots/confusion_matrix.png")
-    tracking.log_figure(per_class_accuracy_figure(per_class, classes), "plots/per_class_accuracy.png")
-    tracking.log_figure(curves_figure(trained.history, f"{spec.name} on {manifest.name}"), "plots/curves.png")
-    tracking.log_json({"classes": classes, "confusion_matrix": cm.tolist(),
-                       "per_class_accuracy": [float(a) for a in per_class]}, "eval/test_report.json")
-    say(f"evaluate: test accuracy {stats.accuracy:.4f}, loss {stats.loss:.4f} on {len(true):,} images")
-    with torch.no_grad():
-        example = images[:2].copy()
-    if example.shape[-1] == 1:
+    metrics = meter.compute()
+    report = task.report(preds, true, spec.classes, trained.history, f"{spec.name} on {manifest.name}")
+    tracking.log_metrics({names.metric(names.TEST, k): v for k, v in metrics.items()})
+    tracking.log_metrics({names.metric(names.TEST, k): v for k, v in report.metrics.items()})
+    for path, figure in report.figures.items():
+        tracking.log_figure(figure, path)
+    for path, document in report.documents.items():
+        tracking.log_json(document, path)
+    say(f"evaluate: test {task.primary} {metrics[task.primary]:.4f}, loss {metrics['loss']:.4f} "
+        f"on {len(true):,} examples")
+    example = images[:2].copy()
+    if example.ndim == 4 and example.shape[-1] == 1:
         example = example[..., 0]  # grey models take N×H×W, the layout users have
-    return Evaluation(model_dir=str(Path(trained.best_checkpoint)), test_loss=stats.loss,
-                      test_accuracy=stats.accuracy, example=example)
-
-
-def _safe_names(classes) -> list[str]:
-    """Class names as metric-key suffixes (MLflow keys allow letters, digits, _ - . / and spaces)."""
-    return ["".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in c) for c in classes]
+    return Evaluation(model_dir=str(Path(trained.best_checkpoint)), metrics=metrics, example=example,
+                      task=task.name, primary=task.primary, higher_is_better=task.higher_is_better)

@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from components import engine
+from components import engine, tasks
 from components.augment import Augment
 from components.data.shards import Manifest
 from components.hooks import HookSpec, TrainHook, build_hooks, hook_dirname
-from components.losses import build_criterion
 from components.models import Normalize
 from components.optim import build_optimizer, build_scheduler
 from components.packaging import WEIGHTS_FILE, ModelSpec, save_package, unwrap
+from components.tasks import Meter, Task
 from pipelines.config import Config, TrainConfig
 from pipelines.records import Prepared, Trained
 from pipelines.services import names, tracking
@@ -41,7 +41,6 @@ from pipelines.stages.preprocess import augment_from, image_dataset
 
 STATE_FILE = "train_state.pt"
 EXTRAS_DIR = "extras"  # hooks' files inside a checkpoint (components.hooks)
-STOPPED_TAG = "visionray.stopped"
 MODEL_DIR = "model"
 
 
@@ -74,25 +73,29 @@ def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> i
 # --------------------------------------------------------------------------- per worker (Ray boundary)
 
 
-def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int):
-    """Optimiser, per-step schedule, loss functions: one recipe for Ray workers and the bench baseline."""
+def build_task(tc: TrainConfig, spec: ModelSpec) -> Task:
+    """The task the spec's net is trained for, with the loss of ``train.*``."""
+    return tasks.build_task(spec.task, num_classes=spec.num_classes, loss=tc.loss,
+                            label_smoothing=tc.label_smoothing)
+
+
+def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec):
+    """Optimiser, per-step schedule and task: one recipe for Ray workers and the bench baseline."""
     optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                 weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
                                 warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
                                 gamma=tc.gamma, cycles=tc.snapshots)
-    criterion = build_criterion(tc.loss, label_smoothing=tc.label_smoothing)
-    eval_criterion = build_criterion(tc.loss)  # no smoothing: val loss stays comparable across recipes
-    return optimizer, scheduler, criterion, eval_criterion
+    return optimizer, scheduler, build_task(tc, spec)
 
 
 def _ray_batch_prep_class():
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     class RayBatchPrep(NumpyBatchCollateFn):
-        """engine.BatchPrep as Ray Data's collate: runs in the iterator's prefetch threads."""
+        """A task's batch prep as Ray Data's collate: runs in the iterator's prefetch threads."""
 
-        def __init__(self, prep: engine.BatchPrep):
+        def __init__(self, prep):
             super().__init__()
             self.prep = prep
 
@@ -102,7 +105,7 @@ def _ray_batch_prep_class():
     return RayBatchPrep
 
 
-def RayBatchPrep(prep: engine.BatchPrep):  # noqa: N802 - a factory that reads like the class
+def RayBatchPrep(prep):  # noqa: N802 - a factory that reads like the class
     return _ray_batch_prep_class()(prep)
 
 
@@ -117,8 +120,7 @@ class _Worker:
     optimizer: Any
     scheduler: Any
     scaler: Any
-    criterion: Any
-    eval_criterion: Any
+    task: Task
     device: torch.device
     steps: int
     rank: int
@@ -138,37 +140,63 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # Deterministic: retrying from the checkpoint would explode again. Every rank gets here at
         # the same step; rank 0 records why, all return, and the driver raises it.
         if w.logger:
-            w.logger.set_tag(STOPPED_TAG, str(e))
+            w.logger.set_tag(names.STOPPED_TAG, str(e))
+
+
+def worker_setup(config: dict[str, Any]) -> tuple[Any, TrainConfig, ModelSpec]:
+    """What every Ray Train worker does first (train and bench): quiet logs, its threads, the seed;
+    returns Ray Train's context, the train config and the model spec of ``config``."""
+    import ray.train
+
+    quiet_worker_logs()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    return ray.train.get_context(), TrainConfig(**config["train"]), ModelSpec.from_dict(config["spec"])
+
+
+def prepare_worker_model(model: torch.nn.Module, tc: TrainConfig) -> torch.nn.Module:
+    """The net in the layout ``train.channels_last`` asks for, wrapped for DDP by Ray Train."""
+    import ray.train.torch
+
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return ray.train.torch.prepare_model(model)
+
+
+def torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any],
+                  **run_config: Any):
+    """The one TorchTrainer builder (train and bench): workers, CPUs and GPU from ``cluster.*``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    c = cfg.cluster
+    return TorchTrainer(loop, train_loop_config=loop_config,
+                        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
+                                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+                        run_config=RunConfig(**run_config), datasets=datasets)
 
 
 def _setup_worker(config: dict[str, Any]) -> _Worker:
     import ray.train
     import ray.train.torch
 
-    quiet_worker_logs()
-    torch.set_num_threads(config["threads"])
-    ctx = ray.train.get_context()
+    ctx, tc, spec = worker_setup(config)
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    tc = TrainConfig(**config["train"])
-    spec = ModelSpec.from_dict(config["spec"])
-    torch.manual_seed(config["seed"])
     model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
     if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
         model.net.load_state_dict(config["init_state"])
     hooks = build_hooks(config.get("hooks"))
     for hook in hooks:
         hook.setup(model)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
+    model = prepare_worker_model(model, tc)
     steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
-    optimizer, scheduler, criterion, eval_criterion = build_training(tc, model, steps)
+    optimizer, scheduler, task = build_training(tc, model, steps, spec)
     w = _Worker(config, tc, spec, model, optimizer, scheduler,
-                torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, criterion, eval_criterion,
+                torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, task,
                 ray.train.torch.get_device(), steps, rank, world,
                 tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None, hooks)
     w.guard = engine.ExplosionGuard(tc.explode_factor, _mean_over_ranks(w.device) if world > 1 else None,
-                                    floor=math.log(spec.num_classes))
+                                    floor=w.task.loss_floor())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a replaced worker, or a resumed run: continue after the last finished epoch
         with checkpoint.as_directory() as d:
@@ -202,14 +230,15 @@ def _run_epochs(w: _Worker) -> None:
     run_started = time.perf_counter()
     for epoch in range(w.start_epoch, tc.epochs):
         started = time.perf_counter()
-        prep = RayBatchPrep(engine.BatchPrep(augment, config["seed"], epoch, tc.channels_last,
-                                             pin_memory=config["use_gpu"]))
+        prep = RayBatchPrep(w.task.batch_prep(augment=augment, seed=config["seed"], epoch=epoch,
+                                              channels_last=tc.channels_last, pin_memory=config["use_gpu"]))
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
             local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
             local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + rank)
         meter = engine.Throughput()
-        progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch) if rank == 0 else None
+        progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch,
+                                  w.task.primary) if rank == 0 else None
 
         bare = unwrap(model)
 
@@ -220,30 +249,22 @@ def _run_epochs(w: _Worker) -> None:
             if progress:
                 progress.update(step, stats)
 
-        train_stats = engine.train_one_epoch(model, w.criterion, w.optimizer, batches, scheduler=w.scheduler,
+        train_meter = engine.train_one_epoch(model, w.task, w.optimizer, batches, scheduler=w.scheduler,
                                              scaler=w.scaler, precision=tc.precision, device=w.device,
                                              max_steps=w.steps, on_step=on_step, guard=w.guard)
         val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
-            engine.BatchPrep(channels_last=tc.channels_last)), prefetch_batches=2)
-        val_stats, _, _ = engine.evaluate(model, w.eval_criterion, val_batches, precision=tc.precision,
-                                          device=w.device)
-        totals = _all_reduce([train_stats.loss_sum, train_stats.correct, train_stats.count,
-                              val_stats.loss_sum, val_stats.correct, val_stats.count,
-                              meter.images_per_s if math.isfinite(meter.images_per_s) else 0.0], w.device)
-        metrics = {
-            names.TRAIN_LOSS: totals[0] / max(totals[2], 1), names.TRAIN_ACCURACY: totals[1] / max(totals[2], 1),
-            names.VAL_LOSS: totals[3] / max(totals[5], 1), names.VAL_ACCURACY: totals[4] / max(totals[5], 1),
-            names.TRAIN_VAL_GAP: (totals[1] / max(totals[2], 1)) - (totals[4] / max(totals[5], 1)),
-            names.LR: w.optimizer.param_groups[0]["lr"], names.IMAGES_PER_S: totals[6],
-            "perf/epoch_seconds": time.perf_counter() - started, "epoch": epoch,
-        }
+            w.task.batch_prep(channels_last=tc.channels_last)), prefetch_batches=2)
+        val_meter, _, _ = engine.evaluate(model, w.task, val_batches, precision=tc.precision, device=w.device)
+        metrics = {**epoch_metrics(w.task, train_meter, val_meter, meter.images_per_s, w.device),
+                   names.LR: w.optimizer.param_groups[0]["lr"],
+                   names.EPOCH_SECONDS: time.perf_counter() - started, names.EPOCH: epoch}
         with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
             for i, hook in enumerate(w.hooks):
                 out_dir = Path(tmp) / EXTRAS_DIR / hook_dirname(i, hook) if rank == 0 else None
                 if out_dir is not None:
                     out_dir.mkdir(parents=True)
                 metrics.update(hook.end_epoch(bare, epoch, out_dir))
-            logged = {k: v for k, v in metrics.items() if k != "epoch"}
+            logged = {k: v for k, v in metrics.items() if k != names.EPOCH}
             for k, v in logged.items():
                 history.setdefault(k, []).append((epoch, v))
             if rank == 0:
@@ -262,6 +283,20 @@ def _run_epochs(w: _Worker) -> None:
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, epoch):
                 _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
+
+
+def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,
+                  device: torch.device) -> dict[str, float]:
+    """The epoch's train and val metrics summed over all ranks (one all-reduce), and images/s of all."""
+    n = len(train.totals())
+    totals = _all_reduce([*train.totals(), *val.totals(),
+                          images_per_s if math.isfinite(images_per_s) else 0.0], device)
+    on_train = train.with_totals(totals[:n]).compute()
+    on_val = val.with_totals(totals[n:-1]).compute()
+    return {**{names.metric(names.TRAIN, k): v for k, v in on_train.items()},
+            **{names.metric(names.VAL, k): v for k, v in on_val.items()},
+            names.train_val_gap(task.primary): on_train[task.primary] - on_val[task.primary],
+            names.IMAGES_PER_S: totals[-1]}
 
 
 def _mean_over_ranks(device: torch.device):
@@ -293,26 +328,32 @@ def _emit(line: str) -> None:
 class _EpochProgress:
     """Rank 0's terminal line: a few updates per epoch with ETA, then one summary line."""
 
-    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int):
-        self.epoch, self.epochs, self.steps = epoch, epochs, steps
+    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int, primary: str):
+        self.epoch, self.epochs, self.steps, self.primary = epoch, epochs, steps, primary
         self.run_started, self.first_epoch = run_started, first_epoch
         self.started = time.perf_counter()
         self.marks = {max(1, steps * q // 4) for q in (1, 2, 3)}
 
-    def update(self, step: int, stats: Any) -> None:
+    def update(self, step: int, meter: Any) -> None:
         if step + 1 in self.marks:
             elapsed = time.perf_counter() - self.started
+            m = meter.compute()
             _emit(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
-                  f"loss {stats.loss:.4f}  acc {stats.accuracy:.4f}  "
+                  f"loss {m['loss']:.4f}  {_short(self.primary)} {m[self.primary]:.4f}  "
                   f"epoch ETA {eta(elapsed, step + 1, self.steps)}")
 
     def done(self, m: dict[str, float]) -> None:
         elapsed = time.perf_counter() - self.run_started
         done = self.epoch + 1 - self.first_epoch
-        _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m['perf/epoch_seconds'])}  "
-              f"train loss {m[names.TRAIN_LOSS]:.4f} acc {m[names.TRAIN_ACCURACY]:.4f}  "
-              f"val loss {m[names.VAL_LOSS]:.4f} acc {m[names.VAL_ACCURACY]:.4f}  "
+        p, short = self.primary, _short(self.primary)
+        _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m[names.EPOCH_SECONDS])}  "
+              f"train loss {m[names.TRAIN_LOSS]:.4f} {short} {m[names.metric(names.TRAIN, p)]:.4f}  "
+              f"val loss {m[names.VAL_LOSS]:.4f} {short} {m[names.metric(names.VAL, p)]:.4f}  "
               f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
+
+
+def _short(metric: str) -> str:
+    return "acc" if metric == "accuracy" else metric
 
 
 # --------------------------------------------------------------------------- driver
@@ -351,6 +392,12 @@ def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[
     say(f"train: {spec.name} has {profile[names.MODEL_PARAMS]:,} parameters, "
         f"{profile[names.MODEL_FLOPS] / 1e6:.1f} MFLOPs per image")
     return profile
+
+
+def storage_path(cfg: Config) -> Path | str:
+    """Where Ray Train keeps checkpoints: ``cluster.storage_path``, absolute (or a URI as given)."""
+    s = cfg.cluster.storage_path
+    return Path(s).resolve() if "://" not in s else s
 
 
 def root_cause(e: BaseException) -> BaseException:
@@ -395,8 +442,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
     TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
     replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import CheckpointConfig, FailureConfig
 
     manifest = prepared.manifest()
     cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
@@ -406,21 +452,17 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     if cfg.train.overfit_rows:
         datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
     c = cfg.cluster
-    storage = Path(c.storage_path).resolve() if "://" not in c.storage_path else c.storage_path
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={**loop_config(cfg, prepared, uri, run_id), "init_state": init_state,
-                           "hooks": list(hooks or []), **({"spec": spec.to_dict()} if spec else {})},
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
-                                     resources_per_worker={"CPU": c.cpus_per_worker}),
-        run_config=RunConfig(
-            name=run_name, storage_path=str(storage),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=names.VAL_ACCURACY,
-                                               checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or [])),
-        datasets=datasets,
-    )
-    spec = spec or model_spec(cfg, prepared.manifest())
+    given_spec, spec = spec, spec or model_spec(cfg, manifest)
+    task = build_task(cfg.train, spec)
+    val_primary = names.metric(names.VAL, task.primary)
+    trainer = torch_trainer(
+        cfg, train_loop_per_worker,
+        {**loop_config(cfg, prepared, uri, run_id), "init_state": init_state, "hooks": list(hooks or []),
+         **({"spec": given_spec.to_dict()} if given_spec else {})},
+        datasets, name=run_name, storage_path=str(storage_path(cfg)),
+        checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=val_primary,
+                                           checkpoint_score_order="max" if task.higher_is_better else "min"),
+        failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or []))
     log_model_profile(cfg, prepared, spec)
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
@@ -433,10 +475,10 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         if cause is e:
             raise
         raise RuntimeError(f"training failed on a worker: {type(cause).__name__}: {cause}") from e
-    stopped = tracking.run_tags(run_id, uri).get(STOPPED_TAG)
+    stopped = tracking.run_tags(run_id, uri).get(names.STOPPED_TAG)
     if stopped:
         raise engine.LossExplosion(stopped)
-    best, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][names.VAL_ACCURACY])
+    best, best_metrics = task.best(result.best_checkpoints, key=lambda cm: cm[1][val_primary])
     best_dir = workdir / "best"
     if best_dir.exists():
         shutil.rmtree(best_dir)
@@ -454,11 +496,11 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
                 extras_dir = workdir / EXTRAS_DIR
                 shutil.rmtree(extras_dir, ignore_errors=True)
                 shutil.copytree(Path(d) / EXTRAS_DIR, extras_dir)
-    epoch = int(best_metrics["epoch"])
-    tracking.log_metrics({"train/best_epoch": epoch, "train/best_val_accuracy": best_metrics[names.VAL_ACCURACY],
-                          "perf/fit_seconds": time.perf_counter() - started})
-    tracking.log_artifact(best_dir, "best_model")
-    say(f"train: best val accuracy {best_metrics[names.VAL_ACCURACY]:.4f} at epoch {epoch + 1} "
+    epoch = int(best_metrics[names.EPOCH])
+    tracking.log_metrics({names.BEST_EPOCH: epoch, names.best_val(task.primary): best_metrics[val_primary],
+                          names.FIT_SECONDS: time.perf_counter() - started})
+    tracking.log_artifact(best_dir, names.BEST_MODEL_ARTIFACT)
+    say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch + 1} "
         f"({duration(time.perf_counter() - started)})")
     babysit.report(cfg, history, str(extras_dir) if extras_dir else None)
     return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history,

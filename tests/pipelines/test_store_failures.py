@@ -32,8 +32,8 @@ def _evaluation(tmp_path) -> Evaluation:
     spec = ModelSpec(name="softmax", in_channels=1, num_classes=10, image_size=8,
                      classes=tuple(str(i) for i in range(10)))
     package = save_package(tmp_path / "package", spec.build(), spec)
-    return Evaluation(model_dir=str(package), test_loss=2.3, test_accuracy=0.1,
-                      example=np.zeros((2, 8, 8), dtype=np.uint8))
+    return Evaluation.of_classifier(model_dir=str(package), test_loss=2.3, test_accuracy=0.1,
+                                    example=np.zeros((2, 8, 8), dtype=np.uint8))
 
 
 def _in_run(store):
