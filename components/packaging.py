@@ -26,8 +26,8 @@ WEIGHTS_FILE = "weights.pt"
 #: ``loader(directory) -> (module with predict_uint8, ModelSpec)``. Evaluation and serving load any of
 #: them through :func:`load_package`, so an ensemble or a compressed variant serves like any model.
 FORMATS: dict[str, str] = {
-    "ensemble": "components.ensembles:load_ensemble_package",  # issue 4
-    "compressed": "components.compression.package:load_compressed_package",  # issue 5
+    "ensemble": "components.ensembles:load_ensemble_package",
+    "compressed": "components.compression.package:load_compressed_package",
 }
 
 
@@ -45,7 +45,7 @@ class ModelSpec:
     depth: int | None = None
     dropout: float = 0.0
     batchnorm: bool = True
-    # Family options (issue 3); None = the family's default, or an option it does not take. Packages
+    # Family options; None = the family's default, or an option it does not take. Packages
     # written before these existed load with all of them None, which rebuilds the same nets.
     activation: str | None = None  # mlp
     init: str | None = None  # mlp

@@ -341,7 +341,7 @@ def weight_templates_figure(
     return fig
 
 
-# --------------------------------------------------------------------------- issue 3: the zoo
+# --------------------------------------------------------------------------- the zoo
 
 
 def activation_stats_figure(stats: Sequence, title: str = "", max_panels: int = 10) -> Figure:
@@ -424,7 +424,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- ensembles (issue 4)
+# --------------------------------------------------------------------------- ensembles
 
 
 def model_comparison_figure(labels: Sequence[str], val: Sequence[float], test: Sequence[float],
@@ -448,7 +448,7 @@ def model_comparison_figure(labels: Sequence[str], val: Sequence[float], test: S
     return fig
 
 
-# --------------------------------------------------------------------------- issue 4: sweeps
+# --------------------------------------------------------------------------- sweeps
 
 __all__ += ["parallel_coordinates_figure"]
 

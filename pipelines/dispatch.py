@@ -77,9 +77,9 @@ def preflight(cfg: Config) -> None:
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
-    if cfg.kind == "transfer" and not cfg.transfer.source:  # issue 3
+    if cfg.kind == "transfer" and not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
-    if cfg.kind == "rl":  # issue 6: an unknown env id or an unsupported algo/env pair
+    if cfg.kind == "rl":  # an unknown env id or an unsupported algo/env pair
         from pipelines.flows.rl import check
 
         check(cfg)

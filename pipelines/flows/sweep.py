@@ -103,7 +103,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
 
 
 def _rl_trial(cfg: Config, run_id: str) -> None:
-    """An RL trial: ``pipelines.flows.rl.train_agent`` reports each iteration to Tune (issue 6's interface)."""
+    """An RL trial: ``pipelines.flows.rl.train_agent`` reports each iteration to Tune."""
     from ray import tune
 
     from pipelines.flows import rl  # type: ignore[attr-defined]

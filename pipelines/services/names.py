@@ -68,7 +68,7 @@ LOCK_SUFFIX = ".retrain-lock"
 LOCK_HOLDER_TAG = "visionray.lock.holder"
 LOCK_HEARTBEAT_TAG = "visionray.lock.heartbeat"
 
-# Zoo, kNN, linear classifiers, transfer (issue 3).
+# Zoo, kNN, linear classifiers, transfer.
 MODEL_PARAMS = "model/params"  # trainable parameters (train stage, and each zoo member)
 MODEL_MACS = "model/macs_per_image"  # multiply-accumulates of conv and linear layers, one image
 MODEL_FLOPS = "model/flops_per_image"  # 2 x MACs
@@ -113,7 +113,7 @@ TRANSFER_SOURCE_TAG = "visionray.transfer.source"  # transfer.source as given
 TRANSFER_HEAD_TAG = "visionray.transfer.head"  # the re-initialised head's module name
 TRANSFER_MODE_TAG = "visionray.transfer.mode"  # fine-tune | feature-extraction
 
-# Sweeps and ensembles (issue 4).
+# Sweeps and ensembles.
 TRIAL = "trial"  # visionray.stage of a Tune trial's run, nested under its sweep's parent run
 TRIAL_ID_TAG = "visionray.trial.id"  # Tune's trial id: a restored sweep finds its trials' runs by it
 TRIAL_STATUS_TAG = "visionray.trial.status"  # completed | early_stopped | stopped_loss | failed
@@ -165,7 +165,7 @@ def ensemble_member_metric(member: str, metric: str) -> str:
     """``ensemble/member/<member>/<metric>``, e.g. ``ensemble/member/snapshot-2/test_accuracy``."""
     return f"ensemble/member/{member}/{metric}"
 
-# Compression (issue 5): compress/<name>, tag ``compression`` above.
+# Compression: compress/<name>, tag ``compression`` above.
 COMPRESS_SIZE_BYTES = "compress/size_bytes"
 COMPRESS_SIZE_RATIO = "compress/size_ratio"
 COMPRESS_LATENCY_MS = "compress/latency_ms"
@@ -186,7 +186,7 @@ COMPRESS_WEIGHTS_KEPT = "compress/weights_kept"  # low-rank: weights after / bef
 COMPRESS_LAYERS_FACTORISED = "compress/layers_factorised"
 COMPRESS_REPORT_ARTIFACT = "compress/report.md"
 
-# RL (issue 6).
+# RL.
 RL_EPISODE_RETURN_MEAN = "rl/episode_return_mean"
 RL_ENV_STEPS = "rl/env_steps"
 RL_EVAL_RETURN_MEAN = "rl/eval_return_mean"

@@ -446,7 +446,7 @@ def temp_artifact_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="visionray-")
 
 
-# --------------------------------------------------------------------------- sweeps (issue 4)
+# --------------------------------------------------------------------------- sweeps
 
 
 def trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, name: str,

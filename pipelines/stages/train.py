@@ -426,10 +426,10 @@ def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -
     caller's own ``hooks``.
     """
     from components.ensembles import (
-        config_hooks,  # issue 4: train.ema_decay, train.snapshots
+        config_hooks,  # train.ema_decay, train.snapshots
     )
 
-    return [*babysit.train_hooks(cfg, prepared, workdir),  # issue 3, linear: first loss, templates
+    return [*babysit.train_hooks(cfg, prepared, workdir),  # linear models: first loss, templates
             *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs, spec)]
 
 
@@ -445,7 +445,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     from ray.train import CheckpointConfig, FailureConfig
 
     manifest = prepared.manifest()
-    cfg, prepared = babysit.adjust(cfg, prepared)  # issue 3: train.overfit_rows, the §6.2 sanity check
+    cfg, prepared = babysit.adjust(cfg, prepared)  # train.overfit_rows, the §6.2 sanity check
     hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
     datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
                             "val": image_dataset(manifest, "val", prepared.rows["val"])}

@@ -1,4 +1,4 @@
-"""Tests for the zoo families (issue 3): every conf/model file builds and trains one step at 28x28x1 and
+"""Tests for the zoo families: every conf/model file builds and trains one step at 28x28x1 and
 32x32x3, Maxout against a plain reference, init statistics, hand-counted parameters, the diagnostic."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_package_round_trip_keeps_family_options(conf: str, overrides: tuple[str
 
 
 def test_old_package_without_new_fields_still_loads(tmp_path) -> None:
-    # arch.json as written before issue 3: no activation/init/hidden/block/groups/growth keys.
+    # arch.json as written before the zoo families: no activation/init/hidden/block/groups/growth keys.
     spec = ModelSpec(name="resnet", in_channels=1, num_classes=10, image_size=28, classes=tuple("0123456789"),
                      depth=8, width=4)
     model = spec.build()
