@@ -69,51 +69,37 @@ def parse_target(spec: str) -> Target:
 
 def resolve_version(uri: str, target: Target) -> str:
     """The version ``target`` names in the registry at ``uri``; ServeError if there is none."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from pipelines.services import registry
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ServeError(f"no registered model '{target.name}': there is no MLflow store at "
                          f"{uri[len('sqlite:///'):]} (run a pipeline first, or set MLFLOW_TRACKING_URI).")
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        model = _registered_model(client, target.name)
-        if model is None:
+        aliases = registry.model_aliases(uri, target.name)
+        if aliases is None:
             raise ServeError(f"no registered model '{target.name}' in the MLflow store {uri} "
-                             f"({_known_models(client)}).")
+                             f"({_known_models(uri)}).")
         if target.alias:
-            aliases = dict(model.aliases or {})
             if target.alias not in aliases:
                 known = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
                 raise ServeError(f"registered model '{target.name}' has no alias '{target.alias}' "
                                  f"(its aliases: {known}; NAME/VERSION serves a version).")
             return str(aliases[target.alias])
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{target.name}'"))
+        versions = registry.model_versions(uri, target.name)
         if int(target.version) not in versions:
             known = ", ".join(map(str, versions)) or "none"
             raise ServeError(f"registered model '{target.name}' has no version {target.version} "
                              f"(its versions: {known}).")
         return target.version
-    except MlflowException as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except registry.RegistryUnreadable as e:
         raise ServeError(f"cannot read registered model '{target.name}' from the MLflow store {uri} "
-                         f"({first}).") from None
+                         f"({e}).") from None
 
 
-def _registered_model(client, name: str):
-    from mlflow.exceptions import MlflowException
+def _known_models(uri: str) -> str:
+    from pipelines.services import registry
 
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-
-
-def _known_models(client) -> str:
-    known = sorted(m.name for m in client.search_registered_models(max_results=100)
-                   if not m.name.endswith(names.LOCK_SUFFIX))
+    known = registry.registered_model_names(uri)
     if not known:
         return "nothing is registered there yet; `visionray run quickstart` registers one"
     shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
@@ -135,11 +121,9 @@ def example_request(uri: str, model_uri: str, url: str) -> str:
     """A curl line that posts one all-zero input of the model's signature, or a hint if it has none."""
     generic = f"curl -s {url}/invocations -H 'Content-Type: application/json' -d '{{\"inputs\": [...]}}'"
     try:
-        import mlflow
+        from pipelines.services import registry
 
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        schema = mlflow.models.get_model_info(model_uri).signature.inputs
+        schema = registry.model_input_schema(uri, model_uri)
     except Exception:  # noqa: BLE001 - only the example is lost; the server reports real problems
         return generic
     if schema is None:

@@ -454,3 +454,63 @@ def registry_uri() -> str:
     import mlflow
 
     return mlflow.get_registry_uri()
+
+
+# --------------------------------------------------------------------------- look-ups for `visionray serve`
+
+
+class RegistryUnreadable(RuntimeError):
+    """The registry at a URI could not be read (unreachable, not a store, ...); the message is the first
+    line of what MLflow said."""
+
+
+@contextlib.contextmanager
+def _readable(uri: str):
+    """A client on the store at ``uri``; any MLflow error inside becomes :class:`RegistryUnreadable`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RegistryUnreadable(first) from None
+
+
+def model_aliases(uri: str, name: str) -> dict[str, str] | None:
+    """The aliases (alias -> version) of the registered model ``name`` in the store at ``uri``; None when
+    there is no such model. RegistryUnreadable when the store cannot be read."""
+    from mlflow.exceptions import MlflowException
+
+    with _readable(uri) as client:
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return {alias: str(version) for alias, version in dict(model.aliases or {}).items()}
+
+
+def model_versions(uri: str, name: str) -> list[int]:
+    """The version numbers of the registered model ``name`` in the store at ``uri``, ascending."""
+    with _readable(uri) as client:
+        return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def registered_model_names(uri: str, max_results: int = 100) -> list[str]:
+    """The registered models in the store at ``uri`` (at most ``max_results``, sorted), retrain locks left out."""
+    with _readable(uri) as client:
+        return sorted(m.name for m in client.search_registered_models(max_results=max_results)
+                      if not m.name.endswith(names.LOCK_SUFFIX))
+
+
+def model_input_schema(uri: str, model_uri: str):
+    """The input schema of the logged model ``model_uri`` (``models:/…``) in the store at ``uri``, or None
+    when it has no signature. Sets this process's tracking and registry URIs to ``uri``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    signature = mlflow.models.get_model_info(model_uri).signature
+    return signature.inputs if signature is not None else None
