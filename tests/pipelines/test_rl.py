@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shrunk_config
+from tests.conftest import Store, shrunk_config, store_context
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,31 @@ def _child(client, parent_id: str, stage: str):
     return runs[0]
 
 
+@pytest.fixture(scope="module")
+def ppo_run(ray_local, tmp_path_factory) -> tuple[Store, object, object]:
+    """One ppo pipeline run in a store of its own: the pipeline test and the checkpoint test both read it."""
+    store = Store(tmp_path_factory.mktemp("rl-ppo"))
+    with store_context(store):
+        cfg, result = _run("ppo")
+    return store, cfg, result
+
+
 @pytest.mark.parametrize("algo", ["ppo", "dqn", "reinforce"])
-def test_rl_pipeline_trains_evaluates_registers(ray_local, mlflow_store, algo):
+def test_rl_pipeline_trains_evaluates_registers(ray_local, request, tmp_path, algo):
+    if algo == "ppo":
+        store, cfg, result = request.getfixturevalue("ppo_run")
+    else:
+        store, cfg, result = Store(tmp_path), None, None
+    with store_context(store):
+        if result is None:
+            cfg, result = _run(algo)
+        _check_pipeline_run(store, cfg, result, algo)
+
+
+def _check_pipeline_run(store: Store, cfg, result, algo: str) -> None:
     import mlflow.pyfunc
 
-    cfg, result = _run(algo)
-    client = mlflow_store.client()
+    client = store.client()
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["rl/env_steps"] > 0 and "rl/eval_return_mean" in parent.data.metrics
@@ -73,11 +92,16 @@ def test_rl_pipeline_trains_evaluates_registers(ray_local, mlflow_store, algo):
     assert actions.shape == (6,) and actions.dtype == np.int64 and set(actions.tolist()) <= {0, 1}
 
 
-def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlflow_store):
+def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ppo_run):
+    store, cfg, result = ppo_run
+    with store_context(store):
+        _check_restore_and_gate(store, cfg, result)
+
+
+def _check_restore_and_gate(store: Store, cfg, result) -> None:
     from pipelines.flows.rl import restore_algorithm, restore_module
     from pipelines.services import registry
 
-    cfg, result = _run("ppo")
     agent = result.outputs["agent"]
     # The checkpoint restores the whole algorithm (and it trains on) and the module alone.
     algo = restore_algorithm(cfg, agent.checkpoint_dir)
@@ -97,19 +121,7 @@ def test_rl_checkpoint_restores_and_gate_keeps_the_better_policy(ray_local, mlfl
     assert worse.alias == "challenger" and worse.previous_champion == 1
     better = registry.register_policy(name, ev.policy_dir, ev.mean + 1, ev.example, {"run_id": "better"})
     assert better.alias == "champion" and better.previous_accuracy == pytest.approx(ev.mean, abs=1e-5)
-    assert int(mlflow_store.client().get_model_version_by_alias(name, "champion").version) == better.version
-
-
-def test_train_agent_reports_each_iteration(ray_local, mlflow_store):
-    from pipelines.flows.rl import train_agent
-
-    cfg = shrunk_config("rl", "rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"], "rl.max_iterations=3")
-    seen: list[tuple[int, dict]] = []
-    agent = train_agent(cfg, on_iteration=lambda i, m: seen.append((i, m)), workdir=mlflow_store.root / "agent")
-    assert [i for i, _ in seen] == [1, 2, 3] and agent.iterations == 3
-    assert seen[-1][1]["rl/env_steps"] == agent.env_steps > seen[0][1]["rl/env_steps"] > 0
-    assert "rl/episode_return_mean" in agent.metrics and "rl/policy_loss" in agent.metrics
-    assert (Path(agent.checkpoint_dir) / "rllib_checkpoint.json").is_file()
+    assert int(store.client().get_model_version_by_alias(name, "champion").version) == better.version
 
 
 def test_atari_smoke_run(ray_local, mlflow_store):
@@ -157,12 +169,19 @@ def test_train_agent_runs_inside_a_tune_trial(ray_local, mlflow_store):
     assert best.metrics["iteration"] == 2 and best.metrics["rl/env_steps"] > 0
 
 
-def test_train_agent_resumes_from_its_newest_periodic_checkpoint(ray_local, mlflow_store):
+def test_train_agent_reports_each_iteration_and_resumes_from_its_newest_periodic_checkpoint(ray_local, mlflow_store):
     from pipelines.flows.rl import latest_checkpoint, train_agent
 
     base = ("rl.algo=reinforce", *RL_SHRINK, *PER_ALGO["reinforce"], "rl.checkpoint_every=1")
     workdir = mlflow_store.root / "agent"
-    first = train_agent(shrunk_config("rl", *base, "rl.max_iterations=2"), workdir=workdir)
+    reported: list[tuple[int, dict]] = []
+    first = train_agent(shrunk_config("rl", *base, "rl.max_iterations=2"),
+                        on_iteration=lambda i, m: reported.append((i, m)), workdir=workdir)
+    # Each iteration is reported, with growing step counts and the learner's metrics.
+    assert [i for i, _ in reported] == [1, 2] and first.iterations == 2
+    assert reported[-1][1]["rl/env_steps"] == first.env_steps > reported[0][1]["rl/env_steps"] > 0
+    assert "rl/episode_return_mean" in first.metrics and "rl/policy_loss" in first.metrics
+    assert (Path(first.checkpoint_dir) / "rllib_checkpoint.json").is_file()
     assert latest_checkpoint(workdir)[1] == 2
     assert sorted(p.name for p in workdir.glob("checkpoint-*")) == ["checkpoint-00002"]  # only the newest kept
 
