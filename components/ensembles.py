@@ -4,9 +4,8 @@ weights, both taken inside the one training loop by hooks.
     model, spec = load_package("ensemble/")          # arch.json {"format": "ensemble"}, members/*
     classes, probs = model.predict_uint8(images)     # probs = mean of the members' probabilities
 
-    train.run(..., hooks=[("components.ensembles:EMAHook", {"decay": 0.998, "spec": spec.to_dict()}),
-                          ("components.ensembles:SnapshotHook", {"cycles": 3, "epochs": 9,
-                                                                 "spec": spec.to_dict()})])
+    train.run(..., hooks=[(EMAHook, {"decay": 0.998, "spec": spec.to_dict()}),
+                          (SnapshotHook, {"cycles": 3, "epochs": 9, "spec": spec.to_dict()})])
 
 An ensemble package is a directory: ``arch.json`` (``"format": "ensemble"``, the member names) and one
 ordinary model package per member under ``members/``. Each member keeps its own normalisation, so
@@ -290,10 +289,9 @@ def config_hooks(ema_decay: float, snapshots: int, epochs: int, spec: ModelSpec)
     """The hooks ``train.ema_decay`` and ``train.snapshots`` switch on (none when both are 0)."""
     hooks: list[HookSpec] = []
     if ema_decay > 0:
-        hooks.append(("components.ensembles:EMAHook", {"decay": ema_decay, "spec": spec.to_dict()}))
+        hooks.append((EMAHook, {"decay": ema_decay, "spec": spec.to_dict()}))
     if snapshots > 0:
-        hooks.append(("components.ensembles:SnapshotHook",
-                      {"cycles": snapshots, "epochs": epochs, "spec": spec.to_dict()}))
+        hooks.append((SnapshotHook, {"cycles": snapshots, "epochs": epochs, "spec": spec.to_dict()}))
     return hooks
 
 

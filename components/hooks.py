@@ -1,7 +1,9 @@
 """Plug-ins to the one training loop: how a pipeline changes training without a loop of its own.
 
-A hook is named in the loop config as ``("module:Class", {kwargs})`` and built on every Ray Train
-worker (and in any plain-PyTorch caller of :mod:`components.engine`). The loop calls, in order:
+A hook is given in the loop config as ``(Class, {kwargs})``, a :class:`TrainHook` subclass and its
+keyword arguments (classes pickle by reference, so the spec crosses to the Ray workers as it is), and
+built on every Ray Train worker (and in any plain-PyTorch caller of :mod:`components.engine`). The loop
+calls, in order:
 
 - :meth:`TrainHook.setup` once, after the model is built (and warm-started) and before a checkpoint is
   restored and the model is wrapped in DDP: freeze layers, attach pruning masks, load weights;
@@ -13,19 +15,19 @@ worker (and in any plain-PyTorch caller of :mod:`components.engine`). The loop c
 
 Example (an EMA of the weights; see components.ensembles)::
 
-    train.run(cfg, prepared, uri, run_id, name, workdir,
-              hooks=[("components.ensembles:EMAHook", {"decay": 0.999})])
+    from components.ensembles import EMAHook
+
+    train.run(cfg, prepared, uri, run_id, name, workdir, hooks=[(EMAHook, {"decay": 0.999})])
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
 
-HookSpec = tuple[str, dict[str, Any]]
+HookSpec = tuple[type["TrainHook"], dict[str, Any]]
 
 
 class TrainHook:
@@ -49,18 +51,13 @@ class TrainHook:
 
 
 def build_hooks(specs: Sequence[HookSpec] | None) -> list[TrainHook]:
-    """``[("module:Class", kwargs), ...]`` → hook instances; a bad name is a clear error."""
+    """``[(Class, kwargs), ...]`` → hook instances; anything but a TrainHook subclass is a clear error."""
     hooks = []
-    for target, kwargs in specs or ():
-        module, _, name = target.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"training hook {target!r} cannot be imported: {e}") from None
-        hook = cls(**(kwargs or {}))
-        if not isinstance(hook, TrainHook):
-            raise TypeError(f"training hook {target!r} is not a components.hooks.TrainHook")
-        hooks.append(hook)
+    for cls, kwargs in specs or ():
+        if not (isinstance(cls, type) and issubclass(cls, TrainHook)):
+            raise TypeError(f"training hook {cls!r} is not a components.hooks.TrainHook subclass "
+                            f"(a hook spec is (Class, kwargs), the class itself, not its name)")
+        hooks.append(cls(**(kwargs or {})))
     return hooks
 
 

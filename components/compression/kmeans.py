@@ -8,7 +8,7 @@ weight is replaced by the mean of its cluster, so each centroid moves by the mea
 updates and the assignment never changes::
 
     books = share_(net, clusters=32)          # {layer: Codebook}; net now holds exactly K values per layer
-    hooks=[("components.compression.kmeans:ShareHook", {"indices": {n: b.indices for n, b in books.items()}})]
+    hooks=[(ShareHook, {"indices": {n: b.indices for n, b in books.items()}})]
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def _pruned(ctx: Context, run_id: str) -> torch.nn.Module:
         c = ctx.cfg.compress
         model = ctx.fresh()
         if c.finetune_epochs:
-            hook = ("components.compression.prune:MaskHook",
+            hook = (prune.MaskHook,
                     {"sparsity": c.sparsity, "scope": c.prune_scope, "epochs": c.finetune_epochs})
             model = _load_weights(model, _finetune(ctx, "prune", run_id, model, [hook]))
         prune.prune_(model.net, c.sparsity, c.prune_scope)  # exact: the masked weights are zero already
@@ -271,7 +271,7 @@ def _pruned(ctx: Context, run_id: str) -> torch.nn.Module:
 def _shared(ctx: Context, model: torch.nn.Module, method: str, run_id: str):
     books = kmeans.share_(model.net, ctx.cfg.compress.clusters)
     if ctx.cfg.compress.finetune_epochs:
-        hook = ("components.compression.kmeans:ShareHook", {"indices": {n: b.indices for n, b in books.items()}})
+        hook = (kmeans.ShareHook, {"indices": {n: b.indices for n, b in books.items()}})
         model = _load_weights(model, _finetune(ctx, method, run_id, model, [hook]))
         books = kmeans.enforce_(model.net, {n: b.indices for n, b in books.items()})
     return model, books
@@ -351,7 +351,7 @@ def m_lowrank(ctx, directory, run_id):
     ranks = lowrank.choose_ranks(model.net, ctx.cfg.compress.energy)
     if ctx.cfg.compress.finetune_epochs:
         checkpoint = _finetune(ctx, "lowrank", run_id, model,
-                               [("components.compression.lowrank:LowRankHook", {"ranks": ranks})])
+                               [(lowrank.LowRankHook, {"ranks": ranks})])
         model = _load_weights(_rebuilt(ctx, ranks), checkpoint)  # the trained factors
     else:
         lowrank.factorise_(model.net, ranks)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from components.packaging import ARCH_FILE, ModelSpec, load_package
-from components.transfer import transfer_state
+from components.transfer import FreezeBackbone, transfer_state
 from pipelines.config import Config, ConfigError
 from pipelines.flows import kit
 from pipelines.services import names, tracking
@@ -107,7 +107,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
             f"{spec.num_classes} new classes, head '{head}' re-initialised, "
             + ("backbone frozen" if freeze else f"fine-tuning everything at lr {lr:g}"))
         tcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr))
-        hooks = [("components.transfer:FreezeBackbone", {"head": head})] if freeze else []
+        hooks = [(FreezeBackbone, {"head": head})] if freeze else []
         trained = train.run(tcfg, prepared, parent.uri, run_id, f"{cfg.pipeline}-{parent.run_id}-transfer",
                             workdir / "transfer", init_state=state, hooks=hooks, spec=spec)
         loss, acc = evaluate.score_package(cfg, prepared, trained.best_checkpoint)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.babysit import INITIAL_LOSS_FILE, TEMPLATES_FILE
+from components.babysit import INITIAL_LOSS_FILE, TEMPLATES_FILE, LinearDiagnostics
 from components.data.shards import Manifest
 from components.hooks import HookSpec
 from pipelines.config import AugmentConfig, Config
@@ -72,7 +72,7 @@ def train_hooks(cfg: Config, prepared: Prepared, workdir: Path) -> list[HookSpec
     workdir.mkdir(parents=True, exist_ok=True)
     sample = workdir / SAMPLE_FILE
     np.savez(sample, image=batch["image"], label=batch["label"])
-    return [("components.babysit:LinearDiagnostics",
+    return [(LinearDiagnostics,
              {"sample": str(sample), "loss": cfg.train.loss, "classes": list(manifest.classes),
               "keys": {"initial": names.INITIAL_LOSS, "expected": names.EXPECTED_INITIAL_LOSS}})]
 

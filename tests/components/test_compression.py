@@ -93,7 +93,7 @@ def test_pruning_reaches_exactly_the_target_sparsity(trained, scope, tmp_path):
 def test_mask_hook_keeps_pruned_weights_at_zero_while_fine_tuning(trained):
     model, spec, train_x, train_y, test_x, test_y = trained
     tuned = clone(model, spec)
-    hooks = build_hooks([("components.compression.prune:MaskHook", {"sparsity": 0.8, "scope": "global", "epochs": 3})])
+    hooks = build_hooks([(prune.MaskHook, {"sparsity": 0.8, "scope": "global", "epochs": 3})])
     hooks[0].setup(tuned)
     for epoch in range(3):
         train(tuned, train_x, train_y, epochs=1, hooks=hooks, lr=0.01)
@@ -124,7 +124,7 @@ def test_centroid_fine_tuning_keeps_the_assignment(trained):
     prune.prune_(tuned.net, 0.5)
     books = kmeans.share_(tuned.net, clusters=8)
     before = {n: b.centroids.clone() for n, b in books.items()}
-    hooks = build_hooks([("components.compression.kmeans:ShareHook", {"indices": {n: b.indices for n, b in books.items()}})])
+    hooks = build_hooks([(kmeans.ShareHook, {"indices": {n: b.indices for n, b in books.items()}})])
     hooks[0].setup(tuned)
     train(tuned, train_x, train_y, epochs=1, hooks=hooks, lr=0.01)
     for name, m in prune.weight_layers(tuned.net):

@@ -57,7 +57,7 @@ def test_hooks_run_on_every_step_and_their_files_reach_the_driver(ray_local, mlf
             prepared = preprocess.run(cfg, manifest, tmp_path)
         with stage("train", parent, cfg) as run_id:
             trained = train.run(cfg, prepared, parent.uri, run_id, "hooks", tmp_path,
-                                hooks=[("tests.pipelines.test_hooks_e2e:StepCounter", {"tag": "x"})])
+                                hooks=[(StepCounter, {"tag": "x"})])
     files = sorted(Path(trained.extras).rglob("count.json"))
     assert [f.parent.name for f in files] == ["00-StepCounter"]
     record = json.loads(files[0].read_text())

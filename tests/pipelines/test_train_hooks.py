@@ -6,6 +6,7 @@ slow tests (test_toolkit's softmax run); here the model is a convnet, which gets
 
 from __future__ import annotations
 
+from components.ensembles import EMAHook, SnapshotHook
 from components.hooks import build_hooks
 from components.packaging import ModelSpec
 from pipelines.config import load_config
@@ -26,8 +27,8 @@ def test_no_hooks_unless_the_config_asks(tmp_path):
 def test_ema_and_snapshots_become_hooks_in_loop_order(tmp_path):
     cfg = _cfg("train.ema_decay=0.99", "train.snapshots=2", "train.epochs=4", "train.schedule=cosine")
     hooks = hooks_for(cfg, SPEC, None, tmp_path)
-    assert [target for target, _ in hooks] == ["components.ensembles:EMAHook", "components.ensembles:SnapshotHook"]
+    assert [cls for cls, _ in hooks] == [EMAHook, SnapshotHook]
     ema, snapshots = (kwargs for _, kwargs in hooks)
     assert ema == {"decay": 0.99, "spec": SPEC.to_dict()}
     assert snapshots == {"cycles": 2, "epochs": 4, "spec": SPEC.to_dict()}
-    assert len(build_hooks(hooks)) == 2  # they import and construct as the workers will
+    assert len(build_hooks(hooks)) == 2  # they construct as the workers will
