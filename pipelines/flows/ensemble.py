@@ -79,17 +79,9 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         with kit.stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate.run(cfg, prepared, built.trained)
             metrics, rows = out["comparison"] = compare(cfg, prepared, built, evaluation.test_accuracy)
-        tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy,
-                              **metrics})
+        tracking.log_metrics({**kit.test_metrics(evaluation), **metrics})
         tracking.log_table(rows, names.ENSEMBLE_TABLE_ARTIFACT)
-    if "register" in cfg.stages and cfg.registry.enabled:
-        from pipelines.services import registry
-
-        with kit.stage("register", parent, cfg):
-            tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],
-                    names.RUN_ID: parent.run_id}
-            out["decision"] = registry.run(cfg, evaluation, prepared.num_classes, tags)
-        parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
+        kit.register(cfg, parent, evaluation, prepared.num_classes, out, manifest.version)
     return out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.records import Prepared
+from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, tracking
 from pipelines.services.progress import duration, say
 
@@ -41,6 +41,26 @@ def prepare(cfg: Config, parent: tracking.PipelineRun, workdir: Path, out: dict[
 
 def shared_paths(cfg: Config) -> dict[str, str]:
     return {"cluster.storage_path": cfg.cluster.storage_path, "data.cache_dir": cfg.data.cache_dir}
+
+
+def test_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """An evaluation's test metrics under their MLflow names (test/loss, test/accuracy, ...)."""
+    return {names.metric(names.TEST, k): v for k, v in evaluation.metrics.items()}
+
+
+def register(cfg: Config, parent: tracking.PipelineRun, evaluation: Evaluation, num_classes: int,
+             out: dict[str, Any], dataset_version: str) -> None:
+    """Stage ``register`` when it is in ``cfg.stages`` and ``registry.enabled``: the evaluated model
+    becomes a version, the gate picks its alias, and the parent run is tagged with the decision."""
+    from pipelines.services import registry
+
+    if "register" not in cfg.stages or not cfg.registry.enabled:
+        return
+    with stage("register", parent, cfg):
+        tags = {names.DATASET_VERSION: dataset_version, names.GIT_SHA: parent.tags[names.GIT_SHA],
+                names.RUN_ID: parent.run_id}
+        decision = out["decision"] = registry.run(cfg, evaluation, num_classes, tags)
+    parent.set_tags({names.DECISION_TAG: f"{decision.alias}: {decision.model_uri}"})
 
 
 class stage:

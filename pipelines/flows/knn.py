@@ -53,7 +53,6 @@ class Fitted:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines.services import registry
 
     out: dict[str, Any] = {}
     workdir = kit.workdir_for(cfg, parent.run_id)
@@ -67,13 +66,8 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     if "evaluate" in cfg.stages:
         with kit.stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate(cfg, prepared, fitted)
-        tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy})
-    if "register" in cfg.stages and cfg.registry.enabled:
-        with kit.stage("register", parent, cfg):
-            tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],
-                    names.RUN_ID: parent.run_id}
-            out["decision"] = registry.run(cfg, evaluation, prepared.num_classes, tags)
-        parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
+        tracking.log_metrics(kit.test_metrics(evaluation))
+        kit.register(cfg, parent, evaluation, prepared.num_classes, out, manifest.version)
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.flows.kit import shared_paths, workdir_for
+from pipelines.flows.kit import shared_paths, test_metrics, workdir_for
 from pipelines.flows.kit import stage as _stage
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
@@ -108,8 +108,7 @@ def _challenge(cfg: Config, parent: tracking.PipelineRun, manifest, lock) -> dic
                 scores |= {names.RETRAIN_CHAMPION_ACCURACY: champ_acc,
                            names.RETRAIN_IMPROVEMENT: evaluation.test_accuracy - champ_acc}
             tracking.log_metrics(scores)
-        tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy,
-                              **scores})
+        tracking.log_metrics({**test_metrics(evaluation), **scores})
     with _stage("register", parent, cfg):
         tags = {names.DATASET_VERSION: manifest.version, names.GIT_SHA: parent.tags[names.GIT_SHA],
                 names.RUN_ID: parent.run_id}

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from pipelines.config import Config, build
 from pipelines.flows import search_space
-from pipelines.flows.kit import prepare, stage, workdir_for
+from pipelines.flows.kit import prepare, register, stage, test_metrics, workdir_for
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
 from pipelines.services.runtime import CpuMeter
@@ -282,7 +282,6 @@ def _epochs(history, last: Mapping[str, Any]) -> int:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
-    from pipelines.services import registry
     from pipelines.records import PREPARED_FILE
     from pipelines.stages import evaluate
 
@@ -313,13 +312,9 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     with stage("evaluate", parent, cfg):
         trained = _trained_of(best["run_id"], parent.uri, workdir / "best_trial")
         evaluation = out["evaluation"] = evaluate.run(winner, prepared, trained)
-    tracking.log_metrics({names.TEST_LOSS: evaluation.test_loss, names.TEST_ACCURACY: evaluation.test_accuracy})
-    if "register" in cfg.stages and cfg.registry.enabled:
-        with stage("register", parent, cfg):
-            tags = {names.DATASET_VERSION: parent.tags.get(names.DATASET_VERSION, ""),
-                    names.GIT_SHA: parent.tags[names.GIT_SHA], names.RUN_ID: parent.run_id}
-            out["decision"] = registry.run(winner, evaluation, prepared.num_classes, tags)
-        parent.set_tags({names.DECISION_TAG: f"{out['decision'].alias}: {out['decision'].model_uri}"})
+    tracking.log_metrics(test_metrics(evaluation))
+    # The winner's config registers (its registry section is the sweep's; stages are the sweep's).
+    register(winner, parent, evaluation, prepared.num_classes, out, parent.tags.get(names.DATASET_VERSION, ""))
     return out
 
 
