@@ -8,7 +8,8 @@ weights, both taken inside the one training loop by hooks.
                           (SnapshotHook, {"cycles": 3, "epochs": 9, "spec": spec.to_dict()})])
 
 An ensemble package is a directory: ``arch.json`` (``"format": "ensemble"``, the member names) and one
-ordinary model package per member under ``members/``. Each member keeps its own normalisation, so
+ordinary model package per member under ``members/`` (the format and its loader:
+:mod:`components.ensemble_package`, re-exported here). Each member keeps its own normalisation, so
 members trained on different normalisers (or different architectures) combine. Pure PyTorch: no Ray,
 no MLflow here.
 """
@@ -16,7 +17,6 @@ no MLflow here.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,48 +25,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from components.ensemble_package import (FORMAT, MEMBERS_DIR, EnsembleClassifier, PackageLoader,
+                                        ProbabilityAverage, check_compatible, member_names)
+from components.ensemble_package import load_ensemble_package as _load_ensemble_package
 from components.hooks import HookSpec, TrainHook
-from components.models import ImageClassifier, Normalize
+from components.models import ImageClassifier
 from components.packaging import ARCH_FILE, ModelSpec, load_package, save_package
 
-FORMAT = "ensemble"
-MEMBERS_DIR = "members"
 EMA_DIR = "ema"  # EMAHook's package inside its extras directory
 SNAPSHOT_PREFIX = "snapshot-"  # SnapshotHook's packages: snapshot-1, snapshot-2, ...
 
 
 # --------------------------------------------------------------------------- the ensemble model
-
-
-class ProbabilityAverage(nn.Module):
-    """``log(mean_i softmax(member_i(x)))``: log-probabilities, so softmax of it is the mean probability
-    and cross-entropy on it is the ensemble's negative log-likelihood."""
-
-    def __init__(self, members: Sequence[nn.Module]):
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # logsumexp of log-softmaxes: stable where a member's probability underflows to 0.
-        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
-
-
-class EnsembleClassifier(ImageClassifier):
-    """An :class:`ImageClassifier` whose net averages its members' probabilities.
-
-    The outer normalisation is the identity: each member normalises the [0, 1] images itself.
-    ``predict_uint8`` (inherited) returns ``softmax(forward)`` = the mean of the members' probabilities.
-    """
-
-    def __init__(self, members: Sequence[ImageClassifier]):
-        super().__init__(Normalize.identity(members[0].in_channels), ProbabilityAverage(members))
-
-    @property
-    def members(self) -> nn.ModuleList:
-        return self.net.members
 
 
 def mean_probabilities(models: Iterable[ImageClassifier], images: Any) -> Tensor:
@@ -103,16 +73,6 @@ def greedy_selection(probs: Sequence[np.ndarray], labels: np.ndarray) -> list[in
     return chosen
 
 
-def check_compatible(specs: Sequence[ModelSpec], names: Sequence[str]) -> None:
-    """Members must take the same images and predict the same classes, in the same order."""
-    first = specs[0]
-    for spec, name in zip(specs[1:], names[1:]):
-        for key in ("in_channels", "image_size", "num_classes", "classes"):
-            if getattr(spec, key) != getattr(first, key):
-                raise ValueError(f"ensemble member {name} has {key}={getattr(spec, key)!r} but {names[0]} has "
-                                 f"{getattr(first, key)!r}; members must be trained on the same data.")
-
-
 def save_ensemble_package(directory: str | Path, members: Sequence[tuple[str, str | Path]]) -> Path:
     """Copy each member's package (``(name, package_dir)``) under ``members/`` and write ``arch.json``."""
     directory = Path(directory)
@@ -134,22 +94,11 @@ def save_ensemble_package(directory: str | Path, members: Sequence[tuple[str, st
     return directory
 
 
-def load_ensemble_package(directory: str | Path) -> tuple[EnsembleClassifier, ModelSpec]:
-    """The loader ``components.packaging.load_package`` dispatches ``"format": "ensemble"`` to."""
-    directory = Path(directory)
-    arch = json.loads((directory / ARCH_FILE).read_text())
-    loaded = [load_package(directory / entry["path"]) for entry in arch["members"]]
-    check_compatible([s for _, s in loaded], [e["name"] for e in arch["members"]])
-    model = EnsembleClassifier([m for m, _ in loaded])
-    model.eval()
-    spec = ModelSpec(name=FORMAT, in_channels=arch["in_channels"], num_classes=arch["num_classes"],
-                     image_size=arch["image_size"], classes=tuple(arch["classes"]),
-                     normalization=loaded[0][1].normalization)
-    return model, spec
-
-
-def member_names(directory: str | Path) -> list[str]:
-    return [e["name"] for e in json.loads((Path(directory) / ARCH_FILE).read_text())["members"]]
+def load_ensemble_package(directory: str | Path, load: PackageLoader = load_package
+                          ) -> tuple[EnsembleClassifier, ModelSpec]:
+    """An ensemble package; its members load through ``load`` (components.packaging.load_package: any
+    format). The loader proper is components.ensemble_package's, which the dispatcher itself uses."""
+    return _load_ensemble_package(directory, load=load)
 
 
 def _safe(name: str) -> str:
@@ -309,6 +258,6 @@ def hook_outputs(extras: str | Path | None) -> dict[str, Any]:
     return found
 
 
-__all__ = ["EnsembleClassifier", "ProbabilityAverage", "EMAHook", "SnapshotHook", "config_hooks",
-           "hook_outputs", "load_ensemble_package", "mean_probabilities", "recompute_batchnorm",
-           "save_ensemble_package"]
+__all__ = ["EnsembleClassifier", "ProbabilityAverage", "EMAHook", "SnapshotHook", "check_compatible",
+           "config_hooks", "hook_outputs", "load_ensemble_package", "mean_probabilities", "member_names",
+           "recompute_batchnorm", "save_ensemble_package"]

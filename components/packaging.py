@@ -6,118 +6,47 @@ package never runs pickled code::
     save_package(path, model, spec)
     model, spec = load_package(path)
     classes, probs = model.predict_uint8(images_uint8)
+
+:func:`load_package` dispatches on ``arch.json``'s ``"format"`` to the loaders below it, imported
+directly: :mod:`components.package_base` (ModelSpec and the plain format, re-exported here),
+:mod:`components.ensemble_package` and :mod:`components.compression.package`. Those import only
+package_base, never this module, so there is no cycle; the ensemble loader is handed
+:func:`load_package` for its members, which may be of any format.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
-import torch
+from components.compression.package import load_compressed_package
+from components.ensemble_package import load_ensemble_package
+from components.models import ImageClassifier
+from components.package_base import (ARCH_FILE, WEIGHTS_FILE, ModelSpec, load_state_dict_package, save_package,
+                                     unwrap)
 
-from components.models import ImageClassifier, Normalize, build_model
-
-ARCH_FILE = "arch.json"
-WEIGHTS_FILE = "weights.pt"
-#: Package formats beyond a plain state dict: ``arch.json``'s ``"format"`` → ``"module:loader"``, where
+#: Package formats beyond a plain state dict: ``arch.json``'s ``"format"`` → its loader,
 #: ``loader(directory) -> (module with predict_uint8, ModelSpec)``. Evaluation and serving load any of
 #: them through :func:`load_package`, so an ensemble or a compressed variant serves like any model.
-FORMATS: dict[str, str] = {
-    "ensemble": "components.ensembles:load_ensemble_package",
-    "compressed": "components.compression.package:load_compressed_package",
+#: An ensemble's members are packages of any format: its loader is handed this dispatcher.
+FORMATS: dict[str, Callable[[Path], tuple[ImageClassifier, ModelSpec]]] = {
+    "ensemble": lambda directory: load_ensemble_package(directory, load=load_package),
+    "compressed": load_compressed_package,
 }
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild an :class:`ImageClassifier` before loading its weights."""
-
-    name: str
-    in_channels: int
-    num_classes: int
-    image_size: int
-    classes: tuple[str, ...]
-    normalization: str = "per_channel"
-    width: int | None = None
-    depth: int | None = None
-    dropout: float = 0.0
-    batchnorm: bool = True
-    # Family options; None = the family's default, or an option it does not take. Packages
-    # written before these existed load with all of them None, which rebuilds the same nets.
-    activation: str | None = None  # mlp
-    init: str | None = None  # mlp
-    hidden: tuple[int, ...] | None = None  # mlp
-    block: str | None = None  # resnet: basic | bottleneck
-    groups: int | None = None  # resnet bottleneck: ResNeXt cardinality
-    growth: int | None = None  # densenet
-    # The task the net was trained for (components.tasks): evaluation, the gate and serving rebuild it
-    # from here. Packages written before tasks existed are classifiers.
-    task: str = "classification"
-
-    def build(self, normalize: Normalize | None = None) -> ImageClassifier:
-        net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
-                          image_size=self.image_size, width=self.width, depth=self.depth,
-                          dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,
-                          init=self.init, hidden=self.hidden, block=self.block, groups=self.groups,
-                          growth=self.growth)
-        return ImageClassifier(normalize or self._placeholder_normalize(), net)
-
-    def _placeholder_normalize(self) -> Normalize:
-        # Buffers of the right shape, overwritten by load_state_dict.
-        c, s = self.in_channels, self.image_size
-        if self.normalization == "mean_image":
-            return Normalize(torch.zeros(c, s, s), torch.ones(1, 1, 1))
-        return Normalize.identity(c)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["classes"] = list(self.classes)
-        if self.hidden is not None:
-            d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["classes"] = tuple(d["classes"])
-        if d.get("hidden") is not None:
-            d["hidden"] = tuple(int(h) for h in d["hidden"])
-        return cls(**d)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare module under DistributedDataParallel (``prepare_model`` wraps it)."""
-    return getattr(model, "module", model)
-
-
-def save_package(directory: str | Path, model: torch.nn.Module, spec: ModelSpec) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / ARCH_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
-    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    torch.save(state, directory / WEIGHTS_FILE)
-    return directory
-
-
 def load_package(directory: str | Path) -> tuple[ImageClassifier, ModelSpec]:
+    """Any model package, by the ``"format"`` in its ``arch.json`` (none: a plain state dict)."""
     directory = Path(directory)
-    arch = json.loads((directory / ARCH_FILE).read_text())
-    fmt = arch.get("format", "state_dict")
-    if fmt != "state_dict":
-        import importlib
+    fmt = json.loads((directory / ARCH_FILE).read_text()).get("format", "state_dict")
+    if fmt == "state_dict":
+        return load_state_dict_package(directory)
+    if fmt not in FORMATS:
+        raise ValueError(f"{directory} holds a model package of unknown format {fmt!r}; "
+                         f"known: state_dict, {', '.join(FORMATS)}")
+    return FORMATS[fmt](directory)
 
-        if fmt not in FORMATS:
-            raise ValueError(f"{directory} holds a model package of unknown format {fmt!r}; "
-                             f"known: state_dict, {', '.join(FORMATS)}")
-        module, _, loader = FORMATS[fmt].partition(":")
-        return getattr(importlib.import_module(module), loader)(directory)
-    spec = ModelSpec.from_dict(arch)
-    model = spec.build()
-    state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.eval()
-    return model, spec
+
+__all__ = ["ARCH_FILE", "FORMATS", "WEIGHTS_FILE", "ModelSpec", "load_package", "load_state_dict_package",
+           "save_package", "unwrap"]

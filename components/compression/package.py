@@ -37,7 +37,7 @@ from torch import nn
 from components.compression import huffman
 from components.compression.kmeans import Codebook
 from components.compression.prune import weight_layers
-from components.packaging import ARCH_FILE, ModelSpec, unwrap
+from components.package_base import ARCH_FILE, ModelSpec, unwrap
 
 BLOB = "weights.bin"
 PROGRAM = "model.pt2.xz"  # torch.export archive, xz-compressed (its graph text dominates a small model)

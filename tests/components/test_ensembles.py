@@ -74,6 +74,18 @@ def test_ensemble_of_one_is_that_model(members, tmp_path):
     torch.testing.assert_close(ensemble.predict_uint8(images)[1], model.predict_uint8(images)[1], atol=1e-6, rtol=1e-5)
 
 
+def test_an_ensemble_member_may_itself_be_an_ensemble(members, tmp_path):
+    # load_package hands itself to the ensemble loader, so members of any format load.
+    inner = save_ensemble_package(tmp_path / "inner", [(n, p) for n, p, _ in members[:2]])
+    outer = save_ensemble_package(tmp_path / "outer", [("inner", inner), ("m2", members[2][1])])
+    model, spec = load_package(outer)
+    images = np.random.default_rng(2).integers(0, 256, size=(8, 8, 8), dtype=np.uint8)
+    inner_probs = mean_probabilities([m for _, _, m in members[:2]], images)
+    expected = (inner_probs + members[2][2].predict_uint8(images)[1]) / 2
+    torch.testing.assert_close(model.predict_uint8(images)[1], expected, atol=1e-6, rtol=1e-5)
+    assert spec.name == "ensemble" and member_names(outer) == ["inner", "m2"]
+
+
 def test_ensemble_refuses_members_of_other_data(members, tmp_path):
     other = ModelSpec(name="convnet", in_channels=1, num_classes=5, image_size=8,
                       classes=tuple("abcde"), width=8)
