@@ -6,7 +6,7 @@ factorised when the two factors hold fewer weights than the original. :class:`Lo
 the model when training starts, so the factors are fine-tuned on the one training loop::
 
     ranks = choose_ranks(net, energy=0.9)
-    factorise_(net, ranks)                # or: hooks=[("components.compression.lowrank:LowRankHook", {"ranks": ranks})]
+    factorise_(net, ranks)                # or: hooks=[(LowRankHook, {"ranks": ranks})]
 """
 
 from __future__ import annotations

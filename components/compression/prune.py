@@ -6,7 +6,7 @@ while fine-tuning on the one training loop (``pipelines.stages.train.run(..., ho
 rises over the first epochs on a cubic schedule (Zhu & Gupta 2017) and the masks are re-applied after
 every optimiser step, so pruned weights stay exactly zero::
 
-    hooks=[("components.compression.prune:MaskHook", {"sparsity": 0.9, "scope": "global", "epochs": 3})]
+    hooks=[(MaskHook, {"sparsity": 0.9, "scope": "global", "epochs": 3})]
 """
 
 from __future__ import annotations
