@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def _find_conf() -> Path:
+    """``conf/`` beside the code; on a worker of a remote Ray cluster, the copy the driver shipped
+    with the packages (``services.runtime.ray_session``: an importable folder named ``conf``)."""
+    beside = Path(__file__).resolve().parents[2] / "conf"
+    if beside.is_dir():
+        return beside
+    shipped = importlib.util.find_spec("conf")
+    if shipped is not None and shipped.submodule_search_locations:
+        return Path(next(iter(shipped.submodule_search_locations)))
+    return beside
+
+
+CONF_DIR = _find_conf()
 #: Config groups: a bare ``GROUP=NAME`` override selects ``conf/GROUP/NAME.yaml``.
 GROUPS = ("data", "model", "train", "cluster")
 

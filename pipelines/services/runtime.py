@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Self
 
-from pipelines.config import ClusterConfig
+from pipelines.config import CONF_DIR, ClusterConfig
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,15 @@ def worker_threads(cluster: ClusterConfig) -> int:
     return max(1, cores // cluster.num_workers)
 
 
+def shipped_code() -> dict:
+    """The runtime_env that carries this checkout's code and conf/ to the workers of a remote cluster."""
+    import components
+    import pipelines
+
+    folders = [Path(components.__file__).parent, Path(pipelines.__file__).parent, CONF_DIR]
+    return {"py_modules": [str(f) for f in folders], "excludes": ["**/__pycache__/**"]}
+
+
 @contextlib.contextmanager
 def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     import ray
@@ -59,14 +68,11 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address and not inside_ray_job():
-        # A remote cluster does not have this checkout: ship the two packages with the driver. Inside
-        # a Ray job (visionray submit) the job's working_dir already carries them, and Ray refuses
-        # a second runtime_env that sets the same fields.
-        import components
-        import pipelines
-
-        kwargs["runtime_env"] = {"py_modules": [components, pipelines],
-                                 "excludes": ["**/__pycache__/**"]}
+        # A remote cluster does not have this checkout: ship the two packages and conf/ (workers that
+        # rebuild a config read it: pipelines.config.CONF_DIR) with the driver. Inside a Ray job
+        # (visionray submit) the job's working_dir already carries them, and Ray refuses a second
+        # runtime_env that sets the same fields.
+        kwargs["runtime_env"] = shipped_code()
     if address:
         _use_given_token()
         try:

@@ -1,11 +1,13 @@
-"""pipelines.services.runtime pieces that need no Ray."""
+"""pipelines.services.runtime: process clean-up (no Ray) and the code a driver ships to a cluster."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
+import pytest
 
 
 def test_a_failed_start_kills_only_the_processes_it_started():
@@ -22,3 +24,38 @@ def test_a_failed_start_kills_only_the_processes_it_started():
     finally:
         older.kill()
         older.wait()
+
+
+DRIVER = """
+import json, ray
+from pipelines.config import load_config
+from pipelines.services.runtime import ray_session
+
+with ray_session(load_config("quickstart").cluster):  # RAY_ADDRESS is set: the code is shipped
+    @ray.remote
+    def rebuild():
+        import pipelines
+        from pipelines.config import CONF_DIR, load_config
+        return pipelines.__file__, str(CONF_DIR), len(load_config("sweep").zoo.models)
+
+    print("RESULT " + json.dumps(ray.get(rebuild.remote(), timeout=300)))
+"""
+
+
+@pytest.mark.slow
+def test_code_shipped_to_a_remote_cluster_carries_conf(session_ray_address, tmp_path):
+    """A driver on RAY_ADDRESS ships components, pipelines and conf/: a worker that imports the shipped
+    packages (not this checkout) still finds conf/ and rebuilds a pipeline's config from it."""
+    import json
+    import os
+
+    env = {**os.environ, "RAY_ADDRESS": session_ray_address}
+    done = subprocess.run([sys.executable, "-c", DRIVER], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    where, conf, members = json.loads(lines[-1][len("RESULT "):])
+    repo = Path(__file__).resolve().parents[2]
+    assert not where.startswith(str(repo)), where  # the shipped copy, as on another machine
+    assert not conf.startswith(str(repo)) and Path(conf, "pipeline", "sweep.yaml").is_file(), conf
+    assert members >= 1
