@@ -25,8 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from components.ensemble_package import (FORMAT, MEMBERS_DIR, EnsembleClassifier, PackageLoader,
-                                        ProbabilityAverage, check_compatible, member_names)
+from components.ensemble_package import (
+    FORMAT,
+    MEMBERS_DIR,
+    EnsembleClassifier,
+    PackageLoader,
+    ProbabilityAverage,
+    check_compatible,
+    member_names,
+)
 from components.ensemble_package import load_ensemble_package as _load_ensemble_package
 from components.hooks import HookSpec, TrainHook
 from components.models import ImageClassifier
@@ -212,8 +219,9 @@ class SnapshotHook(TrainHook):
     model sits in a local minimum. Every checkpoint's extras hold all snapshots taken so far
     (``snapshot-1``, ``snapshot-2``, ...), so the final checkpoint has them all."""
 
-    def __init__(self, cycles: int, epochs: int, spec: dict[str, Any]):
+    def __init__(self, cycles: int, epochs: int, spec: dict[str, Any], metric: str = ""):
         self.every = cycle_length(epochs, cycles)
+        self.metric = metric  # the name the count of snapshots is reported under (none when empty)
         self.spec = ModelSpec.from_dict(spec)
         self.snapshots: list[dict[str, Tensor]] = []
 
@@ -225,7 +233,7 @@ class SnapshotHook(TrainHook):
                 net = self.spec.build()
                 net.load_state_dict(state)
                 save_package(out_dir / f"{SNAPSHOT_PREFIX}{i + 1}", net, self.spec)
-        return {"ensemble/snapshots_taken": float(len(self.snapshots))}
+        return {self.metric: float(len(self.snapshots))} if self.metric else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"snapshots": [dict(s) for s in self.snapshots]}
@@ -234,13 +242,16 @@ class SnapshotHook(TrainHook):
         self.snapshots = [dict(s) for s in state["snapshots"]]
 
 
-def config_hooks(ema_decay: float, snapshots: int, epochs: int, spec: ModelSpec) -> list[HookSpec]:
-    """The hooks ``train.ema_decay`` and ``train.snapshots`` switch on (none when both are 0)."""
+def config_hooks(ema_decay: float, snapshots: int, epochs: int, spec: ModelSpec,
+                 snapshots_metric: str = "") -> list[HookSpec]:
+    """The hooks ``train.ema_decay`` and ``train.snapshots`` switch on (none when both are 0);
+    ``snapshots_metric`` names the per-epoch count of snapshots taken."""
     hooks: list[HookSpec] = []
     if ema_decay > 0:
         hooks.append((EMAHook, {"decay": ema_decay, "spec": spec.to_dict()}))
     if snapshots > 0:
-        hooks.append((SnapshotHook, {"cycles": snapshots, "epochs": epochs, "spec": spec.to_dict()}))
+        hooks.append((SnapshotHook, {"cycles": snapshots, "epochs": epochs, "spec": spec.to_dict(),
+                                     "metric": snapshots_metric}))
     return hooks
 
 

@@ -85,8 +85,9 @@ def schedule(epoch: int, epochs: int, target: float) -> float:
 class MaskHook(TrainHook):
     """Iterative prune → fine-tune inside the one training loop; masks travel in the checkpoint."""
 
-    def __init__(self, sparsity: float, scope: str = "global", epochs: int = 1):
-        self.target, self.scope, self.epochs = sparsity, scope, epochs
+    def __init__(self, sparsity: float, scope: str = "global", epochs: int = 1, metric: str = ""):
+        # metric: the name each epoch's measured sparsity is reported under (its caller's; none when empty)
+        self.target, self.scope, self.epochs, self.metric = sparsity, scope, epochs, metric
         self.masks: dict[str, torch.Tensor] = {}
         self.level = 0.0
 
@@ -104,7 +105,7 @@ class MaskHook(TrainHook):
         measured = sparsity_of(_net(model))  # what this epoch's validation saw
         if epoch + 1 < self.epochs:
             self._prune(model, epoch + 1)  # the next level: the checkpoint carries the new masks
-        return {"compress/sparsity": measured}
+        return {self.metric: measured} if self.metric else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"masks": self.masks, "level": self.level}

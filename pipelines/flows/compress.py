@@ -259,7 +259,8 @@ def _pruned(ctx: Context, run_id: str) -> torch.nn.Module:
         model = ctx.fresh()
         if c.finetune_epochs:
             hook = (prune.MaskHook,
-                    {"sparsity": c.sparsity, "scope": c.prune_scope, "epochs": c.finetune_epochs})
+                    {"sparsity": c.sparsity, "scope": c.prune_scope, "epochs": c.finetune_epochs,
+                     "metric": names.COMPRESS_SPARSITY})
             model = _load_weights(model, _finetune(ctx, "prune", run_id, model, [hook]))
         prune.prune_(model.net, c.sparsity, c.prune_scope)  # exact: the masked weights are zero already
         ctx.cache["pruned"] = model

@@ -430,7 +430,8 @@ def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -
     )
 
     return [*babysit.train_hooks(cfg, prepared, workdir),  # linear models: first loss, templates
-            *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs, spec)]
+            *config_hooks(cfg.train.ema_decay, cfg.train.snapshots, cfg.train.epochs, spec,
+                          names.ENSEMBLE_SNAPSHOTS_TAKEN)]
 
 
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,

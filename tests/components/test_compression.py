@@ -15,6 +15,7 @@ from components.hooks import build_hooks
 from components.losses import build_criterion
 from components.models import Normalize
 from components.packaging import ModelSpec, load_package, save_package
+from pipelines.services import names
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +94,13 @@ def test_pruning_reaches_exactly_the_target_sparsity(trained, scope, tmp_path):
 def test_mask_hook_keeps_pruned_weights_at_zero_while_fine_tuning(trained):
     model, spec, train_x, train_y, test_x, test_y = trained
     tuned = clone(model, spec)
-    hooks = build_hooks([(prune.MaskHook, {"sparsity": 0.8, "scope": "global", "epochs": 3})])
+    hooks = build_hooks([(prune.MaskHook, {"sparsity": 0.8, "scope": "global", "epochs": 3,
+                                           "metric": names.COMPRESS_SPARSITY})])
     hooks[0].setup(tuned)
     for epoch in range(3):
         train(tuned, train_x, train_y, epochs=1, hooks=hooks, lr=0.01)
-        hooks[0].end_epoch(tuned, epoch, None)
+        reported = hooks[0].end_epoch(tuned, epoch, None)
+        assert set(reported) == {names.COMPRESS_SPARSITY}  # the sparsity this epoch's validation saw
     assert prune.sparsity_of(tuned.net) == pytest.approx(0.8, abs=1e-3)
     assert accuracy(tuned, test_x, test_y) > 0.8
 

@@ -24,6 +24,7 @@ from components.hooks import build_hooks
 from components.models import Normalize
 from components.optim import build_scheduler, lr_factor
 from components.packaging import ModelSpec, load_package, save_package
+from pipelines.services import names
 
 SPEC = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8,
                  classes=tuple(str(i) for i in range(10)), width=8)
@@ -167,7 +168,7 @@ def test_recompute_batchnorm_gives_the_exact_batch_statistics():
 
 
 def test_snapshot_hook_keeps_one_snapshot_per_cycle(tmp_path):
-    hook, = build_hooks(config_hooks(0.0, 3, 6, SPEC))
+    hook, = build_hooks(config_hooks(0.0, 3, 6, SPEC, names.ENSEMBLE_SNAPSHOTS_TAKEN))
     assert isinstance(hook, SnapshotHook)
     model = _member(0, 0.2, 0.3)
     taken = []
@@ -175,7 +176,7 @@ def test_snapshot_hook_keeps_one_snapshot_per_cycle(tmp_path):
         with torch.no_grad():
             next(model.parameters()).fill_(float(epoch))
         out = tmp_path / f"ckpt{epoch}" / "extras" / "01-SnapshotHook"
-        taken.append(hook.end_epoch(model, epoch, out)["ensemble/snapshots_taken"])
+        taken.append(hook.end_epoch(model, epoch, out)[names.ENSEMBLE_SNAPSHOTS_TAKEN])
     assert taken == [0, 1, 1, 2, 2, 3]  # at the end of epochs 2, 4, 6
     found = hook_outputs(tmp_path / "ckpt5" / "extras")["snapshots"]
     assert [p.name for p in found] == ["snapshot-1", "snapshot-2", "snapshot-3"]

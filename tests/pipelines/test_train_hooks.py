@@ -10,6 +10,7 @@ from components.ensembles import EMAHook, SnapshotHook
 from components.hooks import build_hooks
 from components.packaging import ModelSpec
 from pipelines.config import load_config
+from pipelines.services import names
 from pipelines.stages.train import hooks_for
 
 SPEC = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=8, classes=tuple("0123456789"))
@@ -30,5 +31,5 @@ def test_ema_and_snapshots_become_hooks_in_loop_order(tmp_path):
     assert [cls for cls, _ in hooks] == [EMAHook, SnapshotHook]
     ema, snapshots = (kwargs for _, kwargs in hooks)
     assert ema == {"decay": 0.99, "spec": SPEC.to_dict()}
-    assert snapshots == {"cycles": 2, "epochs": 4, "spec": SPEC.to_dict()}
+    assert snapshots == {"cycles": 2, "epochs": 4, "spec": SPEC.to_dict(), "metric": names.ENSEMBLE_SNAPSHOTS_TAKEN}
     assert len(build_hooks(hooks)) == 2  # they construct as the workers will
