@@ -129,31 +129,25 @@ def train_one_epoch(
         loss_value = float(loss.detach())
         if guard is not None:
             guard.check(loss_value, step)
-        meter.add(_detach(outputs), y, loss_value)
+        meter.add(_map_tensors(outputs, Tensor.detach), y, loss_value)
         if on_step is not None:
             on_step(step, meter)
     return meter
 
 
+def _map_tensors(t: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``fn`` on a tensor, or on every tensor of a tuple/list/dict (a task's inputs, targets or outputs)."""
+    if isinstance(t, Tensor):
+        return fn(t)
+    if isinstance(t, dict):
+        return {k: _map_tensors(v, fn) for k, v in t.items()}
+    if isinstance(t, (tuple, list)):
+        return type(t)(_map_tensors(v, fn) for v in t)
+    return t
+
+
 def _to(t: Any, device: torch.device) -> Any:
-    """A tensor, or a tuple/dict of them (a task's inputs or targets), on ``device``."""
-    if isinstance(t, Tensor):
-        return t.to(device, non_blocking=True)
-    if isinstance(t, dict):
-        return {k: _to(v, device) for k, v in t.items()}
-    if isinstance(t, (tuple, list)):
-        return type(t)(_to(v, device) for v in t)
-    return t
-
-
-def _detach(t: Any) -> Any:
-    if isinstance(t, Tensor):
-        return t.detach()
-    if isinstance(t, dict):
-        return {k: _detach(v) for k, v in t.items()}
-    if isinstance(t, (tuple, list)):
-        return type(t)(_detach(v) for v in t)
-    return t
+    return _map_tensors(t, lambda x: x.to(device, non_blocking=True))
 
 
 def _finite_grads(model: nn.Module) -> bool:

@@ -111,7 +111,8 @@ class Task:
 
     # -- serving and evaluation
     def predict(self, model: nn.Module, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """The served form: raw input in (pre-processing inside), named outputs out."""
+        """The served form: raw input in (pre-processing inside), named outputs out; the first output is
+        what :meth:`predictions` gives for the same input (evaluate checks that they agree)."""
         raise NotImplementedError
 
     def served_schema(self, example: np.ndarray, model_meta: Mapping[str, Any]) -> tuple[list[TensorSpec],
