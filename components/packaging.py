@@ -23,8 +23,14 @@ from typing import Callable
 from components.compression.package import load_compressed_package
 from components.ensemble_package import load_ensemble_package
 from components.models import ImageClassifier
-from components.package_base import (ARCH_FILE, WEIGHTS_FILE, ModelSpec, load_state_dict_package, save_package,
-                                     unwrap)
+from components.package_base import (
+    ARCH_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    load_state_dict_package,
+    save_package,
+    unwrap,
+)
 
 #: Package formats beyond a plain state dict: ``arch.json``'s ``"format"`` → its loader,
 #: ``loader(directory) -> (module with predict_uint8, ModelSpec)``. Evaluation and serving load any of

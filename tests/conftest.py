@@ -40,8 +40,6 @@ def ray_local() -> Iterator[None]:
 
     import ray
 
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     # A short path: Ray's Unix sockets live under it and must stay below ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="vr-", dir="/tmp")
     from pipelines.services.runtime import init_local
@@ -138,7 +136,7 @@ class QuickstartRun:
 
 @pytest.fixture(scope="session")
 def quickstart_run(ray_local, tmp_path_factory) -> QuickstartRun:
-    """One shrunk quickstart run for the session, read by test_e2e, test_serving, test_compress, test_toolkit
+    """One shrunk quickstart run for the session, read by test_e2e, test_serve, test_compress, test_toolkit
     (as a transfer source) and, through ``copy_store``, test_retrain: one training instead of five.
 
     Tests that add runs (a second version, a failure) do so in this store through ``store_context``

@@ -118,9 +118,9 @@ def entrypoint(pipeline: str, overrides: list[str]) -> str:
 
 
 def runtime_env(uri: str) -> dict:
-    from pipelines.services import tracking
+    from pipelines.services import runtime, tracking
 
-    env = {"MLFLOW_TRACKING_URI": uri, "VISIONRAY_GIT_SHA": tracking.git_sha(), "PYTHONUNBUFFERED": "1"}
+    env = {**runtime.ray_env(), "MLFLOW_TRACKING_URI": uri, "VISIONRAY_GIT_SHA": tracking.git_sha(), "PYTHONUNBUFFERED": "1"}
     env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
     return {"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": env}
 

@@ -43,13 +43,43 @@ def worker_threads(cluster: ClusterConfig) -> int:
     return max(1, cores // cluster.num_workers)
 
 
+#: Ray settings every visionray process and Ray worker runs with, unless the user's environment sets them.
+#: Ray reads them from the environment of each process it starts: a local Ray inherits the driver's
+#: environment, a remote cluster gets them through the runtime_env (``shipped_code``, the job's env_vars).
+RAY_ENV = {
+    # Ray Data prints a progress bar per operator; the driver prints one line per epoch instead.
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    # Ray Data logs a line per dataset execution (every epoch, every split) at INFO: keep its warnings
+    # only. Set it to INFO to debug.
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+    # Ray Train's controller polls its workers at this interval and learns only then that they started or
+    # finished: at Ray's default (2 s) a fit() of a no-op loop on 2 workers took 11.6-12.4 s here, at 0.25 s
+    # 6.6-8.4 s. Every training run, sweep trial and compress fine-tune pays it (docs/results.md, start-up).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+}
+#: Only for the embedded local Ray: a laptop is not a spot instance. Ray Train's preemption watcher is one
+#: more actor per fit asking whether the node is being drained, and its kill at the end of each fit put a
+#: GCS "Failed to kill actor" error line in the terminal (tests/pipelines/fitfloor.py: no measurable time).
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def ray_env(local: bool = False) -> dict[str, str]:
+    """``RAY_ENV`` (and ``LOCAL_RAY_ENV`` for a local Ray) with the user's own values where set; also
+    written into this process's environment."""
+    wanted = {**RAY_ENV, **(LOCAL_RAY_ENV if local else {})}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in wanted}
+
+
 def shipped_code() -> dict:
-    """The runtime_env that carries this checkout's code and conf/ to the workers of a remote cluster."""
+    """The runtime_env that carries this checkout's code, conf/ and ``RAY_ENV`` to a remote cluster's workers."""
     import components
     import pipelines
 
     folders = [Path(components.__file__).parent, Path(pipelines.__file__).parent, CONF_DIR]
-    return {"py_modules": [str(f) for f in folders], "excludes": ["**/__pycache__/**"]}
+    return {"py_modules": [str(f) for f in folders], "excludes": ["**/__pycache__/**"], "env_vars": ray_env()}
 
 
 @contextlib.contextmanager
@@ -60,12 +90,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         yield
         return
     address = ray_address(cluster)
-    # Ray Data prints a progress bar per operator; the driver prints one line per epoch instead.
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    # Ray Data logs a line per dataset execution (every epoch, every split) at INFO: keep its
-    # warnings only, in every Ray process (they inherit this environment). Set it to INFO to debug.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    ray_env()
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address and not inside_ray_job():
         # A remote cluster does not have this checkout: ship the two packages and conf/ (workers that
@@ -168,6 +193,7 @@ def init_local(num_cpus: int | None, **kwargs) -> None:
     import psutil
     import ray
 
+    ray_env(local=True)  # before ray.init: every Ray process started below inherits it
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     before = {c.pid for c in psutil.Process().children(recursive=True)}

@@ -56,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     import logging
-    import os
 
     from pipelines.services.runtime import init_local
 
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     init_local(None, logging_level=logging.WARNING)  # one Ray for all the runs (ray_session reuses it)
     stage_runs = []
     for seed in args.seeds:

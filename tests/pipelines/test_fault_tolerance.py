@@ -1,7 +1,7 @@
 """Real processes: a Ray Train worker killed mid-run is replaced; a stopped driver resumes its run.
 
-Each test drives the real CLI in a subprocess (its own local Ray), watches its output, and kills a
-real process by pid. Then it checks what survived in the real MLflow store: one parent run, and a
+Each test drives the real CLI in a subprocess that joins the session's Ray (as ``RAY_ADDRESS=... visionray
+run`` joins a cluster), watches its output, and kills a real process by pid. Then it checks what survived in the real MLflow store: one parent run, and a
 metric history with every epoch exactly once.
 """
 
@@ -105,13 +105,15 @@ def _assert_every_epoch_once(client, run_id, epochs):
         assert steps == list(range(epochs)), f"{key}: steps {steps}"
 
 
-def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path):
-    cli = Cli(RUN, tmp_path)
+def test_a_killed_worker_is_replaced_and_training_resumes(tmp_path, session_ray_address):
+    """The driver joins the session Ray, whose raylet (and so every Ray Train worker) is a child of this test
+    process; a driver that starts its own local Ray is covered by test_store_failures."""
+    cli = Cli(RUN, tmp_path, session_ray_address)
     try:
         # Ray Train's controller registers a reported checkpoint asynchronously: a kill in the same
         # instant as "epoch N done" may restart from epoch N-1 (at most one epoch of work repeated).
         cli.wait_for("epoch 3/6 done")
-        workers = _train_workers(cli.proc.pid)
+        workers = _train_workers(os.getpid())
         assert workers, "no Ray Train worker process found"
         victim = workers[-1]
         victim.kill()
@@ -146,7 +148,7 @@ def test_a_stopped_driver_resumes_the_same_mlflow_run(tmp_path, session_ray_addr
     """Ctrl-C (the run is marked KILLED), then, in the resumed run, the whole driver process tree killed at
     once (a crash: the run is left RUNNING): each time ``resume=last`` continues the same runs. One chain of
     three drivers checks both stops (and a resume of a resumed run) with six epochs trained in all. The
-    drivers join the session's Ray (the test above covers a driver's own local Ray)."""
+    drivers join the session's Ray."""
     _stop(Cli(RUN, tmp_path, session_ray_address), "epoch 2/6 done", signal.SIGINT)
     client, parents, _ = _runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status != "FINISHED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,24 @@ def test_a_failed_start_kills_only_the_processes_it_started():
     finally:
         older.kill()
         older.wait()
+
+
+def test_ray_settings_reach_local_and_remote_workers_and_yield_to_the_user(monkeypatch):
+    from pipelines.entry import jobs
+    from pipelines.services import runtime
+
+    for key in {**runtime.RAY_ENV, **runtime.LOCAL_RAY_ENV}:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_DATA_LOG_LEVEL", "INFO")  # the user's own choice wins
+    expected = {**runtime.RAY_ENV, "RAY_DATA_LOG_LEVEL": "INFO"}
+    assert runtime.ray_env() == expected
+    assert all(os.environ[k] == v for k, v in expected.items())  # a local Ray inherits them
+    assert runtime.shipped_code()["env_vars"] == expected  # a driver on RAY_ADDRESS
+    env = jobs.runtime_env("http://127.0.0.1:5000")["env_vars"]  # a submitted job
+    assert {k: env[k] for k in expected} == expected
+    assert float(expected["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]) < 2.0  # Ray's default costs ~4 s per fit
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in env  # a cluster keeps watching for preemption
+    assert runtime.ray_env(local=True)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
 
 
 DRIVER = """

@@ -92,14 +92,16 @@ def test_an_absurd_learning_rate_ends_as_a_stopped_trial_not_a_failed_sweep(ray_
     assert "decision" not in result.outputs  # nothing worth registering
 
 
-def test_an_interrupted_sweep_restores_and_keeps_one_run_per_trial(tmp_path):
+def test_an_interrupted_sweep_restores_and_keeps_one_run_per_trial(tmp_path, session_ray_address):
+    """Both drivers join the session Ray; killing the first driver's process group ends its trials too (Ray
+    kills the actors a dead driver owned)."""
     from mlflow import MlflowClient
 
     from tests.pipelines.test_fault_tolerance import Cli
 
     args = ["run", "sweep", "data=digits", *TINY, "tune.num_samples=3", "tune.max_concurrent=1",
             "tune.asha=false", "tracking.system_metrics=false", "cluster.max_failures=0"]
-    first = Cli(args, tmp_path)
+    first = Cli(args, tmp_path, session_ray_address)
     try:
         first.wait_for("epoch 2/2 done", timeout=900)  # the first trial is through; kill the sweep
         os.killpg(first.proc.pid, signal.SIGKILL)
@@ -111,7 +113,7 @@ def test_an_interrupted_sweep_restores_and_keeps_one_run_per_trial(tmp_path):
     assert len(parents) == 1 and parents[0].info.status != "FINISHED"
     assert 1 <= len(trials_before) <= 3
 
-    second = Cli(["run", "sweep", "resume=last"], tmp_path)
+    second = Cli(["run", "sweep", "resume=last"], tmp_path, session_ray_address)
     try:
         rc = second.finish(timeout=1500)
     finally:
