@@ -48,6 +48,20 @@ data:
 	  echo "Fashion-MNIST: not found; run 'sudo apt-get install dataset-fashion-mnist' or pass data.allow_download=true"; \
 	fi
 
+	@# Jane Austen's novels for `visionray run charlm`: Debian's r-cran-janeaustenr, unpacked without
+	@# installing R (apt-get download needs no root); components.data.sources.austen finds it there.
+	@dir="$${VISIONRAY_DATA:-$$HOME/.cache/visionray}/janeaustenr"; \
+	if [ -d /usr/lib/R/site-library/janeaustenr/data ] || [ -f "$$dir/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb" ]; then \
+	  echo "Jane Austen (janeaustenr): found"; \
+	elif command -v apt-get >/dev/null && command -v dpkg >/dev/null; then \
+	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq r-cran-janeaustenr >/dev/null 2>&1 || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq r-cran-janeaustenr; }) && \
+	  mkdir -p "$$dir" && dpkg -x $$tmp/r-cran-janeaustenr_*.deb "$$dir" && rm -rf $$tmp && \
+	  echo "Jane Austen (janeaustenr): unpacked in $$dir"; \
+	else \
+	  echo "Jane Austen (janeaustenr): not found; charlm needs Debian's r-cran-janeaustenr (see docs/pipelines/charlm.md)"; \
+	fi
+
 run: setup data
 	$(VENV)/bin/visionray run quickstart $(ARGS)
 	@echo

@@ -176,7 +176,7 @@ def evaluate(
             break
         x, y = _to(x, device), _to(y, device)
         with autocast(precision, device):
-            outputs = model(x)
+            outputs = task.infer(model, x)
             loss = task.eval_loss(outputs, y)
         meter.add(outputs, y, float(loss))
         if collect:

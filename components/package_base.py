@@ -47,8 +47,20 @@ class ModelSpec:
     # The task the net was trained for (components.tasks): evaluation, the gate and serving rebuild it
     # from here. Packages written before tasks existed are classifiers.
     task: str = "classification"
+    # Character language models (task "language_model"): ``classes`` is the vocabulary (id → character),
+    # ``num_classes`` its size, ``width`` the hidden size, ``depth`` the layers, ``image_size`` unused.
+    embed: int | None = None
+    context: int | None = None  # the transformer's longest input
+    tie_weights: bool | None = None
+    heads: int | None = None  # the transformer's attention heads
 
-    def build(self, normalize: Normalize | None = None) -> ImageClassifier:
+    def build(self, normalize: Normalize | None = None) -> torch.nn.Module:
+        if self.task == "language_model":
+            from components.models.charlm import build_text_model
+
+            return build_text_model(self.name, self.num_classes, embed=self.embed, hidden=self.width,
+                                    layers=self.depth, dropout=self.dropout, tie_weights=self.tie_weights,
+                                    context=self.context, heads=self.heads)
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,

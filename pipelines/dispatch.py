@@ -31,7 +31,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ensemble": ("ingest", "preprocess", "ensemble", "evaluate", "register"),
     "compress": ("ingest", "preprocess", "compress", "report"),
     "rl": ("train", "evaluate", "register"),
+    "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
 }
+#: Kinds that read a text corpus (data=austen | text), not an image dataset.
+TEXT_KINDS = ("charlm",)
 #: Kinds that read no image dataset (no data checks before they start).
 NO_DATA_KINDS = ("rl",)
 
@@ -40,6 +43,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     """The flow function of a pipeline kind (imported here, when a run starts: flows import torch)."""
     from pipelines.flows import (
         bench,
+        charlm,
         classify,
         compress,
         ensemble,
@@ -53,7 +57,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
 
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
-            "compress": compress.flow, "rl": rl.flow}[kind]
+            "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow}[kind]
 
 
 @dataclass
@@ -86,6 +90,19 @@ def preflight(cfg: Config) -> None:
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data
+    if (cfg.kind in TEXT_KINDS) != (d.name in ("austen", "text")):
+        raise ConfigError(f"data={d.name} is not a {'text' if cfg.kind in TEXT_KINDS else 'image'} dataset; "
+                          f"the {cfg.pipeline} pipeline reads " +
+                          ("data=austen or data=text data.path=..." if cfg.kind in TEXT_KINDS else "images"))
+    if cfg.kind in TEXT_KINDS:
+        from components.data.sources import load_text_source
+
+        if cfg.charlm.arch == "transformer" and cfg.train.bptt > cfg.charlm.context:
+            raise ConfigError(f"train.bptt={cfg.train.bptt} is longer than the transformer's charlm.context="
+                              f"{cfg.charlm.context}; lower train.bptt or raise charlm.context.")
+
+        load_text_source(d.name, path=d.path)  # a missing, binary or empty corpus: exit 2, the file named
+        return
     if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
         where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
         raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "

@@ -47,6 +47,25 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class TextPrepared:
+    """A text corpus as token streams: ``<directory>/{train,val,test}.npy`` (ids) + ``vocab.json``."""
+
+    name: str  # the source, e.g. "austen"
+    version: str  # content hash of the corpus and the split
+    directory: str
+    vocab: tuple[str, ...]  # id → character (id 0: never seen)
+    tokens: dict[str, int]  # characters per split
+    replaced: int = 0  # undecodable bytes replaced while reading
+    cached: bool = False
+
+    def path(self, split: str) -> str:
+        return str(Path(self.directory) / f"{split}.npy")
+
+    def ids(self, split: str) -> np.ndarray:
+        return np.load(self.path(split), mmap_mode="r")
+
+
+@dataclass(frozen=True)
 class Trained:
     best_checkpoint: str  # a model package directory
     best_epoch: int

@@ -69,7 +69,7 @@ class PixelTask(Task):
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.argmax(1)
 
-    def predict(self, model: nn.Module, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, model: nn.Module, raw: np.ndarray, params=None) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.asarray(raw, dtype=np.uint8)).float().div_(255.0).unsqueeze(1)
         model.eval()
         with torch.no_grad():

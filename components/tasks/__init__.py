@@ -20,10 +20,12 @@ from components.tasks.base import (
     select_best,
 )
 from components.tasks.classification import Classification
+from components.tasks.language_model import LanguageModel
 
 #: The one dispatch: task name → builder (keyword arguments: num_classes, loss, label_smoothing, ...).
 TASKS: dict[str, Callable[..., Task]] = {
     "classification": Classification.build,
+    "language_model": LanguageModel.build,
 }
 
 
@@ -33,5 +35,5 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Classification", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
+__all__ = ["TASKS", "Classification", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
            "select_best"]

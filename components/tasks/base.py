@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output of a served model: dtype name, shape (-1: any size), column name."""
+    """One input or output of a served model: dtype name ("string": a column of strings), shape (-1: any
+    size), column name."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -69,6 +70,11 @@ class Task:
     name: ClassVar[str]
     primary: ClassVar[str]  # the metric that ranks epochs and models, e.g. "accuracy"
     higher_is_better: ClassVar[bool]
+    #: Where batches come from: "rows" (Ray Data rows through :meth:`batch_prep`) or "stream" (a token
+    #: stream each rank slices itself: ``stream_steps``/``stream_batches``, components.tasks.language_model).
+    feed: ClassVar[str] = "rows"
+    #: What one example of a batch is, for throughput lines ("img/s", "char/s").
+    unit: ClassVar[str] = "img"
 
     # -- training
     def batch_prep(self, *, augment: Any = None, seed: int = 0, epoch: int = 0, channels_last: bool = False,
@@ -82,8 +88,12 @@ class Task:
         """The loss reported on val and test (a task may train with a regularised variant)."""
         return self.loss(outputs, targets)
 
+    def infer(self, model: nn.Module, inputs: Any) -> Any:
+        """The model's outputs for a batch (evaluation; a stateful task carries its state here)."""
+        return model(inputs)
+
     def forward(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[Tensor, Tensor]:
-        outputs = model(inputs)
+        outputs = self.infer(model, inputs)
         return outputs, self.loss(outputs, targets)
 
     #: Set by a task that owns its step (several optimisers); the engine then calls it instead.
@@ -91,6 +101,10 @@ class Task:
 
     def meter(self) -> Meter:
         raise NotImplementedError
+
+    def epoch_artifacts(self, model: nn.Module, epoch: int) -> dict[str, str]:
+        """Text files rank 0 logs after each epoch (artifact path → content): a language model's samples."""
+        return {}
 
     def loss_floor(self) -> float:
         """The loss of an untrained model (the explosion guard never reads a start below it)."""
@@ -110,10 +124,15 @@ class Task:
         return select_best(items, key, self.higher_is_better)
 
     # -- serving and evaluation
-    def predict(self, model: nn.Module, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, model: nn.Module, raw: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The served form: raw input in (pre-processing inside), named outputs out; the first output is
-        what :meth:`predictions` gives for the same input (evaluate checks that they agree)."""
+        what :meth:`predictions` gives for the same input (evaluate checks that they agree). ``params``
+        are the request's parameters (:meth:`served_params`)."""
         raise NotImplementedError
+
+    def served_params(self) -> dict[str, Any]:
+        """Parameters a request may pass beside its input (name → default), declared in the signature."""
+        return {}
 
     def served_schema(self, example: np.ndarray, model_meta: Mapping[str, Any]) -> tuple[list[TensorSpec],
                                                                                           list[TensorSpec]]:

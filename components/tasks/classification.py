@@ -30,7 +30,8 @@ class Classification(Task):
     num_classes: int = 0
 
     @classmethod
-    def build(cls, num_classes: int, loss: str = "softmax", label_smoothing: float = 0.0) -> "Classification":
+    def build(cls, num_classes: int, loss: str = "softmax", label_smoothing: float = 0.0,
+              **_: Any) -> "Classification":
         # Val and test losses are computed without smoothing, so they compare across recipes.
         return cls(build_criterion(loss, label_smoothing=label_smoothing), build_criterion(loss), num_classes)
 
@@ -53,7 +54,8 @@ class Classification(Task):
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.argmax(1)
 
-    def predict(self, model: nn.Module, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, model: nn.Module, raw: np.ndarray, params: Mapping[str, Any] | None = None
+                ) -> dict[str, np.ndarray]:
         classes, probs = model.predict_uint8(raw)
         return {"class": classes.numpy().astype(np.int64), "probabilities": probs.numpy().astype(np.float32)}
 

@@ -168,8 +168,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}.")
-        if typing.get_args(tp)[0] is int:  # tuple[int, ...] (model.hidden)
-            return tuple(_coerce(int, v, key) for v in value)
+        item = typing.get_args(tp)[0]
+        if item in (int, float):  # tuple[int, ...] (model.hidden), tuple[float, ...] (charlm.temperatures)
+            return tuple(_coerce(item, v, key) for v in value)
         return tuple(str(v) for v in value)
     if tp is bool:
         if isinstance(value, bool):

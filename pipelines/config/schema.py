@@ -14,6 +14,7 @@ from pipelines.config.base import GROUPS, _check, _doc, walk_key
 from pipelines.config.rl import RLConfig
 from pipelines.config.sections import (
     BenchConfig,
+    CharLMConfig,
     CompressConfig,
     EnsembleConfig,
     KnnConfig,
@@ -23,7 +24,9 @@ from pipelines.config.sections import (
     ZooConfig,
 )
 
-DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits"]
+DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
+                      # text (charlm): Jane Austen's novels, any UTF-8 file or folder
+                      "austen", "text"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
@@ -141,6 +144,8 @@ class TrainConfig:
     max_steps_per_epoch: int = _doc("stop each epoch after this many steps (0: whole split); smoke runs", 0)
     explode_factor: float = _doc(
         "stop when the training loss exceeds this many times its first value (§6.2; 0: off)", 3.0)
+    bptt: int = _doc("language models: characters per truncated-BPTT chunk (the state carries over)", 128)
+    clip_norm: float = _doc("language models: clip the gradients' global norm to this (0: off)", 1.0)
     freeze: Literal["none", "backbone"] = _doc(
         "transfer: 'backbone' trains only the re-initialised head (feature extraction)", "none")
     overfit_rows: int = _doc(
@@ -159,6 +164,8 @@ class TrainConfig:
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
+        _check(self.bptt >= 1, "train.bptt", "must be >= 1")
+        _check(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0: off)")
         _check(self.explode_factor == 0 or self.explode_factor > 1, "train.explode_factor", "must be 0 (off) or > 1")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(self.snapshots >= 0, "train.snapshots", "must be >= 0")
@@ -200,7 +207,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier)", None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, <dataset>-charlm)", None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 
@@ -208,7 +215,8 @@ class RegistryConfig:
 class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
-    kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl"] = _doc(
+    kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
+                  "charlm"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -230,6 +238,7 @@ class Config:
     ensemble: EnsembleConfig = _doc("ensemble pipeline only", default_factory=EnsembleConfig)
     compress: CompressConfig = _doc("compress pipeline only", default_factory=CompressConfig)
     rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
+    charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
 
     def __post_init__(self) -> None:
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
@@ -238,7 +247,8 @@ class Config:
 
     @property
     def registered_model_name(self) -> str:
-        return self.registry.name or f"{self.data.name.replace('_', '-')}-classifier"
+        what = "charlm" if self.kind == "charlm" else "classifier"
+        return self.registry.name or f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

@@ -1,5 +1,5 @@
 """Per-pipeline config sections: each belongs to one pipeline family (``bench.*``, ``retrain.*``,
-``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``); keep additions
+``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``, ``charlm.*``); keep additions
 inside your own section. RL's (``rl.*``) are in :mod:`.rl`.
 """
 
@@ -222,3 +222,31 @@ class CompressConfig:
         _check(self.qat_steps >= 1, "compress.qat_steps", "must be >= 1")
         _check(self.latency_repeats >= 1 and self.threads >= 0, "compress.latency_repeats",
                "must be >= 1 (and compress.threads >= 0)")
+
+
+@dataclass(frozen=True)
+class CharLMConfig:
+    arch: Literal["rnn", "gru", "lstm", "transformer"] = _doc(
+        "charlm: the network (§10: vanilla tanh RNN, GRU, LSTM; a small transformer to compare)", "lstm")
+    embed: int = _doc("charlm: character embedding size", 64)
+    hidden: int = _doc("charlm: hidden size of each recurrent layer (the transformer's width)", 512)
+    layers: int = _doc("charlm: stacked layers", 2)
+    dropout: float = _doc("charlm: dropout between layers and before the output", 0.2)
+    tie_weights: bool = _doc("charlm: share the embedding with the output layer (needs embed == hidden)", False)
+    heads: int = _doc("charlm: attention heads (transformer)", 4)
+    context: int = _doc("charlm: the transformer's longest input (>= train.bptt)", 128)
+    sample_chars: int = _doc("charlm: characters sampled after every epoch at each temperature (0: none)", 300)
+    temperatures: tuple[float, ...] = _doc("charlm: sampling temperatures of the per-epoch samples", (0.5, 1.0))
+    ngram_order: int = _doc("charlm: order of the add-k n-gram baseline measured beside the net (0: none)", 5)
+
+    def __post_init__(self) -> None:
+        _check(min(self.embed, self.hidden, self.layers, self.heads, self.context) >= 1, "charlm.embed",
+               "embed, hidden, layers, heads and context must all be >= 1")
+        _check(0 <= self.dropout < 1, "charlm.dropout", "must be in [0, 1)")
+        _check(not self.tie_weights or self.embed == self.hidden or self.arch == "transformer",
+               "charlm.tie_weights", f"needs charlm.embed == charlm.hidden ({self.embed} != {self.hidden})")
+        _check(self.arch != "transformer" or self.hidden % self.heads == 0, "charlm.heads",
+               f"must divide charlm.hidden={self.hidden}")
+        _check(all(t >= 0 for t in self.temperatures), "charlm.temperatures", "must be >= 0 (0: greedy)")
+        _check(self.ngram_order >= 0 and self.sample_chars >= 0, "charlm.ngram_order",
+               "and charlm.sample_chars must be >= 0")

@@ -87,19 +87,36 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
     # train.run logs its summary and best_model/ to the active run. Only an ending the trial itself
     # knows is written here; a trial that raises (a real failure, or ASHA stopping it, which kills this
     # actor) leaves its run open for the driver's callback, which knows which.
-    stopped = None
+    class CountedReports(TuneReportCallback):
+        """Tune's bridge from Ray Train, counting the epochs this attempt reported."""
+
+        count = 0
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.count += 1
+            super().after_report(run_context, metrics, checkpoint)
+
+    stopped, trained, reports = None, None, CountedReports()
     with tracking.continue_run(setup.uri, run_id):
         tracking.log_config(cfg)  # the contract: every run carries its resolved config
         try:
-            train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
-                      f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}", Path(setup.workdir) / "trials" / trial_id,
-                      callbacks=[TuneReportCallback()], datasets=setup.datasets)
+            trained = train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
+                                f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}",
+                                Path(setup.workdir) / "trials" / trial_id,
+                                callbacks=[reports], datasets=setup.datasets)
         except LossExplosion as e:
             # §6.2: a stopped trial, not a failed sweep.
             stopped = e
             tracking.set_tags({names.TRIAL_STATUS_TAG: "stopped_loss", names.STOPPED_TAG: str(e)})
     if stopped is not None:  # Tune needs the metric in every result: the worst.
         tune.report({cfg.tune.metric: _worst(cfg.tune.mode), names.TRIAL_STOPPED_LOSS: 1.0})
+    elif trained is not None and reports.count == 0:
+        # A sweep interrupted after this trial's last checkpoint but before Tune saw it finish: restored, the
+        # trial resumes past its last epoch and trains nothing, and Tune refuses a result without its metric.
+        curve = trained.history.get(cfg.tune.metric, [])
+        if curve:
+            best = (max if cfg.tune.mode == "max" else min)(value for _, value in curve)
+            tune.report({cfg.tune.metric: best, names.EPOCH: max(epoch for epoch, _ in curve)})
 
 
 def _rl_trial(cfg: Config, run_id: str) -> None:

@@ -12,6 +12,7 @@ VAL_LOSS = "val/loss"
 VAL_ACCURACY = "val/accuracy"
 LR = "lr"
 IMAGES_PER_S = "perf/images_per_s"
+CHARS_PER_S = "perf/chars_per_s"  # language models: characters predicted per second, all workers
 PEAK_MEMORY_GIB = "perf/peak_memory_gib"  # on every pipeline's parent run: all its processes together
 PIPELINE_SECONDS = "perf/pipeline_seconds"
 TEST_IMAGES_PER_S = "perf/test_images_per_s"  # kNN's batch prediction on the test split
@@ -247,3 +248,17 @@ def best_val(primary: str) -> str:
 def train_val_gap(primary: str) -> str:
     """Per epoch: the primary metric on train minus on val (train/val_accuracy_gap, §6.2 babysitting)."""
     return f"train/val_{primary}_gap"
+
+
+def throughput(unit: str) -> str:
+    """The training throughput metric of a task whose examples are ``unit`` ("img" or "char")."""
+    return {"img": IMAGES_PER_S, "char": CHARS_PER_S}[unit]
+
+
+# Character language models (charlm).
+NGRAM_BPC = "baseline/bpc"  # the n-gram baseline on the test split
+NGRAM_VAL_BPC = "baseline/val_bpc"
+NGRAM_K = "baseline/k"  # its add-k smoothing, chosen on val
+CHARLM_VOCAB = "data/vocabulary"
+CHARLM_REPLACED = "data/replaced_bytes"
+CHARLM_SAMPLES_DIR = "samples"

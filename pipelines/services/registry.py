@@ -116,7 +116,7 @@ def should_promote(challenger: float, champion: float | None, higher_is_better: 
 def signature(evaluation: Evaluation, num_classes: int):
     """The served model's signature, as its task declares it (components.tasks: ``served_schema``)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     from components.tasks import build_task
 
@@ -124,9 +124,16 @@ def signature(evaluation: Evaluation, num_classes: int):
     inputs, outputs = task.served_schema(evaluation.example, {"num_classes": num_classes})
 
     def schema(specs) -> Schema:
-        return Schema([TensorSpec(np.dtype(s.dtype), s.shape, s.name) for s in specs])
+        return Schema([ColSpec("string", s.name) if s.dtype == "string" else
+                       TensorSpec(np.dtype(s.dtype), s.shape, s.name) for s in specs])
 
-    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
+    def param_type(value) -> str:
+        return {bool: "boolean", int: "long", float: "double"}.get(type(value), "string")
+
+    params = task.served_params()
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs),
+                          params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
+                          if params else None)
 
 
 def requirements() -> list[str]:

@@ -1,7 +1,8 @@
 """The served form of a vision model: an MLflow pyfunc wrapping a model package and its task.
 
 The task (components.tasks) decides input and output. An image classifier takes raw uint8 images,
-N×H×W (grey) or N×H×W×C, and returns ``class`` (N,) and ``probabilities`` (N, classes).
+N×H×W (grey) or N×H×W×C, and returns ``class`` (N,) and ``probabilities`` (N, classes); a character
+language model takes a column ``prompt`` of strings and the params of ``LanguageModel.served_params``.
 Normalisation is inside the model, so a client sends pixels as they are::
 
     mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local -p 5001
@@ -28,9 +29,16 @@ class TaskModel(mlflow.pyfunc.PythonModel):
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.model, self.spec = load_package(context.artifacts["package"])
-        self.task = build_task(self.spec.task, num_classes=self.spec.num_classes)
+        self.task = build_task(self.spec.task, num_classes=self.spec.num_classes, classes=self.spec.classes)
 
     def predict(self, context, model_input, params=None):
+        if self.task.feed == "stream":  # text in: a column of strings (a DataFrame, a dict of columns, a list)
+            if isinstance(model_input, dict):
+                model_input = model_input.get("prompt", next(iter(model_input.values()), []))
+            elif hasattr(model_input, "iloc"):
+                model_input = model_input.iloc[:, 0]
+            texts = [str(t) for t in np.asarray(model_input, dtype=object).reshape(-1)]
+            return self.task.predict(self.model, texts, params)
         if hasattr(model_input, "to_numpy"):  # a DataFrame of flattened pixels
             model_input = np.stack([np.asarray(v, dtype=np.uint8) for v in model_input.to_numpy()[:, 0]])
         images = np.asarray(model_input)
@@ -38,4 +46,4 @@ class TaskModel(mlflow.pyfunc.PythonModel):
             if images.size and (images.min() < 0 or images.max() > 255):
                 raise ValueError("images must be raw pixels in 0..255 (uint8)")
             images = images.astype(np.uint8)
-        return self.task.predict(self.model, images)
+        return self.task.predict(self.model, images, params)

@@ -50,3 +50,56 @@ def log_dataset_inputs(manifest: Manifest, splits: tuple[str, ...]) -> None:
     for split in splits:
         tracking.log_dataset(f"{manifest.name}-{split}", manifest.version, Path(manifest.root) / split,
                              context=split, schema=manifest.schema)
+
+
+def run_text(cfg: Config):
+    """A text source (``data=austen``, ``data=text data.path=...``) → token streams + vocabulary, versioned
+    by content and split like the image shards (an unchanged corpus is found on disk, not rewritten)."""
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from components.data.sources import load_text_source
+    from components.data.text import Vocabulary, split_by_position
+    from pipelines.records import TextPrepared
+
+    d = cfg.data
+    started = time.perf_counter()
+    corpus = load_text_source(d.name, path=d.path)
+    version = hashlib.sha256(f"{corpus.fingerprint}:{d.val_fraction}:{d.test_fraction}".encode()).hexdigest()[:16]
+    root = Path(d.cache_dir) / f"{corpus.name}-{version}"
+    cached = (root / "vocab.json").is_file()
+    if not cached:
+        splits = split_by_position(corpus, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+        vocab = Vocabulary.build("".join(splits.values()))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:  # written aside and renamed into place: a cache never holds half a version
+            for split, text in splits.items():
+                np.save(tmp / f"{split}.npy", vocab.encode(text))
+            (tmp / "vocab.json").write_text(json.dumps({**vocab.to_json(), "source": corpus.source,
+                                                        "replaced": corpus.replaced}))
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    meta = json.loads((root / "vocab.json").read_text())
+    vocab = Vocabulary.from_json(meta)
+    tokens = {s: int(np.load(root / f"{s}.npy", mmap_mode="r").shape[0]) for s in ("train", "val", "test")}
+    prepared = TextPrepared(corpus.name, version, str(root.resolve()), tuple(vocab.chars), tokens,
+                            int(meta.get("replaced", 0)), cached)
+    say(f"ingest: {corpus.name} version {version} ({'cached' if cached else 'written'}; "
+        + ", ".join(f"{k} {v:,} characters" for k, v in tokens.items())
+        + f"; {len(vocab)} distinct" + (f"; {prepared.replaced:,} undecodable bytes replaced" if prepared.replaced else "")
+        + ")")
+    tracking.set_tags({names.DATASET_VERSION: version, names.DATA_CACHED_TAG: str(cached).lower()})
+    tracking.log_metrics({names.INGEST_SECONDS: time.perf_counter() - started, names.CHARLM_VOCAB: len(vocab),
+                          names.CHARLM_REPLACED: prepared.replaced,
+                          **{names.data_rows(k): v for k, v in tokens.items()}})
+    tracking.log_json({"source": corpus.source, "version": version, "tokens": tokens,
+                       "documents": [doc.name for doc in corpus.documents], "vocabulary": list(vocab.chars)},
+                      names.MANIFEST_ARTIFACT)
+    return prepared

@@ -32,7 +32,7 @@ from components.optim import build_optimizer, build_scheduler
 from components.packaging import WEIGHTS_FILE, ModelSpec, save_package, unwrap
 from components.tasks import Meter, Task
 from pipelines.config import Config, TrainConfig
-from pipelines.records import Prepared, Trained
+from pipelines.records import Prepared, TextPrepared, Trained
 from pipelines.services import names, tracking
 from pipelines.services.progress import duration, eta, say
 from pipelines.services.runtime import quiet_worker_logs, worker_threads
@@ -73,20 +73,21 @@ def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> i
 # --------------------------------------------------------------------------- per worker (Ray boundary)
 
 
-def build_task(tc: TrainConfig, spec: ModelSpec) -> Task:
-    """The task the spec's net is trained for, with the loss of ``train.*``."""
-    return tasks.build_task(spec.task, num_classes=spec.num_classes, loss=tc.loss,
-                            label_smoothing=tc.label_smoothing)
+def build_task(tc: TrainConfig, spec: ModelSpec, **options: Any) -> Task:
+    """The task the spec's net is trained for, with the loss of ``train.*`` and a pipeline's ``options``
+    (a language model's per-epoch samples)."""
+    return tasks.build_task(spec.task, num_classes=spec.num_classes, classes=spec.classes, loss=tc.loss,
+                            label_smoothing=tc.label_smoothing, seq_len=tc.bptt, clip=tc.clip_norm, **options)
 
 
-def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec):
+def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec, **task_options: Any):
     """Optimiser, per-step schedule and task: one recipe for Ray workers and the bench baseline."""
     optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
                                 weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
                                 warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
                                 gamma=tc.gamma, cycles=tc.snapshots)
-    return optimizer, scheduler, build_task(tc, spec)
+    return optimizer, scheduler, build_task(tc, spec, **task_options)
 
 
 def _ray_batch_prep_class():
@@ -182,15 +183,20 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
 
     ctx, tc, spec = worker_setup(config)
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"])))
+    model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"]))
+                       if config.get("mean") is not None else None)
     if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
         model.net.load_state_dict(config["init_state"])
     hooks = build_hooks(config.get("hooks"))
     for hook in hooks:
         hook.setup(model)
     model = prepare_worker_model(model, tc)
-    steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
-    optimizer, scheduler, task = build_training(tc, model, steps, spec)
+    if config.get("streams"):  # a token stream: the task says how many steps every rank takes
+        steps = build_task(tc, spec).stream_steps(config["train_rows"], world, max(1, tc.batch_size // world))
+        steps = min(steps, tc.max_steps_per_epoch) if tc.max_steps_per_epoch else steps
+    else:
+        steps = steps_per_epoch(config["train_rows"], tc.batch_size, world, tc.max_steps_per_epoch)
+    optimizer, scheduler, task = build_training(tc, model, steps, spec, **config.get("task_options", {}))
     w = _Worker(config, tc, spec, model, optimizer, scheduler,
                 torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, task,
                 ray.train.torch.get_device(), steps, rank, world,
@@ -223,37 +229,33 @@ def _run_epochs(w: _Worker) -> None:
     import ray.train
 
     config, tc, rank, model, history = w.config, w.tc, w.rank, w.model, w.history
-    augment = Augment(**config["augment"])
     per_worker = max(1, tc.batch_size // w.world)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    streams = config.get("streams")
     run_started = time.perf_counter()
     for epoch in range(w.start_epoch, tc.epochs):
         started = time.perf_counter()
-        prep = RayBatchPrep(w.task.batch_prep(augment=augment, seed=config["seed"], epoch=epoch,
-                                              channels_last=tc.channels_last, pin_memory=config["use_gpu"]))
-        batches = train_shard.iter_torch_batches(
-            batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
-            local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
-            local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + rank)
+        if streams:
+            batches, val_batches = (_stream_batches(w, streams[split], per_worker, epoch) for split in ("train", "val"))
+            examples_per_step = per_worker * tc.bptt
+        else:
+            batches, val_batches = _row_batches(w, per_worker, epoch)
+            examples_per_step = per_worker
         meter = engine.Throughput()
         progress = _EpochProgress(epoch, tc.epochs, w.steps, run_started, w.start_epoch,
-                                  w.task.primary) if rank == 0 else None
+                                  w.task.primary, w.task.unit) if rank == 0 else None
 
         bare = unwrap(model)
 
         def on_step(step: int, stats: Any) -> None:
             for hook in w.hooks:
                 hook.after_step(bare, step)
-            meter.step(step, per_worker)
+            meter.step(step, examples_per_step)
             if progress:
                 progress.update(step, stats)
 
         train_meter = engine.train_one_epoch(model, w.task, w.optimizer, batches, scheduler=w.scheduler,
                                              scaler=w.scaler, precision=tc.precision, device=w.device,
                                              max_steps=w.steps, on_step=on_step, guard=w.guard)
-        val_batches = val_shard.iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
-            w.task.batch_prep(channels_last=tc.channels_last)), prefetch_batches=2)
         val_meter, _, _ = engine.evaluate(model, w.task, val_batches, precision=tc.precision, device=w.device)
         metrics = {**epoch_metrics(w.task, train_meter, val_meter, meter.images_per_s, w.device),
                    names.LR: w.optimizer.param_groups[0]["lr"],
@@ -279,10 +281,37 @@ def _run_epochs(w: _Worker) -> None:
                 ray.train.report(metrics, checkpoint=None)
         if rank == 0:
             progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
+            for path, text in w.task.epoch_artifacts(bare, epoch).items():  # a language model's samples
+                w.logger.log_text(text, path)
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, epoch):
                 _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
+
+
+def _row_batches(w: _Worker, per_worker: int, epoch: int):
+    """Ray Data rows of this rank's shards through the task's batch prep: (train, val) iterables."""
+    import ray.train
+
+    config, tc = w.config, w.tc
+    prep = RayBatchPrep(w.task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"], epoch=epoch,
+                                          channels_last=tc.channels_last, pin_memory=config["use_gpu"]))
+    train = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=per_worker, collate_fn=prep, prefetch_batches=2,
+        local_shuffle_buffer_size=min(4 * per_worker, config["train_rows"]),
+        local_shuffle_seed=config["seed"] * 10_007 + epoch * 101 + w.rank)
+    val = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
+        w.task.batch_prep(channels_last=tc.channels_last)), prefetch_batches=2)
+    return train, val
+
+
+def _stream_batches(w: _Worker, path: str, per_worker: int, epoch: int):
+    """This rank's contiguous slice of a token stream (a .npy file on storage every node sees), in
+    truncated-BPTT order (components.tasks.language_model)."""
+    import numpy as np
+
+    ids = np.load(path, mmap_mode="r")
+    return w.task.stream_batches(ids, w.rank, w.world, per_worker, epoch=epoch, seed=w.config["seed"])
 
 
 def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,
@@ -296,7 +325,7 @@ def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,
     return {**{names.metric(names.TRAIN, k): v for k, v in on_train.items()},
             **{names.metric(names.VAL, k): v for k, v in on_val.items()},
             names.train_val_gap(task.primary): on_train[task.primary] - on_val[task.primary],
-            names.IMAGES_PER_S: totals[-1]}
+            names.throughput(task.unit): totals[-1]}
 
 
 def _mean_over_ranks(device: torch.device):
@@ -328,8 +357,9 @@ def _emit(line: str) -> None:
 class _EpochProgress:
     """Rank 0's terminal line: a few updates per epoch with ETA, then one summary line."""
 
-    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int, primary: str):
-        self.epoch, self.epochs, self.steps, self.primary = epoch, epochs, steps, primary
+    def __init__(self, epoch: int, epochs: int, steps: int, run_started: float, first_epoch: int, primary: str,
+                 unit: str = "img"):
+        self.epoch, self.epochs, self.steps, self.primary, self.unit = epoch, epochs, steps, primary, unit
         self.run_started, self.first_epoch = run_started, first_epoch
         self.started = time.perf_counter()
         self.marks = {max(1, steps * q // 4) for q in (1, 2, 3)}
@@ -349,7 +379,7 @@ class _EpochProgress:
         _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m[names.EPOCH_SECONDS])}  "
               f"train loss {m[names.TRAIN_LOSS]:.4f} {short} {m[names.metric(names.TRAIN, p)]:.4f}  "
               f"val loss {m[names.VAL_LOSS]:.4f} {short} {m[names.metric(names.VAL, p)]:.4f}  "
-              f"{m[names.IMAGES_PER_S]:.0f} img/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
+              f"{m[names.throughput(self.unit)]:.0f} {self.unit}/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
 
 
 def _short(metric: str) -> str:
@@ -417,6 +447,24 @@ def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[
             "use_gpu": cfg.cluster.use_gpu}
 
 
+def text_spec(cfg: Config, prepared: TextPrepared) -> ModelSpec:
+    """A character language model from ``charlm.*``, sized for the corpus's vocabulary."""
+    m = cfg.charlm
+    return ModelSpec(name=m.arch, in_channels=1, num_classes=len(prepared.vocab), image_size=0,
+                     classes=prepared.vocab, normalization="none", width=m.hidden, depth=m.layers,
+                     dropout=m.dropout, batchnorm=False, task="language_model", embed=m.embed,
+                     context=m.context, tie_weights=m.tie_weights, heads=m.heads)
+
+
+def text_loop_config(cfg: Config, prepared: TextPrepared, spec: ModelSpec, uri: str, run_id: str) -> dict[str, Any]:
+    """The workers' config for a token stream: each reads its own slice of ``streams`` (the .npy files)."""
+    return {"train": dataclasses.asdict(cfg.train), "spec": spec.to_dict(), "augment": {}, "seed": cfg.seed,
+            "mean": None, "std": None, "threads": worker_threads(cfg.cluster), "train_rows": prepared.tokens["train"],
+            "tracking_uri": uri, "run_id": run_id, "use_gpu": cfg.cluster.use_gpu,
+            "streams": {split: prepared.path(split) for split in ("train", "val")},
+            "task_options": {"sample_chars": cfg.charlm.sample_chars, "temperatures": cfg.charlm.temperatures}}
+
+
 def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -> list[HookSpec]:
     """The one place where config keys become training hooks, in the order the loop runs them.
 
@@ -445,26 +493,38 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
     from ray.train import CheckpointConfig, FailureConfig
 
-    manifest = prepared.manifest()
-    cfg, prepared = babysit.adjust(cfg, prepared)  # train.overfit_rows, the §6.2 sanity check
-    hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
-    datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
-                            "val": image_dataset(manifest, "val", prepared.rows["val"])}
-    if cfg.train.overfit_rows:
-        datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
+    text = isinstance(prepared, TextPrepared)
+    if text:  # a token stream that each worker slices itself: no Ray Datasets, no image hooks
+        given_spec = spec = spec or text_spec(cfg, prepared)
+        base_config, datasets, hooks = text_loop_config(cfg, prepared, spec, uri, run_id), {}, list(hooks or [])
+    else:
+        manifest = prepared.manifest()
+        cfg, prepared = babysit.adjust(cfg, prepared)  # train.overfit_rows, the §6.2 sanity check
+        hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
+        datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                                "val": image_dataset(manifest, "val", prepared.rows["val"])}
+        if cfg.train.overfit_rows:
+            datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
+        given_spec, spec = spec, spec or model_spec(cfg, manifest)
+        base_config = loop_config(cfg, prepared, uri, run_id)
     c = cfg.cluster
-    given_spec, spec = spec, spec or model_spec(cfg, manifest)
     task = build_task(cfg.train, spec)
     val_primary = names.metric(names.VAL, task.primary)
     trainer = torch_trainer(
         cfg, train_loop_per_worker,
-        {**loop_config(cfg, prepared, uri, run_id), "init_state": init_state, "hooks": list(hooks or []),
+        {**base_config, "init_state": init_state, "hooks": list(hooks or []),
          **({"spec": given_spec.to_dict()} if given_spec else {})},
         datasets, name=run_name, storage_path=str(storage_path(cfg)),
         checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=val_primary,
                                            checkpoint_score_order="max" if task.higher_is_better else "min"),
         failure_config=FailureConfig(max_failures=c.max_failures), callbacks=list(callbacks or []))
-    log_model_profile(cfg, prepared, spec)
+    if text:
+        params = sum(p.numel() for p in spec.build().parameters())
+        tracking.log_metrics({names.MODEL_PARAMS: params})
+        say(f"train: {spec.name} language model has {params:,} parameters, vocabulary {spec.num_classes}, "
+            f"truncated BPTT over {cfg.train.bptt} characters")
+    else:
+        log_model_profile(cfg, prepared, spec)
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}, {cfg.train.precision}")
@@ -503,7 +563,8 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     tracking.log_artifact(best_dir, names.BEST_MODEL_ARTIFACT)
     say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch + 1} "
         f"({duration(time.perf_counter() - started)})")
-    babysit.report(cfg, history, str(extras_dir) if extras_dir else None)
+    if not text:
+        babysit.report(cfg, history, str(extras_dir) if extras_dir else None)
     return Trained(best_checkpoint=str(best_dir), best_epoch=epoch, history=history,
                    last_checkpoint=str(last_dir) if last_dir else None,
                    extras=str(extras_dir) if extras_dir else None)

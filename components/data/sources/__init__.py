@@ -5,6 +5,8 @@ per source, the way torchvision's datasets are laid out:
     cifar10.py         CIFAR-10 from the official python tarball (a path or a URL)
     image_folder.py    your own PNG/JPEG images, one sub-folder per class
     digits.py          scikit-learn's bundled 8x8 digits
+    austen.py          Jane Austen's six novels from Debian's r-cran-janeaustenr (text, for char LMs)
+    text.py            your own UTF-8 text: a file or a folder of files (text, for char LMs)
     common.py          what they share: the download cache and checksum-verified downloads
 
 Every reader returns the same in-memory contract (see ``components.data.types``): uint8
@@ -22,8 +24,15 @@ writer uses as the dataset version.  Pick a source by name::
 or call a reader directly (``fashion_mnist``, ``cifar10``, ``image_folder``, ``digits``).
 This package re-exports each file's public names, so ``from components.data.sources import X``
 is the import to use; note that ``components.data.sources.fashion_mnist`` (and ``cifar10``,
-``image_folder``, ``digits``) is the reader function, not its module.  A new source is a new
+``image_folder``, ``digits``, ``austen``) is the reader function, not its module.  A new source is a new
 file here, a name in ``KNOWN_SOURCES`` and a branch in ``load_source``.
+
+The two text readers return a ``TextCorpus`` (see ``components.data.text``) instead, and are
+picked with ``load_text_source`` (``TEXT_SOURCES``)::
+
+    corpus = load_text_source("austen")                     # Debian package / the cache
+    corpus = load_text_source("text", path="~/books")       # a file or a folder of files
+    corpus.characters                                        # about 4.0 M for Austen
 
 Nothing here downloads unless asked: ``fashion_mnist(allow_download=True)`` or a URL
 passed to ``cifar10``.  Downloads go to a temporary file, are checked against a known
@@ -38,6 +47,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.data.errors import DataError
+from components.data.sources.austen import (
+    DEBIAN_JANEAUSTENR_DIR,
+    austen,
+    locate_austen,
+    read_rdb,
+    unserialize,
+)
 from components.data.sources.cifar10 import (
     CIFAR10_CLASSES,
     CIFAR10_MD5,
@@ -61,6 +77,8 @@ from components.data.sources.fashion_mnist import (
     read_idx,
 )
 from components.data.sources.image_folder import IMAGE_EXTENSIONS, image_folder
+from components.data.sources.text import text_files
+from components.data.text import TextCorpus
 from components.data.types import RawDataset
 
 __all__ = [
@@ -68,10 +86,13 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DEBIAN_FASHION_MNIST_DIR",
+    "DEBIAN_JANEAUSTENR_DIR",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_URL",
     "IMAGE_EXTENSIONS",
     "KNOWN_SOURCES",
+    "TEXT_SOURCES",
+    "austen",
     "cifar10",
     "default_cache_dir",
     "digits",
@@ -81,12 +102,18 @@ __all__ = [
     "file_digest",
     "image_folder",
     "load_source",
+    "load_text_source",
+    "locate_austen",
     "locate_fashion_mnist",
     "parse_idx",
     "read_idx",
+    "read_rdb",
+    "text_files",
+    "unserialize",
 ]
 
 KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits")
+TEXT_SOURCES = ("austen", "text")
 
 
 def load_source(
@@ -116,3 +143,15 @@ def load_source(
             raise DataError(f"The image_folder source at {path} needs both image_size and channels.")
         return image_folder(path, image_size, channels)
     raise DataError(f"Unknown data source {name!r}; known sources are {', '.join(KNOWN_SOURCES)}.")
+
+
+def load_text_source(name: str, path: str | Path | None = None) -> TextCorpus:
+    """Read the text source called ``name`` (one of ``TEXT_SOURCES``); ``path`` is required for "text"."""
+    key = name.strip().lower()
+    if key == "austen":
+        return austen(path)
+    if key == "text":
+        if path is None:
+            raise DataError("The text source needs a path to a UTF-8 file or a folder of files.")
+        return text_files(path)
+    raise DataError(f"Unknown text source {name!r}; known text sources are {', '.join(TEXT_SOURCES)}.")
