@@ -53,6 +53,10 @@ class ModelSpec:
     context: int | None = None  # the transformer's longest input
     tie_weights: bool | None = None
     heads: int | None = None  # the transformer's attention heads
+    # Captioners (task "captioning"): ``classes`` is the word vocabulary, ``width`` the CNN's, ``embed`` the
+    # words', ``decoder`` the LSTM's size.
+    decoder: int | None = None
+    attention: bool | None = None
 
     def build(self, normalize: Normalize | None = None) -> torch.nn.Module:
         if self.task == "language_model":
@@ -61,6 +65,12 @@ class ModelSpec:
             return build_text_model(self.name, self.num_classes, embed=self.embed, hidden=self.width,
                                     layers=self.depth, dropout=self.dropout, tie_weights=self.tie_weights,
                                     context=self.context, heads=self.heads)
+        if self.task == "captioning":
+            from components.models.captioner import Captioner
+
+            return Captioner(self.num_classes, in_channels=self.in_channels, width=self.width or 32,
+                             embed=self.embed or 64, hidden=self.decoder or 256, attention=bool(self.attention),
+                             dropout=self.dropout)
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,

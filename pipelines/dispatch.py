@@ -32,9 +32,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "compress": ("ingest", "preprocess", "compress", "report"),
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
+    "caption": ("ingest", "train", "evaluate", "register"),
 }
-#: Kinds that read a text corpus (data=austen | text), not an image dataset.
-TEXT_KINDS = ("charlm",)
+#: Kinds that read their own data (the datasets each takes), not an image dataset.
+OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid",)}
 #: Kinds that read no image dataset (no data checks before they start).
 NO_DATA_KINDS = ("rl",)
 
@@ -43,6 +44,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     """The flow function of a pipeline kind (imported here, when a run starts: flows import torch)."""
     from pipelines.flows import (
         bench,
+        caption,
         charlm,
         classify,
         compress,
@@ -57,7 +59,8 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
 
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
-            "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow}[kind]
+            "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
+            "caption": caption.flow}[kind]
 
 
 @dataclass
@@ -90,11 +93,17 @@ def preflight(cfg: Config) -> None:
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data
-    if (cfg.kind in TEXT_KINDS) != (d.name in ("austen", "text")):
-        raise ConfigError(f"data={d.name} is not a {'text' if cfg.kind in TEXT_KINDS else 'image'} dataset; "
-                          f"the {cfg.pipeline} pipeline reads " +
-                          ("data=austen or data=text data.path=..." if cfg.kind in TEXT_KINDS else "images"))
-    if cfg.kind in TEXT_KINDS:
+    own = {name for names_ in OWN_DATA_KINDS.values() for name in names_}
+    takes = OWN_DATA_KINDS.get(cfg.kind)
+    if (d.name not in takes) if takes else (d.name in own):
+        raise ConfigError(f"the {cfg.pipeline} pipeline does not read data={d.name}; it reads "
+                          + (" or ".join(f"data={n}" for n in takes) if takes else "an image dataset"))
+    if cfg.kind == "caption":
+        if locate_fashion_mnist(d.path) is None and not d.allow_download:
+            raise DataError("fashion_grid is built from Fashion-MNIST, which was not found; install the Debian "
+                            "package dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
+        return
+    if cfg.kind == "charlm":
         from components.data.sources import load_text_source
 
         if cfg.charlm.arch == "transformer" and cfg.train.bptt > cfg.charlm.context:

@@ -48,7 +48,8 @@ class Prepared:
 
 @dataclass(frozen=True)
 class TextPrepared:
-    """A text corpus as token streams: ``<directory>/{train,val,test}.npy`` (ids) + ``vocab.json``."""
+    """A text corpus as token streams: ``<directory>/{train,val,test}.npy`` (ids) + ``vocab.json``; or
+    captioned images as arrays: ``{split}.npz`` (images, caption ids, items) + the word vocabulary."""
 
     name: str  # the source, e.g. "austen"
     version: str  # content hash of the corpus and the split
@@ -57,9 +58,10 @@ class TextPrepared:
     tokens: dict[str, int]  # characters per split
     replaced: int = 0  # undecodable bytes replaced while reading
     cached: bool = False
+    suffix: str = ".npy"  # ".npz": captioned images (images, ids, items), ``tokens`` then counts images
 
     def path(self, split: str) -> str:
-        return str(Path(self.directory) / f"{split}.npy")
+        return str(Path(self.directory) / f"{split}{self.suffix}")
 
     def ids(self, split: str) -> np.ndarray:
         return np.load(self.path(split), mmap_mode="r")

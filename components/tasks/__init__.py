@@ -19,6 +19,7 @@ from components.tasks.base import (
     is_better,
     select_best,
 )
+from components.tasks.captioning import Captioning
 from components.tasks.classification import Classification
 from components.tasks.language_model import LanguageModel
 
@@ -26,6 +27,7 @@ from components.tasks.language_model import LanguageModel
 TASKS: dict[str, Callable[..., Task]] = {
     "classification": Classification.build,
     "language_model": LanguageModel.build,
+    "captioning": Captioning.build,
 }
 
 
@@ -35,5 +37,5 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Classification", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
+__all__ = ["TASKS", "Captioning", "Classification", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
            "select_best"]

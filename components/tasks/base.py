@@ -75,6 +75,8 @@ class Task:
     feed: ClassVar[str] = "rows"
     #: What one example of a batch is, for throughput lines ("img/s", "char/s").
     unit: ClassVar[str] = "img"
+    #: What a served model is sent: "images" (uint8 N×H×W(×C)) or "text" (a column of strings).
+    served_input: ClassVar[str] = "images"
 
     # -- training
     def batch_prep(self, *, augment: Any = None, seed: int = 0, epoch: int = 0, channels_last: bool = False,
@@ -87,6 +89,10 @@ class Task:
     def eval_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The loss reported on val and test (a task may train with a regularised variant)."""
         return self.loss(outputs, targets)
+
+    def examples_per_step(self, batch: int) -> int:
+        """How many ``unit`` one step of ``batch`` examples covers (a language model: batch x chunk length)."""
+        return batch
 
     def infer(self, model: nn.Module, inputs: Any) -> Any:
         """The model's outputs for a batch (evaluation; a stateful task carries its state here)."""

@@ -73,6 +73,7 @@ class LanguageModel(Task):
     feed: ClassVar[str] = "stream"
     #: What the throughput counts: characters, seq_len per stream per step.
     unit: ClassVar[str] = "char"
+    served_input: ClassVar[str] = "text"
 
     vocab: tuple[str, ...] = ()  # id → character; id 0 is "never seen"
     seq_len: int = 128
@@ -88,13 +89,16 @@ class LanguageModel(Task):
         return cls(vocab=vocab, seq_len=seq_len, clip=clip)
 
     # -- the stream
+    def examples_per_step(self, batch: int) -> int:
+        return batch * self.seq_len
+
     def stream_steps(self, tokens: int, world: int, batch_size: int) -> int:
         """Steps per epoch on every rank (the same on all: DDP ranks must step together)."""
         per_rank = tokens // world - self.seq_len  # room for the epoch's offset
         return max(0, (per_rank - 1) // max(1, batch_size) // self.seq_len)
 
     def stream_batches(self, ids: np.ndarray, rank: int, world: int, batch_size: int, epoch: int = 0,
-                       seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+                       seed: int = 0, train: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
         steps = self.stream_steps(len(ids), world, batch_size)
         if steps == 0:
             raise ValueError(f"{len(ids):,} characters cannot fill one step of {batch_size} streams x "

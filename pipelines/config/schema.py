@@ -14,6 +14,7 @@ from pipelines.config.base import GROUPS, _check, _doc, walk_key
 from pipelines.config.rl import RLConfig
 from pipelines.config.sections import (
     BenchConfig,
+    CaptionConfig,
     CharLMConfig,
     CompressConfig,
     EnsembleConfig,
@@ -26,7 +27,9 @@ from pipelines.config.sections import (
 
 DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # text (charlm): Jane Austen's novels, any UTF-8 file or folder
-                      "austen", "text"]
+                      "austen", "text",
+                      # captioned images (caption): Fashion-MNIST grids
+                      "fashion_grid"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
@@ -207,7 +210,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier, <dataset>-charlm)", None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner)", None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 
@@ -216,7 +219,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm"] = _doc(
+                  "charlm", "caption"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -239,6 +242,7 @@ class Config:
     compress: CompressConfig = _doc("compress pipeline only", default_factory=CompressConfig)
     rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
     charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
+    caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
 
     def __post_init__(self) -> None:
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
@@ -247,7 +251,7 @@ class Config:
 
     @property
     def registered_model_name(self) -> str:
-        what = "charlm" if self.kind == "charlm" else "classifier"
+        what = {"charlm": "charlm", "caption": "captioner"}.get(self.kind, "classifier")
         return self.registry.name or f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

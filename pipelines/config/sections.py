@@ -1,5 +1,5 @@
 """Per-pipeline config sections: each belongs to one pipeline family (``bench.*``, ``retrain.*``,
-``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``, ``charlm.*``); keep additions
+``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``, ``charlm.*``, ``caption.*``); keep additions
 inside your own section. RL's (``rl.*``) are in :mod:`.rl`.
 """
 
@@ -250,3 +250,20 @@ class CharLMConfig:
         _check(all(t >= 0 for t in self.temperatures), "charlm.temperatures", "must be >= 0 (0: greedy)")
         _check(self.ngram_order >= 0 and self.sample_chars >= 0, "charlm.ngram_order",
                "and charlm.sample_chars must be >= 0")
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    train_images: int = _doc("caption: fashion_grid images generated for train (val and test get a tenth each)", 20000)
+    attention: bool = _doc("caption: soft attention over the CNN's feature map at every word (else none)", True)
+    width: int = _doc("caption: channels of the CNN encoder's first stage (doubling twice)", 32)
+    embed: int = _doc("caption: word embedding size", 64)
+    hidden: int = _doc("caption: LSTM decoder size", 256)
+    max_len: int = _doc("caption: longest caption in words, <start> and <end> included", 32)
+    beam_size: int = _doc("caption: beam width of the final test decoding (1: greedy)", 3)
+
+    def __post_init__(self) -> None:
+        _check(self.train_images >= 10, "caption.train_images", "must be >= 10")
+        _check(min(self.width, self.embed, self.hidden, self.beam_size) >= 1, "caption.width",
+               "width, embed, hidden and beam_size must be >= 1")
+        _check(self.max_len >= 4, "caption.max_len", "must be >= 4")

@@ -32,7 +32,7 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         self.task = build_task(self.spec.task, num_classes=self.spec.num_classes, classes=self.spec.classes)
 
     def predict(self, context, model_input, params=None):
-        if self.task.feed == "stream":  # text in: a column of strings (a DataFrame, a dict of columns, a list)
+        if self.task.served_input == "text":  # text in: a column of strings (a DataFrame, a dict of columns, a list)
             if isinstance(model_input, dict):
                 model_input = model_input.get("prompt", next(iter(model_input.values()), []))
             elif hasattr(model_input, "iloc"):

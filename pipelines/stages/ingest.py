@@ -103,3 +103,49 @@ def run_text(cfg: Config):
                        "documents": [doc.name for doc in corpus.documents], "vocabulary": list(vocab.chars)},
                       names.MANIFEST_ARTIFACT)
     return prepared
+
+
+def run_captions(cfg: Config):
+    """Captioned images (``data=fashion_grid``) → ``{train,val,test}.npz`` (images, caption ids, items) + the
+    word vocabulary of the train captions, versioned like the image shards."""
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from components.data.sources import fashion_grid, fashion_mnist
+    from components.models.captioner import WordVocab
+    from pipelines.records import TextPrepared
+
+    d, c = cfg.data, cfg.caption
+    started = time.perf_counter()
+    source = fashion_mnist(d.path, allow_download=d.allow_download)
+    sizes = {"train": c.train_images, "val": max(10, c.train_images // 10), "test": max(10, c.train_images // 10)}
+    version = hashlib.sha256(f"{source.fingerprint}:{sizes}:{d.split_seed}:{c.max_len}".encode()).hexdigest()[:16]
+    root = Path(d.cache_dir) / f"fashion_grid-{version}"
+    cached = (root / "vocab.json").is_file()
+    if not cached:
+        grids = {split: fashion_grid(split, n, seed=d.split_seed, source=source) for split, n in sizes.items()}
+        vocab = WordVocab.build(grids["train"].captions)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            for split, g in grids.items():
+                np.savez(tmp / f"{split}.npz", images=g.images, items=g.items,
+                         ids=vocab.encode_batch(list(g.captions), c.max_len).numpy())
+            (tmp / "vocab.json").write_text(json.dumps({"words": list(vocab.itos), "source": source.source}))
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    words = tuple(json.loads((root / "vocab.json").read_text())["words"])
+    prepared = TextPrepared("fashion_grid", version, str(root.resolve()), words, sizes, 0, cached, ".npz")
+    say(f"ingest: fashion_grid version {version} ({'cached' if cached else 'written'}; "
+        + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + f" captioned images; {len(words)} words)")
+    tracking.set_tags({names.DATASET_VERSION: version, names.DATA_CACHED_TAG: str(cached).lower()})
+    tracking.log_metrics({names.INGEST_SECONDS: time.perf_counter() - started,
+                          **{names.data_rows(k): v for k, v in sizes.items()}})
+    tracking.log_json({"version": version, "images": sizes, "vocabulary": list(words)}, names.MANIFEST_ARTIFACT)
+    return prepared

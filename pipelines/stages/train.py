@@ -235,8 +235,9 @@ def _run_epochs(w: _Worker) -> None:
     for epoch in range(w.start_epoch, tc.epochs):
         started = time.perf_counter()
         if streams:
-            batches, val_batches = (_stream_batches(w, streams[split], per_worker, epoch) for split in ("train", "val"))
-            examples_per_step = per_worker * tc.bptt
+            batches, val_batches = (_stream_batches(w, streams[split], per_worker, epoch, split == "train")
+                                    for split in ("train", "val"))
+            examples_per_step = w.task.examples_per_step(per_worker)
         else:
             batches, val_batches = _row_batches(w, per_worker, epoch)
             examples_per_step = per_worker
@@ -305,13 +306,13 @@ def _row_batches(w: _Worker, per_worker: int, epoch: int):
     return train, val
 
 
-def _stream_batches(w: _Worker, path: str, per_worker: int, epoch: int):
-    """This rank's contiguous slice of a token stream (a .npy file on storage every node sees), in
-    truncated-BPTT order (components.tasks.language_model)."""
+def _stream_batches(w: _Worker, path: str, per_worker: int, epoch: int, train: bool):
+    """This rank's slice of the arrays the task reads itself, from storage every node sees: a token stream
+    (.npy) in truncated-BPTT order (components.tasks.language_model), or captioned images (.npz)."""
     import numpy as np
 
-    ids = np.load(path, mmap_mode="r")
-    return w.task.stream_batches(ids, w.rank, w.world, per_worker, epoch=epoch, seed=w.config["seed"])
+    data = np.load(path, mmap_mode="r")
+    return w.task.stream_batches(data, w.rank, w.world, per_worker, epoch=epoch, seed=w.config["seed"], train=train)
 
 
 def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,

@@ -7,6 +7,8 @@ per source, the way torchvision's datasets are laid out:
     digits.py          scikit-learn's bundled 8x8 digits
     austen.py          Jane Austen's six novels from Debian's r-cran-janeaustenr (text, for char LMs)
     text.py            your own UTF-8 text: a file or a folder of files (text, for char LMs)
+    fashion_grid.py    captioned 2x2 grids of Fashion-MNIST items (images + captions, for captioning)
+    coco_captions.py   a COCO-format caption file and its image folder (images + all their captions)
     common.py          what they share: the download cache and checksum-verified downloads
 
 Every reader returns the same in-memory contract (see ``components.data.types``): uint8
@@ -24,8 +26,9 @@ writer uses as the dataset version.  Pick a source by name::
 or call a reader directly (``fashion_mnist``, ``cifar10``, ``image_folder``, ``digits``).
 This package re-exports each file's public names, so ``from components.data.sources import X``
 is the import to use; note that ``components.data.sources.fashion_mnist`` (and ``cifar10``,
-``image_folder``, ``digits``, ``austen``) is the reader function, not its module.  A new source is a new
-file here, a name in ``KNOWN_SOURCES`` and a branch in ``load_source``.
+``image_folder``, ``digits``, ``austen``, ``fashion_grid``, ``coco_captions``) is the reader
+function, not its module.  A new source is a new file here, a name in ``KNOWN_SOURCES`` and a
+branch in ``load_source``.
 
 The two text readers return a ``TextCorpus`` (see ``components.data.text``) instead, and are
 picked with ``load_text_source`` (``TEXT_SOURCES``)::
@@ -33,6 +36,9 @@ picked with ``load_text_source`` (``TEXT_SOURCES``)::
     corpus = load_text_source("austen")                     # Debian package / the cache
     corpus = load_text_source("text", path="~/books")       # a file or a folder of files
     corpus.characters                                        # about 4.0 M for Austen
+
+The two caption readers return images with captions instead (``CaptionedImages``, ``CocoCaptions``)
+and are called directly: ``fashion_grid("train", n=10_000)``, ``coco_captions(json, images_dir, 64)``.
 
 Nothing here downloads unless asked: ``fashion_mnist(allow_download=True)`` or a URL
 passed to ``cifar10``.  Downloads go to a temporary file, are checked against a known
@@ -60,12 +66,18 @@ from components.data.sources.cifar10 import (
     CIFAR10_URL,
     cifar10,
 )
+from components.data.sources.coco_captions import CocoCaptions, coco_captions
 from components.data.sources.common import (
     default_cache_dir,
     download_verified,
     file_digest,
 )
 from components.data.sources.digits import digits
+from components.data.sources.fashion_grid import (
+    CaptionedImages,
+    caption_for,
+    fashion_grid,
+)
 from components.data.sources.fashion_mnist import (
     DEBIAN_FASHION_MNIST_DIR,
     FASHION_MNIST_CLASSES,
@@ -92,12 +104,17 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "KNOWN_SOURCES",
     "TEXT_SOURCES",
+    "CaptionedImages",
+    "CocoCaptions",
     "austen",
+    "caption_for",
     "cifar10",
+    "coco_captions",
     "default_cache_dir",
     "digits",
     "download_fashion_mnist",
     "download_verified",
+    "fashion_grid",
     "fashion_mnist",
     "file_digest",
     "image_folder",
