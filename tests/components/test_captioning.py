@@ -39,14 +39,7 @@ from components.models.captioner import (
 )
 from components.text_metrics import corpus_bleu, mention_f1, parse_mentions, tokenize
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On 2 shared cores torch's intra-op threads fight each other and the machine's other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ SMALL = {"rnn": dict(embed=8, hidden=16), "gru": dict(embed=8, hidden=16), "lstm
          "transformer": dict(d_model=16, heads=2, context=32)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On 2 shared cores, torch's intra-op threads spin against each other and the machine's other work: these
-    # tiny nets run ~100x faster on one thread there.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _small(arch: str, **kw) -> nn.Module:

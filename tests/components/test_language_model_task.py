@@ -15,12 +15,7 @@ from components.tasks import LanguageModel, build_task
 VOCAB = ("\ufffd", *"abcdefgh")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _spec(arch: str = "lstm") -> ModelSpec:
