@@ -190,6 +190,10 @@ CompressMethod = Literal["prune", "kmeans", "deep", "int8_static", "int8_dynamic
                          "binary", "bf16", "int8_qat"]
 
 
+#: the compress methods with a fine-tune on Ray Train (int8_qat fine-tunes in the driver, always)
+FINETUNED = ("prune", "kmeans", "deep", "lowrank")
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     source: str | None = _doc("model to compress (None: models:/<registry name>@champion)", None)
@@ -204,6 +208,9 @@ class CompressConfig:
     clusters: int = _doc("kmeans/deep: centroids per layer (indices take log2 of this many bits)", 32)
     energy: float = _doc("lowrank: keep this fraction of each layer's squared singular values", 0.9)
     finetune_epochs: int = _doc("epochs of each fine-tune on Ray Train (prune, centroids, low rank; 0: none)", 3)
+    finetune: tuple[str, ...] = _doc(
+        "methods whose weights are fine-tuned on Ray Train (any of prune, kmeans, deep, lowrank); the others "
+        "are compressed once after training", FINETUNED)
     finetune_lr: float = _doc("peak learning rate of the fine-tunes (cosine decay)", 0.01)
     calibration_rows: int = _doc("int8_static: training images that calibrate activation ranges", 1024)
     qat_steps: int = _doc("int8_qat: fine-tuning steps with fake quantisation (batch 128, in-process, lr finetune_lr)", 300)
@@ -219,6 +226,8 @@ class CompressConfig:
         _check(0 < self.energy <= 1, "compress.energy", "must be in (0, 1]")
         _check(self.finetune_epochs >= 0 and self.calibration_rows >= 1, "compress.finetune_epochs",
                "must be >= 0 (and compress.calibration_rows >= 1)")
+        bad = [m for m in self.finetune if m not in FINETUNED]
+        _check(not bad, "compress.finetune", f"has {bad[:1]}, which has no fine-tune; choose from {', '.join(FINETUNED)}")
         _check(self.qat_steps >= 1, "compress.qat_steps", "must be >= 1")
         _check(self.latency_repeats >= 1 and self.threads >= 0, "compress.latency_repeats",
                "must be >= 1 (and compress.threads >= 0)")

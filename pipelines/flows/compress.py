@@ -69,6 +69,11 @@ class Context:
     workdir: Path
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def tunes(self, method: str) -> bool:
+        """Whether ``method``'s weights are fine-tuned on Ray Train (compress.finetune, finetune_epochs > 0)."""
+        c = self.cfg.compress
+        return c.finetune_epochs > 0 and method in c.finetune
+
     def fresh(self):
         model, _ = load_package(self.source_dir)
         return model
@@ -252,26 +257,28 @@ def _load_weights(model: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def _pruned(ctx: Context, run_id: str) -> torch.nn.Module:
-    """The source pruned to compress.sparsity, iteratively fine-tuned with masks (cached: deep reuses it)."""
-    if "pruned" not in ctx.cache:
+def _pruned(ctx: Context, run_id: str, method: str) -> torch.nn.Module:
+    """The source pruned to compress.sparsity, iteratively fine-tuned with masks where ``method`` fine-tunes
+    (cached: deep reuses prune's)."""
+    key = f"pruned-{ctx.tunes(method)}"
+    if key not in ctx.cache:
         c = ctx.cfg.compress
         model = ctx.fresh()
-        if c.finetune_epochs:
+        if ctx.tunes(method):
             hook = (prune.MaskHook,
                     {"sparsity": c.sparsity, "scope": c.prune_scope, "epochs": c.finetune_epochs,
                      "metric": names.COMPRESS_SPARSITY})
             model = _load_weights(model, _finetune(ctx, "prune", run_id, model, [hook]))
         prune.prune_(model.net, c.sparsity, c.prune_scope)  # exact: the masked weights are zero already
-        ctx.cache["pruned"] = model
+        ctx.cache[key] = model
     model = ctx.fresh()
-    model.load_state_dict(ctx.cache["pruned"].state_dict())
+    model.load_state_dict(ctx.cache[key].state_dict())
     return model
 
 
 def _shared(ctx: Context, model: torch.nn.Module, method: str, run_id: str):
     books = kmeans.share_(model.net, ctx.cfg.compress.clusters)
-    if ctx.cfg.compress.finetune_epochs:
+    if ctx.tunes(method):
         hook = (kmeans.ShareHook, {"indices": {n: b.indices for n, b in books.items()}})
         model = _load_weights(model, _finetune(ctx, method, run_id, model, [hook]))
         books = kmeans.enforce_(model.net, {n: b.indices for n, b in books.items()})
@@ -279,7 +286,7 @@ def _shared(ctx: Context, model: torch.nn.Module, method: str, run_id: str):
 
 
 def m_prune(ctx, directory, run_id):
-    model = _pruned(ctx, run_id)
+    model = _pruned(ctx, run_id, "prune")
     package.save_sparse(directory, model, ctx.spec, "prune")
     return {names.COMPRESS_SPARSITY: prune.sparsity_of(model.net)}
 
@@ -291,7 +298,7 @@ def m_kmeans(ctx, directory, run_id):
 
 
 def m_deep(ctx, directory, run_id):
-    model, books = _shared(ctx, _pruned(ctx, run_id), "deep", run_id)
+    model, books = _shared(ctx, _pruned(ctx, run_id, "deep"), "deep", run_id)
     package.save_deep(directory, model, ctx.spec, books, "deep")
     return {names.COMPRESS_SPARSITY: prune.sparsity_of(model.net), names.COMPRESS_CLUSTERS: ctx.cfg.compress.clusters}
 
@@ -350,7 +357,7 @@ def m_onnx(ctx, directory, run_id):
 def m_lowrank(ctx, directory, run_id):
     model = ctx.fresh()
     ranks = lowrank.choose_ranks(model.net, ctx.cfg.compress.energy)
-    if ctx.cfg.compress.finetune_epochs:
+    if ctx.tunes("lowrank"):
         checkpoint = _finetune(ctx, "lowrank", run_id, model,
                                [(lowrank.LowRankHook, {"ranks": ranks})])
         model = _load_weights(_rebuilt(ctx, ranks), checkpoint)  # the trained factors

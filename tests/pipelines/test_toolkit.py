@@ -47,7 +47,7 @@ def test_knn_pipeline_cross_validates_benchmarks_and_registers_a_served_model(ra
 def test_overfit_mode_reaches_near_zero_loss_on_32_images(ray_local, mlflow_store):
     from pipelines.dispatch import run_pipeline
 
-    cfg = shrunk_config("quickstart", "train.overfit_rows=32", "train.epochs=6", "model.width=16",
+    cfg = shrunk_config("quickstart", "train.overfit_rows=32", "train.epochs=3", "model.width=16",
                         "stages=[ingest,preprocess,train]")
     result = run_pipeline(cfg, command="test")
     train = _child(mlflow_store.client(), result.run_id, "train")
@@ -69,7 +69,7 @@ def test_softmax_logs_the_first_iteration_check_and_templates(ray_local, mlflow_
     assert "plots/class_templates.png" in [a.path for a in client.list_artifacts(train.info.run_id, "plots")]
 
 
-def test_transfer_from_a_model_registered_in_mlflow(quickstart_run):
+def test_transfer_from_a_model_registered_in_mlflow(quickstart_run, tmp_path):
     from pipelines.dispatch import run_pipeline
 
     # The source: the session's quickstart champion (10 digits; its head is replaced for classes 5-9), in its
@@ -86,10 +86,13 @@ def test_transfer_from_a_model_registered_in_mlflow(quickstart_run):
         stage = _child(client, result.run_id, "transfer")
         assert stage.data.tags["visionray.transfer.head"] == "fc"
         assert stage.data.tags["visionray.transfer.mode"] == "fine-tune"
-        # The same from the pre-training run's id, feature extraction only, no scratch baseline.
-        frozen = run_pipeline(shrunk_config("transfer", f"transfer.source={quickstart_run.run_id}",
-                                            "train.freeze=backbone", "transfer.scratch=false",
-                                            "data.max_train_rows=200", "train.epochs=1"), command="test")
-        # One epoch of a few head-only steps on 200 images: its accuracy is near chance on some seeds (0.23 seen
-        # in a full run), so only check it was measured; the fine-tune above checks learning.
-        assert 0.0 <= client.get_run(frozen.run_id).data.metrics[names.TRANSFER_ACCURACY] <= 1.0
+        # transfer.source may also be the pre-training run's id: its train stage's best_model package, the same
+        # network as the registered champion (feature extraction is the FreezeBackbone hook, unit-tested).
+        from components.packaging import load_package
+        from pipelines.flows.transfer import resolve_source
+
+        by_run = resolve_source(quickstart_run.run_id, tmp_path / "by-run", store.uri)
+        by_name = resolve_source("models:/digits-classifier@champion", tmp_path / "by-name", store.uri)
+        (a, spec_a), (b, spec_b) = load_package(by_run), load_package(by_name)
+        assert spec_a == spec_b
+        assert all(np.array_equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
