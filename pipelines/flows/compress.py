@@ -186,8 +186,9 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
                names.TEST_ACCURACY: variant.accuracy, names.TEST_LOSS: variant.loss, **variant.extra}
     tracking.log_metrics(metrics)
     if register and ctx.cfg.registry.enabled:
+        # run_id: the method run, which holds the variant's metrics (the version's source run)
         tags = {names.COMPRESSION: method, names.DATASET_VERSION: ctx.prepared.manifest().version,
-                names.GIT_SHA: ctx.parent.tags.get(names.GIT_SHA, ""), names.RUN_ID: ctx.parent.run_id}
+                names.GIT_SHA: ctx.parent.tags.get(names.GIT_SHA, ""), names.RUN_ID: run_id}
         evaluation = Evaluation.of_classifier(str(directory), variant.loss, variant.accuracy, _example(ctx))
         variant.version = registry.register_version(ctx.cfg, evaluation, ctx.spec.num_classes, tags,
                                                     REQUIREMENTS.get(method, ()))

@@ -5,7 +5,7 @@ Nothing else in visionray retypes these strings.
 
 from __future__ import annotations
 
-# Per-epoch metrics (step = epoch).
+# Per-epoch metrics (step = the epoch, numbered from 1 as the terminal says "epoch 1/6").
 TRAIN_LOSS = "train/loss"
 TRAIN_ACCURACY = "train/accuracy"
 VAL_LOSS = "val/loss"
@@ -56,6 +56,8 @@ PIPELINE_TAG = "visionray.pipeline"
 ERROR_TAG = "visionray.error"
 RESUMED_BY_TAG = "visionray.resumed_by"  # the command that resumed the run (resume=...)
 DECISION_TAG = "visionray.registry_decision"
+#: MLflow's run description (markdown, shown on the run page and as the runs table's Description).
+RUN_NOTE_TAG = "mlflow.note.content"
 
 # Retrain (the champion/challenger gate on one new test split).
 RETRAIN_CHALLENGER_ACCURACY = "retrain/challenger_accuracy"
@@ -228,8 +230,8 @@ def bench_metric(name: str) -> str:
 
 # Task metrics: components.tasks names a metric by its key ("accuracy", "miou", "bpc"); a split prefixes it.
 TRAIN, VAL, TEST = "train", "val", "test"
-EPOCH = "epoch"  # the epoch a Ray Train report belongs to (a report key, not a logged metric)
-BEST_EPOCH = "train/best_epoch"
+EPOCH = "epoch"  # the epoch (1-based) a Ray Train report belongs to (a report key, not a logged metric)
+BEST_EPOCH = "train/best_epoch"  # 1-based, like the steps
 EPOCH_SECONDS = "perf/epoch_seconds"
 FIT_SECONDS = "perf/fit_seconds"
 STOPPED_TAG = "visionray.stopped"  # why training stopped early (a loss explosion), set by rank 0
@@ -240,9 +242,23 @@ def metric(split: str, key: str) -> str:
     return f"{split}/{key}"
 
 
+BEST_VAL_PREFIX = "train/best_val_"
+
+
 def best_val(primary: str) -> str:
     """The train stage's best epoch on val, by the task's primary metric (train/best_val_accuracy)."""
-    return f"train/best_val_{primary}"
+    return f"{BEST_VAL_PREFIX}{primary}"
+
+
+#: The stage metrics a pipeline's parent run repeats at its end, so the runs table shows them in the
+#: parent's row: every ``test/*`` (not per class), ``train/best_val_*`` and these.
+HEADLINE_METRICS = (BEST_EPOCH, IMAGES_PER_S, CHARS_PER_S, RL_EVAL_RETURN_MEAN, MODEL_PARAMS)
+
+
+def is_headline(key: str) -> bool:
+    """Whether a stage's metric is repeated on its pipeline's parent run (see HEADLINE_METRICS)."""
+    return (key in HEADLINE_METRICS or key.startswith(BEST_VAL_PREFIX)
+            or (key.startswith(metric(TEST, "")) and not key.startswith(per_class_accuracy(TEST, ""))))
 
 
 def train_val_gap(primary: str) -> str:

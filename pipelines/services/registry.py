@@ -9,6 +9,15 @@ the last step, after every tag of the version is written, so nothing half-regist
 
     mlflow models serve -m models:/fashion-mnist-classifier@champion --env-manager local
 
+A version explains itself. Its logged model is named after its architecture (``convnet``,
+``resnet20-int8``, ``ppo-policy``), has the metrics it is judged by linked to it (MLflow 3's
+logged-model metrics; for a vision model measured on the ingested test split, that dataset too) and
+the architecture as its params; the version's description gives the task, data version, test metrics
+and the command that reproduces it. One run id: the model is logged *from* the run its metrics are on
+(the pipeline's parent run; a compressed variant's method run), so MLflow's source run of the version
+and the logged model is the run its ``run_id`` tag names. The register stage's run (the active run while
+it registers) lists the model among its outputs and holds the gate's decision.
+
 The pieces (:func:`register_version`, :func:`should_promote`, :func:`move_alias`) are shared with
 ``retrain``, which decides with its own margin (both models scored on one new test split). :class:`RegistryLock` is the retrain
 lock: a registered model in the shared store, so it holds across machines, not only on one disk.
@@ -17,8 +26,11 @@ lock: a registered model in the shared store, so it holds across machines, not o
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +112,63 @@ def policy_metric(eval_return: float) -> PrimaryMetric:
                          ".1f")
 
 
+#: How a version's description names each task (components.tasks), and a policy.
+TASK_WORDS = {"classification": "image classifier", "language_model": "character language model",
+              "captioning": "image captioner", "policy": "reinforcement-learning policy"}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a registered version says about itself: its logged model's name (the architecture), the task,
+    the metrics linked to the logged model (MLflow keys) and the architecture's options as its params."""
+
+    model_name: str
+    task: str
+    metrics: dict[str, float]
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def evaluation_card(evaluation: Evaluation, variant: str | None = None) -> ModelCard:
+    """The card of an evaluated model package: named after ``arch.json``'s architecture (plus the
+    compression ``variant``), with its test metrics."""
+    from components.packaging import ARCH_FILE
+
+    arch_file = Path(evaluation.model_dir) / ARCH_FILE
+    arch = json.loads(arch_file.read_text()) if arch_file.is_file() else {}
+    name = str(arch.get("name") or "model") + (f"-{variant}" if variant else "")
+    params = {k: str(v) for k, v in arch.items() if isinstance(v, (str, int, float, bool)) and k != "name"}
+    return ModelCard(name, evaluation.task, {names.metric(names.TEST, k): v for k, v in evaluation.metrics.items()},
+                     params)
+
+
+def policy_card(eval_return: float, tags: dict[str, str]) -> ModelCard:
+    """The card of a greedy policy: ``<algo>-policy``, judged by its greedy evaluation return."""
+    algo = tags.get(names.RL_ALGO_TAG, "rl")
+    return ModelCard(f"{algo}-policy", "policy", {names.RL_EVAL_RETURN_MEAN: eval_return},
+                     {k: tags[k] for k in (names.RL_ENV_TAG, names.RL_ALGO_TAG) if k in tags})
+
+
+def describe_version(card: ModelCard, tags: dict[str, str], source_run_id: str | None, command: str | None,
+                     dataset: str | None = None) -> str:
+    """A version's description (markdown): what it is, on which data, how it scored, where it comes from
+    and the command that trains it again."""
+    task = TASK_WORDS.get(card.task, card.task.replace("_", " "))
+    lines = [f"**{card.model_name}** {task}" + (f", compressed: {tags[names.COMPRESSION]}"
+                                                if tags.get(names.COMPRESSION) else "")]
+    if tags.get(names.DATASET_VERSION):
+        lines.append(f"data: {dataset or 'dataset'} version {tags[names.DATASET_VERSION]}")
+    elif tags.get(names.RL_ENV_TAG):
+        lines.append(f"environment: {tags[names.RL_ENV_TAG]}")
+    scores = [f"{key} {value:.4f}" for key, value in card.metrics.items() if math.isfinite(value)]
+    if scores:
+        lines.append(" · ".join(scores))
+    if source_run_id:
+        lines.append(f"run: {source_run_id}" + (f" (git {tags[names.GIT_SHA][:12]})" if tags.get(names.GIT_SHA) else ""))
+    if command:
+        lines.append(f"reproduce: `{command}`")
+    return "  \n".join(lines)
+
+
 def should_promote(challenger: float, champion: float | None, higher_is_better: bool = True,
                    min_improvement: float = 0.0, *, tie_promotes: bool = True) -> bool:
     """The gate: no champion (or none with this metric), or one the challenger improves on by at least
@@ -146,11 +215,13 @@ def requirements() -> list[str]:
             f"numpy=={np.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
-def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = ()):
+def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = (),
+              name: str = "model", model_id: str | None = None):
+    """Log a model package as a pyfunc named ``name`` (into the logged model ``model_id`` if given)."""
     import mlflow
 
     return mlflow.pyfunc.log_model(
-        name="model", python_model=str(_ROOT / "pipelines" / "services" / "serving_model.py"),
+        name=name, model_id=model_id, python_model=str(_ROOT / "pipelines" / "services" / "serving_model.py"),
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=signature(evaluation, num_classes), input_example=evaluation.example,
@@ -170,37 +241,122 @@ def register_version(cfg: Config, evaluation: Evaluation, num_classes: int, tags
                      extra_requirements: tuple[str, ...] = ()) -> int:
     """Register an evaluated model (no gate): see :func:`register_logged`."""
     return register_logged(cfg.registered_model_name,
-                           lambda: log_model(evaluation, num_classes, extra_requirements),
-                           evaluation_metric(evaluation), tags)
+                           lambda model_name, model_id: log_model(evaluation, num_classes, extra_requirements,
+                                                                  model_name, model_id),
+                           evaluation_metric(evaluation), tags,
+                           card=evaluation_card(evaluation, tags.get(names.COMPRESSION)))
 
 
-def register_logged(name: str, log: Callable[[], Any], metric: PrimaryMetric, tags: dict[str, str],
-                    what: str = "model") -> int:
-    """Log the model (``log()`` returns MLflow's ModelInfo), check its artifacts arrived, and register a
-    version with every tag at creation, the primary metric's among them.
+#: ``log(model_name, model_id)``: log the model's files into the logged model ``model_id``; returns ModelInfo.
+LogModel = Callable[[str, str], Any]
+
+
+def register_logged(name: str, log: LogModel, metric: PrimaryMetric, tags: dict[str, str],
+                    what: str = "model", card: ModelCard | None = None) -> int:
+    """Log the model from its source run (the run ``tags["run_id"]`` names, else the active run), check its
+    artifacts arrived, link the card's metrics (and the test dataset) to it, and register a version with
+    every tag at creation, the primary metric's among them, and a description.
 
     A failed upload raises before anything is registered: no version ever lacks its files or tags.
     """
     import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
     from mlflow.exceptions import MlflowException
 
+    card = card or ModelCard("model", what, {metric.key: metric.value})
+    client = MlflowClient()
+    source = _source_run(client, tags.get(names.RUN_ID))
+    model = None
     try:
-        info = log()
+        model = mlflow.initialize_logged_model(name=card.model_name, source_run_id=source, model_type=card.task,
+                                               params=card.params or None)
+        info = log(card.model_name, model.model_id)
     except (OSError, MlflowException) as e:  # disk full, a read-only or unreachable artifact store
+        if model is not None:
+            with contextlib.suppress(Exception):
+                mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
         raise RuntimeError(f"uploading the {what} to the artifact store failed ({type(e).__name__}: {e}); "
                            f"nothing was registered or promoted.") from e
     _check_artifacts(info.model_uri)
-    return int(mlflow.register_model(info.model_uri, name, tags={**tags, **metric.tags()}).version)
+    dataset = _link_metrics(client, source, model.model_id, card.metrics) if source else None
+    version = int(mlflow.register_model(info.model_uri, name, tags={**tags, **metric.tags()}).version)
+    command = client.get_run(source).data.tags.get(names.COMMAND) if source else None
+    client.update_model_version(name, str(version), description=describe_version(card, tags, source, command,
+                                                                                  dataset))
+    if not client.get_registered_model(name).description:
+        task = TASK_WORDS.get(card.task, card.task)
+        client.update_registered_model(name, description=(
+            f"A {task} registered by visionray. `@{names.CHAMPION}` is the version served; "
+            f"`@{names.CHALLENGER}` the latest that did not beat it. Each version's description says what "
+            f"it is, what it scored, and the command that trains it again."))
+    return version
 
 
-def register_and_gate(name: str, log: Callable[[], Any], metric: PrimaryMetric, tags: dict[str, str],
-                      what: str = "model") -> Decision:
-    """Register a version (:func:`register_logged`), then run the champion gate on ``metric``: the new
+def _source_run(client, run_id: str | None) -> str | None:
+    """The run a version is logged from: ``run_id`` when the store has that run, else the active run."""
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        try:
+            return client.get_run(run_id).info.run_id
+        except MlflowException:
+            pass
+    return tracking.active_run_id()
+
+
+def _link_metrics(client, run_id: str, model_id: str, metrics: dict[str, float]) -> str | None:
+    """Link ``metrics`` to the logged model on ``run_id`` (MLflow 3's logged-model metrics), with the test
+    split they were measured on when the pipeline ingested one; list the model among the run's outputs.
+
+    A metric the run already has with the same value is linked by logging that very point again with
+    the model's id (the store keeps one point), so the run's history gains no duplicate. Returns the
+    dataset's name, if any."""
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    dataset = _test_dataset(client, run_id)
+    now = int(time.time() * 1000)
+    batch = []
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            continue
+        same = [m for m in client.get_metric_history(run_id, key) if m.step == 0 and m.value == float(value)]
+        batch.append(Metric(key, float(value), same[-1].timestamp if same else now, 0, model_id=model_id,
+                            dataset_name=dataset[0] if dataset else None,
+                            dataset_digest=dataset[1] if dataset else None, run_id=run_id))
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+    if run_id != tracking.active_run_id():  # the active run's outputs list it already
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+    return dataset[0] if dataset else None
+
+
+def _test_dataset(client, run_id: str) -> tuple[str, str] | None:
+    """(name, digest) of the test split the pipeline of ``run_id`` ingested: an input of its ``ingest``
+    stage with context ``test``; None when there is none (RL, text corpora)."""
+    root = client.get_run(run_id)
+    for _ in range(3):  # a compressed variant's run -> its stage's run -> the pipeline's run
+        parent = root.data.tags.get("mlflow.parentRunId")
+        if not parent:
+            break
+        root = client.get_run(parent)
+    ingest = client.search_runs([root.info.experiment_id], max_results=1, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{root.info.run_id}' and tags.`{names.STAGE_TAG}` = 'ingest'"))
+    for run in ingest:
+        for inp in run.inputs.dataset_inputs:
+            if any(t.key == "mlflow.data.context" and t.value == names.TEST for t in inp.tags):
+                return inp.dataset.name, inp.dataset.digest
+    return None
+
+
+def register_and_gate(name: str, log: LogModel, metric: PrimaryMetric, tags: dict[str, str],
+                      what: str = "model", card: ModelCard | None = None) -> Decision:
+    """Register a version (:func:`register_logged`), then run the gate on ``metric``: the new
     version becomes ``champion`` when it strictly beats the champion's stored value in the metric's
     direction (or there is no champion, or it has no such value), else ``challenger``."""
     from mlflow import MlflowClient
 
-    version = register_logged(name, log, metric, tags, what)
+    version = register_logged(name, log, metric, tags, what, card)
     champion = current_champion(MlflowClient(), name)
     previous = metric.stored(champion)
     promote = should_promote(metric.value, previous, metric.higher_is_better, tie_promotes=False)
@@ -308,8 +464,9 @@ def package_in(root: Path) -> Path:
 
 def run(cfg: Config, evaluation: Evaluation, num_classes: int, tags: dict[str, str]) -> Decision:
     """Register an evaluated model and run the gate on its task's primary test metric."""
-    return register_and_gate(cfg.registered_model_name, lambda: log_model(evaluation, num_classes),
-                             evaluation_metric(evaluation), tags)
+    return register_and_gate(cfg.registered_model_name,
+                             lambda model_name, model_id: log_model(evaluation, num_classes, (), model_name, model_id),
+                             evaluation_metric(evaluation), tags, card=evaluation_card(evaluation))
 
 
 # --------------------------------------------------------------------------- the retrain lock
@@ -429,13 +586,13 @@ def policy_signature(example: np.ndarray):
                           outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
 
 
-def log_policy(policy_dir: str, example: np.ndarray):
+def log_policy(policy_dir: str, example: np.ndarray, name: str = "model", model_id: str | None = None):
     """Log an exported greedy policy as a pyfunc (code: pipelines/services/rl_serving_model.py)."""
     import mlflow
     import torch
 
     return mlflow.pyfunc.log_model(
-        name="model", python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
+        name=name, model_id=model_id, python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
         artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=policy_signature(example), input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
@@ -445,8 +602,8 @@ def log_policy(policy_dir: str, example: np.ndarray):
 def register_policy(name: str, policy_dir: str, eval_return: float, example: np.ndarray,
                     tags: dict[str, str]) -> Decision:
     """Log and register a policy, and run the gate on its greedy evaluation return."""
-    return register_and_gate(name, lambda: log_policy(policy_dir, example), policy_metric(eval_return), tags,
-                             what="policy")
+    return register_and_gate(name, lambda model_name, model_id: log_policy(policy_dir, example, model_name, model_id),
+                             policy_metric(eval_return), tags, what="policy", card=policy_card(eval_return, tags))
 
 
 def champion_of(name: str):

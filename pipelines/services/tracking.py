@@ -1,11 +1,15 @@
 """MLflow runs, metrics and artifacts: the one module (with ``registry``) that calls MLflow.
 
 A pipeline run is one parent run in experiment ``visionray/<pipeline>``; each stage is a nested
-child run tagged ``visionray.stage=<stage>``. Only the driver and rank 0 of a Ray Train job log::
+child run tagged ``visionray.stage=<stage>`` and named after its place in the pipeline (``1-ingest``,
+``2-preprocess``, ``3-train``, ...). When the pipeline ends, its parent run repeats the stages' headline
+metrics (``names.is_headline``: ``test/*``, ``train/best_val_*``, throughput, ...) and gets a description
+(``mlflow.note.content``) saying what ran and what came of it. Only the driver and rank 0 of a Ray
+Train job log::
 
     with tracking.pipeline_run(cfg, command="visionray run quickstart") as parent:
         with tracking.stage_run("train", parent) as run_id:
-            tracking.log_metrics({names.LR: 0.1}, step=0)
+            tracking.log_metrics({names.LR: 0.1}, step=1)
 
 Workers get a :class:`RunLogger` (a plain client bound to one run id), never the fluent API.
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from pipelines.config import Config, dump, flatten
+from pipelines.config import Config, dump, flatten, usage
 from pipelines.services import names
 
 _SECRET = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
@@ -41,6 +45,10 @@ _MODEL_TRAINING = "custom_model_development"
 
 class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached or written; the message names the address."""
+
+
+class StoreUnreachable(TrackingUnavailable):
+    """The tracking server does not answer (a connection failure: `visionray` exits 1, not 2)."""
 
 
 def resolve_uri(configured: str | None) -> str:
@@ -69,10 +77,10 @@ def check_store(uri: str, timeout_s: float = 10.0) -> None:
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
                 if resp.status != 200:
-                    raise TrackingUnavailable(f"MLflow server at {uri} answered {resp.status} to /health.")
+                    raise StoreUnreachable(f"MLflow server at {uri} answered {resp.status} to /health.")
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise TrackingUnavailable(f"MLflow server at {uri} is not reachable ({reason}).") from None
+            raise StoreUnreachable(f"MLflow server at {uri} is not reachable ({reason}).") from None
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         try:
@@ -124,9 +132,10 @@ def git_sha() -> str:
 
 
 def config_params(cfg: Config) -> dict[str, str]:
-    """The resolved config, flattened to dotted keys; secret-looking values are never logged."""
+    """The sections of the resolved config that the pipeline uses (``usage.used_dict``), flattened to
+    dotted keys; secret-looking values are never logged. config.yaml holds the whole config."""
     out = {}
-    for k, v in flatten(cfg.to_dict()).items():
+    for k, v in flatten(usage.used_dict(cfg)).items():
         if k == "resume":  # how the run was started, not what it is; would clash on resume
             continue
         out[k] = "***" if _SECRET.search(k) else (json.dumps(v) if isinstance(v, list) else str(v))
@@ -173,19 +182,39 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
     parent = PipelineRun(run.info.run_id, exp_id, uri, cfg, dict(tags), resumed=bool(resume_run_id))
     with _finish_run_on_exit():
         log_config(cfg)
-        yield parent
+        mlflow.set_tag(names.RUN_NOTE_TAG, describe_run(cfg, {}, {**run.data.tags, **tags}, "running"))
+        try:
+            yield parent
+        except BaseException as e:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed: {type(e).__name__}: {e}"
+            _describe_failure(parent, status[:2000])
+            raise
+        conclude(parent)
+
+
+def stage_run_name(stage: str, stages: Sequence[str]) -> str:
+    """A stage's run name: its place among the pipeline's stages, then its name (``3-train``).
+
+    MLflow's runs table nests child runs under their parent only when sorted by start time, newest
+    first by default, so the number is what keeps the pipeline's order readable in any sort (sorted
+    by start time ascending, or by run name, the stages read top-down: docs/architecture.md).
+    """
+    stages = list(stages)
+    return f"{stages.index(stage) + 1}-{stage}" if stage in stages else stage
 
 
 @contextlib.contextmanager
 def stage_run(stage: str, parent: PipelineRun, run_name: str | None = None) -> Iterator[str]:
-    """A nested run tagged ``visionray.stage=<stage>`` under ``parent`` (named ``run_name`` or the stage)."""
+    """A nested run tagged ``visionray.stage=<stage>`` under ``parent``, named ``run_name`` or
+    :func:`stage_run_name` (``1-ingest``)."""
     import mlflow
 
     existing = _child_run(parent, stage) if parent.resumed else None
     if existing:
         run = mlflow.start_run(run_id=existing, nested=True)
     else:
-        run = mlflow.start_run(experiment_id=parent.experiment_id, run_name=run_name or stage, nested=True,
+        run = mlflow.start_run(experiment_id=parent.experiment_id, nested=True,
+                               run_name=run_name or stage_run_name(stage, parent.cfg.stages),
                                parent_run_id=parent.run_id, tags={**parent.tags, names.STAGE_TAG: stage})
     with _finish_run_on_exit():
         log_config(parent.cfg)
@@ -201,6 +230,114 @@ def method_run(name: str, parent: PipelineRun, stage_run_id: str, tags: Mapping[
                            parent_run_id=stage_run_id, tags={**parent.tags, **tags})
     with _finish_run_on_exit():
         yield run.info.run_id
+
+
+# --------------------------------------------------------------------------- the parent's summary
+
+
+def headline_metrics(stage_runs: Sequence[tuple[str, Mapping[str, float]]], stages: Sequence[str],
+                     already: Mapping[str, float]) -> dict[str, float]:
+    """The metrics a parent run repeats from its stages: each ``(stage, metrics)`` of a pipeline stage, in
+    the order the stages ran (a later stage's value wins), keeping only ``names.is_headline`` keys the
+    parent does not log itself (``already``)."""
+    out: dict[str, float] = {}
+    for stage, metrics in stage_runs:
+        if stage in stages:
+            out.update({k: float(v) for k, v in metrics.items() if names.is_headline(k) and k not in already})
+    return out
+
+
+def _model_of(cfg: Config) -> str:
+    """What a pipeline trains, in a few words (the description's subject)."""
+    kind = cfg.kind
+    if kind == "rl":
+        return f"{cfg.rl.algo} on {cfg.rl.env}"
+    if kind == "charlm":
+        return f"{cfg.charlm.arch} character language model on {cfg.data.name}"
+    if kind == "caption":
+        return f"captioner ({'attention' if cfg.caption.attention else 'no attention'}) on {cfg.data.name}"
+    if kind == "knn":
+        return f"kNN on {cfg.data.name}"
+    if kind == "zoo":
+        return f"{len(cfg.zoo.models)} models on {cfg.data.name}"
+    return f"{cfg.model.name} on {cfg.data.name}"
+
+
+def _label(key: str) -> str:
+    """``test/mention_f1`` -> ``mention f1``."""
+    return key.split("/", 1)[-1].replace("_", " ")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def describe_run(cfg: Config, metrics: Mapping[str, float], tags: Mapping[str, str], status: str) -> str:
+    """A pipeline run's description (markdown, MLflow's ``mlflow.note.content``): the pipeline, what it
+    trained on which data for how long, how it ended, the headline result and the command behind it."""
+    what = _model_of(cfg)
+    version = tags.get(names.DATASET_VERSION)
+    if version and cfg.kind != "rl":
+        what += f" (data version {version[:12]})"
+    if cfg.kind == "rl":
+        what += f", {cfg.rl.max_iterations} iterations" if cfg.rl.max_iterations else ""
+    elif cfg.kind not in ("knn", "bench", "compress"):
+        what += f", {cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''}"
+    lines = [f"**{cfg.pipeline}** · {what} · {status}"]
+    tests = sorted(((k, v) for k, v in metrics.items() if k.startswith(names.metric(names.TEST, "")) and names.is_headline(k)),
+                   key=lambda kv: (kv[0].endswith("loss"), kv[0]))  # the task's own metric first, in bold
+    result = [f"test {_label(k)} " + (f"**{_number(v)}**" if i == 0 else _number(v)) for i, (k, v) in enumerate(tests)]
+    if names.RL_EVAL_RETURN_MEAN in metrics:
+        result.append(f"greedy return **{metrics[names.RL_EVAL_RETURN_MEAN]:.1f}**")
+    for k, v in sorted(metrics.items()):
+        if k.startswith(names.BEST_VAL_PREFIX):
+            at = f" (epoch {int(metrics[names.BEST_EPOCH])})" if names.BEST_EPOCH in metrics else ""
+            result.append(f"best val {_label(k[len(names.BEST_VAL_PREFIX):])} {_number(v)}{at}")
+    for key, unit in ((names.IMAGES_PER_S, "images/s"), (names.CHARS_PER_S, "chars/s")):
+        if key in metrics:
+            result.append(f"{_number(metrics[key])} {unit}")
+    if names.PEAK_MEMORY_GIB in metrics:
+        result.append(f"peak memory {metrics[names.PEAK_MEMORY_GIB]:.1f} GiB")
+    if result:
+        lines.append(" · ".join(result))
+    if tags.get(names.DECISION_TAG):
+        lines.append(f"registered: {tags[names.DECISION_TAG]}")
+    if tags.get(names.COMMAND):
+        lines.append(f"`{tags[names.COMMAND]}`")
+    return "  \n".join(lines)
+
+
+def conclude(parent: PipelineRun) -> dict[str, float]:
+    """The end of a pipeline run: repeat its stages' headline metrics on the parent run and describe it.
+    Returns the metrics repeated."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(parent.uri)
+    children = client.search_runs([parent.experiment_id], max_results=1000, order_by=["attributes.start_time ASC"],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    own = client.get_run(parent.run_id).data
+    headline = headline_metrics([(r.data.tags.get(names.STAGE_TAG, ""), r.data.metrics) for r in children],
+                                parent.cfg.stages, own.metrics)
+    note = describe_run(parent.cfg, {**own.metrics, **headline}, own.tags, "finished")
+    now = int(time.time() * 1000)
+    client.log_batch(parent.run_id, metrics=[Metric(k, v, now, 0) for k, v in headline.items()],
+                     tags=[RunTag(names.RUN_NOTE_TAG, note)])
+    return headline
+
+
+def _describe_failure(parent: PipelineRun, status: str) -> None:
+    """Say in the description how the run ended, when the store can still be written (else stay quiet:
+    ``_finish_run_on_exit`` reports an unreachable server)."""
+    from mlflow import MlflowClient
+
+    if not _reachable(parent.uri):
+        return
+    with contextlib.suppress(Exception):
+        client = MlflowClient(parent.uri)
+        run = client.get_run(parent.run_id)
+        client.set_tag(parent.run_id, names.RUN_NOTE_TAG,
+                       describe_run(parent.cfg, run.data.metrics, run.data.tags, status))
 
 
 def _child_run(parent: PipelineRun, stage: str) -> str | None:

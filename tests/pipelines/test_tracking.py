@@ -73,6 +73,51 @@ def test_parent_and_child_runs_follow_the_contract(store):
         assert names.CONFIG_ARTIFACT in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
+def test_stages_are_numbered_and_the_parent_repeats_their_headline_metrics_and_describes_the_run(store):
+    c = cfg()
+    with tracking.pipeline_run(c, "visionray run quickstart data=digits") as parent:
+        running = MlflowClient(parent.uri).get_run(parent.run_id).data.tags[names.RUN_NOTE_TAG]
+        for stage in c.stages:
+            with tracking.stage_run(stage, parent):
+                if stage == "train":
+                    tracking.log_metrics({names.VAL_ACCURACY: 0.5, names.IMAGES_PER_S: 1234.0}, step=1)
+                    tracking.log_metrics({names.best_val("accuracy"): 0.91, names.BEST_EPOCH: 2})
+                if stage == "evaluate":
+                    tracking.log_metrics({names.TEST_ACCURACY: 0.875, names.TEST_LOSS: 0.4,
+                                          names.per_class_accuracy(names.TEST, "cat"): 0.7})
+        tracking.log_metrics({names.PEAK_MEMORY_GIB: 1.5})
+        parent.set_tags({names.DECISION_TAG: "champion: models:/digits-classifier/1"})
+    client = MlflowClient(parent.uri)
+    children = client.search_runs([parent.experiment_id], order_by=["attributes.start_time ASC"],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    assert [r.info.run_name for r in children] == ["1-ingest", "2-preprocess", "3-train", "4-evaluate", "5-register"]
+    run = client.get_run(parent.run_id)
+    assert {k: run.data.metrics[k] for k in (names.TEST_ACCURACY, names.TEST_LOSS, names.best_val("accuracy"),
+                                            names.BEST_EPOCH, names.IMAGES_PER_S)} == {
+        names.TEST_ACCURACY: 0.875, names.TEST_LOSS: 0.4, names.best_val("accuracy"): 0.91,
+        names.BEST_EPOCH: 2, names.IMAGES_PER_S: 1234.0}
+    # Per-class accuracies and per-epoch curves stay on their stage: the runs table needs the headline only.
+    assert names.per_class_accuracy(names.TEST, "cat") not in run.data.metrics
+    assert names.VAL_ACCURACY not in run.data.metrics
+    assert "running" in running and "quickstart" in running
+    note = run.data.tags[names.RUN_NOTE_TAG]
+    for part in ("**quickstart**", "convnet on digits", "3 epochs", "finished", "test accuracy **0.875**",
+                 "test loss 0.4", "best val accuracy 0.91 (epoch 2)", "1,234 images/s", "peak memory 1.5 GiB",
+                 "champion: models:/digits-classifier/1", "`visionray run quickstart data=digits`"):
+        assert part in note, part
+
+
+def test_headline_metrics_come_from_the_pipeline_stages_only_and_never_replace_the_parents_own():
+    stages = ("ingest", "train", "evaluate")
+    got = tracking.headline_metrics(
+        [("train", {names.BEST_EPOCH: 3, names.LR: 0.1}), (names.TRIAL, {names.TEST_ACCURACY: 0.1}),
+         ("evaluate", {names.TEST_ACCURACY: 0.8, names.TEST_LOSS: 0.5})],
+        stages, already={names.TEST_LOSS: 0.6})
+    assert got == {names.BEST_EPOCH: 3.0, names.TEST_ACCURACY: 0.8}
+    assert tracking.stage_run_name("train", stages) == "2-train"
+    assert tracking.stage_run_name("scratch", stages) == "scratch"  # not a pipeline stage: its own name
+
+
 def test_a_failing_stage_marks_both_runs_failed_with_the_error(store):
     c = cfg()
     with pytest.raises(RuntimeError, match="boom"):
@@ -85,6 +130,7 @@ def test_a_failing_stage_marks_both_runs_failed_with_the_error(store):
         assert run.info.status == "FAILED"
         assert "boom" in run.data.tags[names.ERROR_TAG]
     assert "error.txt" in [a.path for a in client.list_artifacts(child)]
+    assert "failed: RuntimeError: boom" in client.get_run(parent.run_id).data.tags[names.RUN_NOTE_TAG]
 
 
 def test_resume_continues_the_same_runs(store):
