@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
+import os
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -42,6 +44,16 @@ def _check(ok: bool, key: str, what: str) -> None:
         raise ConfigError(f"{key} {what}.")
 
 
+def close_match(word: str, choices: typing.Iterable[str]) -> str | None:
+    """The choice ``word`` most likely misspells (difflib's ratio of at least 0.6), or None. Among equally
+    close choices the one sharing the longest start wins (resnet21: resnet20, not resnet32)."""
+    found = difflib.get_close_matches(word, list(choices), n=5)
+    if not found:
+        return None
+    ratio = {c: difflib.SequenceMatcher(None, word, c).ratio() for c in found}
+    return max(found, key=lambda c: (ratio[c], len(os.path.commonprefix([word, c]))))
+
+
 def available(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
@@ -64,7 +76,10 @@ def walk_key(root: type, key: str) -> None:
         names = {f.name: f for f in dataclasses.fields(cls)}
         if part not in names:
             where = ".".join(parts[:i]) or "the top level"
-            raise ConfigError(f"unknown key '{key}': {where} takes {', '.join(names)}.")
+            match = close_match(part, names)
+            guess = f"did you mean {'.'.join([*parts[:i], match, *parts[i + 1:]])}? " if match else ""
+            raise ConfigError(f"unknown key '{key}': {guess}{'(' if guess else ''}{where} takes "
+                              f"{', '.join(names)}{')' if guess else ''}.")
         ftype = _hints(cls)[part]
         if i < len(parts) - 1:
             if not (isinstance(ftype, type) and dataclasses.is_dataclass(ftype)):

@@ -20,6 +20,7 @@ from pipelines.config.base import (
     ConfigError,
     _hints,
     available,
+    close_match,
     walk_key,
 )
 from pipelines.config.schema import Config, ModelConfig
@@ -49,8 +50,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _group_file(group: str, name: str, key: str) -> dict[str, Any]:
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"{key}={name} is not a known {group} config; choose one of: "
-                          f"{', '.join(available(group))}.")
+        raise ConfigError(f"{key}={name} is not a known {group} config; "
+                          + _suggest(name, available(group), f"{key}={{}}"))
     return _read_yaml(path)
 
 
@@ -58,6 +59,14 @@ def model_config(name: str, key: str) -> ModelConfig:
     """``conf/model/<name>.yaml`` as a validated ModelConfig; a ConfigError names ``key`` (the setting
     that asked for it: zoo.models, ensemble.models)."""
     return build(ModelConfig, _group_file("model", name, key), "model.")
+
+
+def _suggest(word: str, choices: Sequence[str], form: str = "{}") -> str:
+    """``did you mean X?`` when ``word`` is close to one of ``choices`` (shown in ``form``), else the list."""
+    match = close_match(word, choices)
+    if match:
+        return f"did you mean {form.format(match)}?"
+    return f"choose one of: {', '.join(map(str, choices))}."
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,8 +93,7 @@ def load_config(pipeline: str, overrides: Sequence[str] = ()) -> Config:
     """Compose ``conf/pipeline/<pipeline>.yaml`` with its group files and the overrides."""
     path = CONF_DIR / "pipeline" / f"{pipeline}.yaml"
     if not path.is_file():
-        raise ConfigError(f"pipeline '{pipeline}' does not exist; choose one of: "
-                          f"{', '.join(available('pipeline'))}.")
+        raise ConfigError(f"pipeline '{pipeline}' does not exist; " + _suggest(pipeline, available("pipeline")))
     spec = _read_yaml(path)
     group_sel, dotted = parse_overrides(overrides)
     if "pipeline" in dotted:  # it names the experiment (visionray/<pipeline>): never a silent rename
@@ -130,7 +138,10 @@ def build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for key in data:
         if key not in names:
             where = prefix.rstrip(".") or "the top level"
-            raise ConfigError(f"unknown key '{prefix}{key}': {where} takes {', '.join(sorted(names))}.")
+            match = close_match(str(key), names)
+            guess = f"did you mean {prefix}{match}? " if match else ""
+            raise ConfigError(f"unknown key '{prefix}{key}': {guess}{'(' if guess else ''}{where} takes "
+                              f"{', '.join(sorted(names))}{')' if guess else ''}.")
     kwargs = {k: _coerce(_hints(cls)[k], v, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -152,7 +163,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(map(str, choices))}.")
+            raise ConfigError(f"{key}={value} is not allowed; "
+                              + _suggest(str(value), [str(c) for c in choices], f"{key}={{}}"))
         return str(value)
     if origin in (collections.abc.Mapping, dict):  # tune.space
         if isinstance(value, _RawString):

@@ -251,8 +251,14 @@ class Config:
 
     @property
     def registered_model_name(self) -> str:
+        """``registry.name``, else ``<dataset>-classifier`` (``-charlm``, ``-captioner``); an RL policy:
+        ``<env id lowercased>-<algo>`` ('/' becomes '-': ALE/Pong-v5 → ale-pong-v5-ppo)."""
+        if self.registry.name:
+            return self.registry.name
+        if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
+            return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
         what = {"charlm": "charlm", "caption": "captioner"}.get(self.kind, "classifier")
-        return self.registry.name or f"{self.data.name.replace('_', '-')}-{what}"
+        return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)

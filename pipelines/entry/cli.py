@@ -1,7 +1,9 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete completes `visionray` when this marker is near the top)
 """``visionray``: run, list, show pipelines; serve the MLflow dashboard and registered models.
 
     visionray list
-    visionray show quickstart train.epochs=3
+    visionray show quickstart train.epochs=3        # the sections quickstart uses, with the values it uses
+    visionray show quickstart --help                 # each of those keys: type, default, help
     visionray run quickstart                       # embedded local Ray + ./mlruns
     RAY_ADDRESS=ray://head:10001 MLFLOW_TRACKING_URI=http://mlflow:5000 visionray run train model=resnet20
     visionray ui                                   # http://127.0.0.1:5000
@@ -9,50 +11,133 @@
     visionray schedule --cron "0 3 * * *" retrain  # nightly, one machine, until stopped
     visionray submit --address http://head:8265 --follow quickstart train.epochs=3   # a Ray job
     visionray jobs list|status|logs|stop [JOB_ID]
+    visionray models                               # registered models, versions, aliases, test metrics
+    eval "$(register-python-argcomplete visionray)"   # tab completion in bash/zsh (argcomplete)
 
 Exit status: 0 done; 2 bad usage, config or input (one sentence on stderr, nothing started);
-1 the run failed (its MLflow run is marked FAILED with the error).
+1 the run failed (its MLflow run is marked FAILED with the error), or a tracking server or Ray
+cluster could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import traceback
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: Errors a user causes (exit 2) and failures to reach a server or cluster (exit 1), by module: a module
+#: that is not imported cannot have raised its errors, so telling them apart imports nothing.
+_USER_ERRORS = {"pipelines.config.base": ("ConfigError",), "components.data.errors": ("DataError",),
+                "pipelines.services.tracking": ("TrackingUnavailable",),
+                "pipelines.services.runtime": ("StorageNotShared",),
+                "pipelines.entry.jobs": ("JobNotFound",), "pipelines.entry.serve": ("ServeError",)}
+_CONNECTION_ERRORS = {"pipelines.services.tracking": ("StoreUnreachable",),
+                      "pipelines.services.runtime": ("ClusterUnavailable",)}
+
+
+def exit_code_for(e: BaseException) -> int | None:
+    """EXIT_FAILED for a connection failure, EXIT_USAGE for a user error, None for anything else (a bug)."""
+    for table, code in ((_CONNECTION_ERRORS, EXIT_FAILED), (_USER_ERRORS, EXIT_USAGE)):
+        for module, classes in table.items():
+            loaded = sys.modules.get(module)
+            if loaded is not None and isinstance(e, tuple(getattr(loaded, c) for c in classes)):
+                return code
+    return None
+
 
 class _Parser(argparse.ArgumentParser):
+    #: a subcommand that takes a PIPELINE sets these: its help then ends with the pipelines (read from
+    #: conf/ only when the help is shown) and these examples
+    lists_pipelines = False
+    examples: tuple[str, ...] = ()
+
+    def format_help(self) -> str:
+        if self.lists_pipelines:
+            from pipelines.config import describe_pipelines
+
+            rows = describe_pipelines()
+            width = max(len(n) for n, _ in rows)
+            lines = ["pipelines (conf/pipeline/NAME.yaml):"]
+            lines += [f"  {name:<{width}}  {description}" for name, description in rows]
+            lines += ["", "examples:", *(f"  {e}" for e in self.examples)]
+            self.epilog = "\n".join(lines + ["", _AFTER_A_RUN])
+        return super().format_help()
+
     def error(self, message: str) -> None:  # argparse's own errors: one sentence, exit 2
-        print(f"visionray: {message} (see visionray --help)", file=sys.stderr)
+        match = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if match:  # a misspelt command: name the closest one
+            from pipelines.config.base import close_match
+
+            choices = [c.strip(" '") for c in match.group(3).split(",")]
+            guess = close_match(match.group(2), choices)
+            if guess:
+                message = f"'{match.group(2)}' is not a {self.prog} command; did you mean {guess}?"
+        print(f"visionray: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print visionray's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"visionray {version('visionray')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("visionray (not installed; run from a source checkout)")
+        parser.exit()
+
+
 _AFTER_A_RUN = ("After a run: `visionray ui` browses it in the MLflow dashboard; `visionray serve NAME` "
-               "serves the registered model's champion over HTTP (`visionray serve fashion-mnist-classifier`).")
+               "serves the registered model's champion over HTTP (`visionray serve fashion-mnist-classifier`); "
+               "`visionray models` lists the registered models.")
+_RUN_EXAMPLES = (
+    "visionray run quickstart                                    # what `make run` runs",
+    "visionray run quickstart train.epochs=3 model=resnet20      # a config group and a dotted key",
+    "visionray run train data=cifar10 data.path=~/cifar-10-python.tar.gz cluster.num_workers=4",
+    "visionray run sweep tune.num_samples=16",
+    "visionray run quickstart stages=[ingest,preprocess]         # the first stages only",
+    "visionray run quickstart resume=last                        # continue an interrupted run",
+    "visionray show quickstart --help                            # every key quickstart uses, with its help",
+)
+_SHOW_EXAMPLES = (
+    "visionray show quickstart                 # the sections quickstart uses, with the values it will use",
+    "visionray show train model=resnet56       # the same after overrides",
+    "visionray show quickstart --help          # each of those keys: type, default, help (also --fields)",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="visionray", description="CS231n-style vision training on Ray, tracked in MLflow.",
                 epilog=_AFTER_A_RUN)
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run a pipeline (conf/pipeline/NAME.yaml) with key=value overrides",
-                       epilog=_AFTER_A_RUN)
-    r.add_argument("pipeline")
-    r.add_argument("overrides", nargs="*", metavar="key=value")
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.lists_pipelines, r.examples = True, _RUN_EXAMPLES
+    _pipeline_arguments(r)
     sub.add_parser("list", help="the pipelines, one line each")
-    s = sub.add_parser("show", help="print the resolved config and exit")
-    s.add_argument("pipeline")
-    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s = sub.add_parser("show", help="print the config sections a pipeline uses, with the values it will use",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+                       usage="%(prog)s [-h | --fields] PIPELINE [key=value ...]")
+    s.lists_pipelines, s.examples = True, _SHOW_EXAMPLES
+    s.set_defaults(parser=s)
+    s.add_argument("-h", "--help", action="store_true",
+                   help="alone: this help; after PIPELINE: each key the pipeline uses, its type, default and help")
+    s.add_argument("--fields", action="store_true", help="each key the pipeline uses, its type, default and help")
+    _pipeline_arguments(s, optional=True)
     sm = sub.add_parser("submit", help="submit the same run as a Ray job to a cluster; prints the job id")
     sm.add_argument("--address", help="the cluster's dashboard URL (default: $RAY_ADDRESS if it is one, "
                                       "else http://127.0.0.1:8265)")
     sm.add_argument("--follow", action="store_true", help="stream the job's output; exit with its status")
-    sm.add_argument("pipeline")
-    sm.add_argument("overrides", nargs="*", metavar="key=value")
+    _pipeline_arguments(sm)
     jobs = sub.add_parser("jobs", help="list, watch and stop submitted jobs").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     for action, text in (("list", "the cluster's jobs, oldest first"), ("status", "a job's status"),
@@ -67,8 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cron", required=True, metavar="EXPR", help="five-field cron expression, local time "
                                                                  "(e.g. '0 3 * * *': daily at 3 a.m.)")
     c.add_argument("--max-runs", type=int, default=0, metavar="N", help="stop after N runs (default: never)")
-    c.add_argument("pipeline")
-    c.add_argument("overrides", nargs="*", metavar="key=value")
+    _pipeline_arguments(c)
     u = sub.add_parser("ui", help="serve the MLflow dashboard of the configured store on 127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -80,32 +164,65 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     v.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default: 1)")
     v.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=http://mlflow:5000")
+    m = sub.add_parser("models", help="registered models: versions, aliases and test metrics")
+    m.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=http://mlflow:5000")
     return p
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from components.data.errors import DataError
-    from pipelines.config import ConfigError
-    from pipelines.entry.jobs import JobNotFound
-    from pipelines.entry.serve import ServeError
-    from pipelines.services.runtime import ClusterUnavailable, StorageNotShared
-    from pipelines.services.tracking import TrackingUnavailable
+def _pipeline_arguments(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    """PIPELINE and its key=value overrides, both completed by the shell (argcomplete)."""
+    p.add_argument("pipeline", metavar="PIPELINE", nargs="?" if optional else None,
+                   help="a file in conf/pipeline/ (visionray list)").completer = _complete_pipeline
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="GROUP=NAME picks conf/GROUP/NAME.yaml; a dotted key sets a value (train.epochs=3)"
+                   ).completer = _complete_override
 
-    return (ConfigError, DataError, TrackingUnavailable, ClusterUnavailable, JobNotFound, StorageNotShared,
-            ServeError)
+
+def _complete_pipeline(**_) -> list[str]:
+    from pipelines.config import available
+
+    return available("pipeline")
+
+
+def _complete_override(prefix: str, **_) -> list[str]:
+    from pipelines.config import GROUPS, available, usage
+
+    key, eq, _value = prefix.partition("=")
+    if eq:  # a group's files, or a key's allowed values
+        values = available(key) if key in GROUPS else usage.value_choices(key)
+        return [f"{key}={v}" for v in values]
+    return [f"{g}=" for g in GROUPS] + [f"{k}=" for k in usage.all_keys()]
+
+
+def _enable_completion(parser: argparse.ArgumentParser) -> None:
+    if "_ARGCOMPLETE" not in os.environ:  # not called by the shell's completion: import nothing
+        return
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    user_errors = _user_errors()
+    parser = build_parser()
+    _enable_completion(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # bare `visionray`: the help, and the usage exit status (nothing was done)
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         return _dispatch(args)
-    except user_errors as e:
-        print(f"visionray: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("visionray: interrupted; the MLflow run is marked KILLED.", file=sys.stderr)
         return 130
+    except Exception as e:
+        code = exit_code_for(e)
+        if code is None:
+            raise
+        print(f"visionray: {e}", file=sys.stderr)
+        return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -118,12 +235,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {description}")
         return EXIT_OK
     if args.command == "show":
-        print(config.dump(config.load_config(args.pipeline, args.overrides)), end="")
-        return EXIT_OK
+        return _show(args)
     if args.command == "ui":
         return _ui(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "models":
+        return _models(args)
     if args.command == "schedule":
         return _schedule(args)
     if args.command in ("submit", "jobs"):
@@ -136,18 +254,33 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _run(cfg, "visionray " + " ".join(shlex.quote(a) for a in ["run", args.pipeline, *args.overrides]))
 
 
+def _show(args: argparse.Namespace) -> int:
+    from pipelines import config
+    from pipelines.entry import describe
+
+    if args.pipeline is None:
+        if args.help:
+            args.parser.print_help()
+            return EXIT_OK
+        args.parser.error("the following arguments are required: PIPELINE")
+    cfg = config.load_config(args.pipeline, args.overrides)
+    print(describe.fields_text(cfg) if args.help or args.fields else describe.effective_yaml(cfg), end="")
+    return EXIT_OK
+
+
 def _run(cfg, command: str) -> int:
     from pipelines.dispatch import preflight, run_pipeline
 
     preflight(cfg)  # user errors surface here, before Ray or MLflow start
     try:
         run_pipeline(cfg, command)
-    except _user_errors() as e:
-        print(f"visionray: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         raise
     except Exception as e:
+        code = exit_code_for(e)
+        if code is not None:
+            print(f"visionray: {e}", file=sys.stderr)
+            return code
         if os.environ.get("VISIONRAY_DEBUG"):
             traceback.print_exc()
         print(f"visionray: the {cfg.pipeline} run failed: {type(e).__name__}: {_first_line(e)} "
@@ -195,10 +328,47 @@ def _serve(args: argparse.Namespace) -> int:
     return serve.serve(uri, args.model, args.host, args.port, args.workers)
 
 
+def _missing_store(uri: str) -> str | None:
+    """A sentence naming the SQLite file ``uri`` points at when there is no store there, else None."""
+    from pathlib import Path
+
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
+        return None
+    return (f"no MLflow store at {uri[len('sqlite:///'):]}; run a pipeline in this directory first, or point "
+            f"at a store with tracking.uri=URI or MLFLOW_TRACKING_URI.")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pipelines.entry import describe
+    from pipelines.services import registry, tracking
+
+    uri = _store_uri("models", args.overrides)
+    missing = _missing_store(uri)
+    if missing:
+        print(f"visionray: {missing}", file=sys.stderr)
+        return EXIT_USAGE
+    tracking.check_store(uri)  # a server that does not answer: exit 1, naming it
+    try:
+        listing = registry.model_listing(uri)
+    except registry.RegistryUnreadable as e:
+        print(f"visionray: cannot read the registered models in {uri} ({e}).", file=sys.stderr)
+        return EXIT_FAILED
+    if not listing:
+        print(f"visionray: no registered models in {uri} yet; a pipeline's register stage adds them.",
+              file=sys.stderr)
+        return EXIT_OK
+    print(describe.models_text(listing), end="")
+    return EXIT_OK
+
+
 def _ui(args: argparse.Namespace) -> int:
     from pipelines.services import tracking
 
     uri = _store_uri("ui", args.overrides)
+    missing = _missing_store(uri)
+    if missing:  # `mlflow server` would create an empty store here and show nothing
+        print(f"visionray: {missing}", file=sys.stderr)
+        return EXIT_USAGE
     if not tracking.is_local_uri(uri):
         print(f"visionray: the tracking store is a server already: open {uri}", file=sys.stderr)
         return EXIT_OK

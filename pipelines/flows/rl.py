@@ -61,8 +61,8 @@ def env_name(env_id: str) -> str:
 
 
 def registered_name(cfg: Config) -> str:
-    """``registry.name``, else ``<env id lowercased>-<algo>`` ('/' becomes '-': ALE/Pong-v5 → ale-pong-v5-ppo)."""
-    return cfg.registry.name or f"{cfg.rl.env.lower().replace('/', '-')}-{cfg.rl.algo}"
+    """``registry.name``, else ``<env id lowercased>-<algo>`` (Config.registered_model_name)."""
+    return cfg.registered_model_name
 
 
 def stop_return(cfg: Config) -> float | None:

@@ -678,3 +678,35 @@ def model_input_schema(uri: str, model_uri: str):
     mlflow.set_registry_uri(uri)
     signature = mlflow.models.get_model_info(model_uri).signature
     return signature.inputs if signature is not None else None
+
+
+def model_listing(uri: str, max_results: int = 100) -> list[dict[str, Any]]:
+    """The registered models in the store at ``uri`` for `visionray models` (retrain locks left out), by
+    name, each ``{"name", "description", "versions"}`` with its versions newest first: ``{"version",
+    "aliases", "tags", "metrics", "run_id", "created_ms"}``, where ``metrics`` are the ``test/*`` metrics of
+    the version's run (its ``run_id`` tag, else MLflow's source run). RegistryUnreadable when the store
+    cannot be read."""
+    from mlflow.exceptions import MlflowException
+
+    test_prefix = names.metric(names.TEST, "")
+    out = []
+    with _readable(uri) as client:
+        for m in sorted(client.search_registered_models(max_results=max_results), key=lambda m: m.name):
+            if m.name.endswith(names.LOCK_SUFFIX):
+                continue
+            aliases: dict[str, list[str]] = {}
+            for alias, version in dict(m.aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+            versions = []
+            for v in sorted(client.search_model_versions(f"name = '{m.name}'"), key=lambda v: -int(v.version)):
+                tags = dict(v.tags or {})
+                run_id = tags.get(names.RUN_ID) or v.run_id
+                try:
+                    metrics = client.get_run(run_id).data.metrics if run_id else {}
+                except MlflowException:  # the run was deleted
+                    metrics = {}
+                versions.append({"version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+                                 "tags": tags, "run_id": run_id or "", "created_ms": v.creation_timestamp,
+                                 "metrics": {k: val for k, val in sorted(metrics.items()) if k.startswith(test_prefix)}})
+            out.append({"name": m.name, "description": m.description or "", "versions": versions})
+    return out
