@@ -108,6 +108,7 @@ def models_text(listing: list[dict[str, Any]]) -> str:
 
 def _number(value: Any) -> str:
     try:
-        return f"{float(value):.4g}"
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return f"{int(number):,}" if number.is_integer() and abs(number) >= 1000 else f"{number:.4g}"  # counts
