@@ -40,7 +40,9 @@ class TrainHook:
         """After each optimiser step; ``model`` is the bare model."""
 
     def end_epoch(self, model: nn.Module, epoch: int, out_dir: Path | None) -> dict[str, float]:
-        """After validation; ``out_dir`` is set on rank 0 only. Returns extra metrics for this epoch."""
+        """After validation; ``out_dir`` is set on rank 0 only. Returns extra metrics for this epoch.
+
+        ``epoch`` is the loop's index, from 0; the metrics are logged at the epoch's number, ``epoch + 1``."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

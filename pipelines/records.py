@@ -70,8 +70,8 @@ class TextPrepared:
 @dataclass(frozen=True)
 class Trained:
     best_checkpoint: str  # a model package directory
-    best_epoch: int
-    history: dict[str, list[tuple[int, float]]]
+    best_epoch: int  # its number, from 1 like the metric steps
+    history: dict[str, list[tuple[int, float]]]  # metric -> (epoch number from 1, value)
     last_checkpoint: str | None = None  # the final epoch's model package
     extras: str | None = None  # the final checkpoint's hook files: extras/<NN-HookClass>/...
 

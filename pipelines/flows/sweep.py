@@ -148,9 +148,9 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             self.curves: dict[str, dict[int, dict[str, float]]] = {}  # trial id -> epoch -> metrics
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "epoch" in result:
-                epoch = int(result["epoch"])
-                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), epoch + 1)
+            if names.EPOCH in result:
+                epoch = int(result[names.EPOCH])  # numbered from 1: the epochs reported so far
+                self.epochs[trial.trial_id] = max(self.epochs.get(trial.trial_id, 0), epoch)
                 self.curves.setdefault(trial.trial_id, {})[epoch] = {
                     k: float(result[k]) for k in EPOCH_METRICS if isinstance(result.get(k), (int, float))}
             value, path = result.get(metric), result.get("checkpoint_path")
@@ -171,7 +171,7 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if run is None:
                 return
             last = trial.last_result or {}
-            done = self.epochs.get(trial.trial_id, int(last.get(names.EPOCH, -1)) + 1)
+            done = self.epochs.get(trial.trial_id, int(last.get(names.EPOCH, 0)))
             state = ("failed" if status == "FAILED" else "stopped_loss" if last.get(names.TRIAL_STOPPED_LOSS)
                      else "completed" if done >= epochs else "early_stopped")
             metrics: dict[str, float] = {names.TRIAL_EPOCHS: done}
@@ -289,10 +289,11 @@ def _rows(grid, setup: TrialSetup, metric: str, mode: str, keys: list[str]) -> l
 
 
 def _epochs(history, last: Mapping[str, Any]) -> int:
-    """Epochs a trial trained: the last epoch it reported (a stopped trial's final report has none)."""
-    if history is not None and "epoch" in history and history["epoch"].notna().any():
-        return int(history["epoch"].max()) + 1
-    return int(last.get(names.EPOCH, -1)) + 1
+    """Epochs a trial trained: the number of the last epoch it reported, from 1 (a stopped trial's final
+    report has none)."""
+    if history is not None and names.EPOCH in history and history[names.EPOCH].notna().any():
+        return int(history[names.EPOCH].max())
+    return int(last.get(names.EPOCH, 0))
 
 
 # --------------------------------------------------------------------------- the flow

@@ -4,7 +4,8 @@
 
 Each worker streams its shard of the Ray Dataset, augments per batch in Ray Data's iterator threads
 and runs the one training loop of ``components.engine``. Rank 0 logs each epoch to the stage's
-MLflow run and saves a checkpoint (model package + optimiser state); a worker that dies is replaced
+MLflow run (step = the epoch's number, from 1, as the terminal says "epoch 1/6") and saves a
+checkpoint (model package + optimiser state); a worker that dies is replaced
 and training resumes from the last checkpoint (``FailureConfig``). Running the same run name again
 resumes a stopped run, since Ray Train restores its checkpoint manager from storage.
 """
@@ -40,6 +41,8 @@ from pipelines.stages import babysit
 from pipelines.stages.preprocess import augment_from, image_dataset
 
 STATE_FILE = "train_state.pt"
+#: Epochs are numbered from 1 in the history a checkpoint holds (older checkpoints, from 0, are shifted).
+HISTORY_BASE = 1
 EXTRAS_DIR = "extras"  # hooks' files inside a checkpoint (components.hooks)
 MODEL_DIR = "model"
 
@@ -215,7 +218,8 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
         scheduler.load_state_dict(state["scheduler"])
         if w.scaler is not None and state.get("scaler"):
             w.scaler.load_state_dict(state["scaler"])
-        w.start_epoch, w.history = state["epoch"] + 1, state["history"]
+        # state["epoch"] is the loop's index of the last finished epoch (its number is one more)
+        w.start_epoch, w.history = state["epoch"] + 1, renumbered(state["history"], state.get("history_base", 0))
         w.guard.initial = state.get("initial_loss")
         for hook, hook_state in zip(hooks, state.get("hooks", [])):
             hook.load_state_dict(hook_state)
@@ -225,6 +229,12 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     return w
 
 
+def renumbered(history: dict[str, list[tuple[int, float]]], base: int) -> dict[str, list[tuple[int, float]]]:
+    """A checkpoint's history with its epochs numbered from :data:`HISTORY_BASE` (one saved from 0 is shifted)."""
+    shift = HISTORY_BASE - base
+    return {k: [(epoch + shift, v) for epoch, v in points] for k, points in history.items()} if shift else history
+
+
 def _run_epochs(w: _Worker) -> None:
     import ray.train
 
@@ -232,7 +242,8 @@ def _run_epochs(w: _Worker) -> None:
     per_worker = max(1, tc.batch_size // w.world)
     streams = config.get("streams")
     run_started = time.perf_counter()
-    for epoch in range(w.start_epoch, tc.epochs):
+    for epoch in range(w.start_epoch, tc.epochs):  # the index: data order, schedule and hooks count from 0
+        number = epoch + 1  # what metrics, the history and the terminal call this epoch
         started = time.perf_counter()
         if streams:
             batches, val_batches = (_stream_batches(w, streams[split], per_worker, epoch, split == "train")
@@ -260,7 +271,7 @@ def _run_epochs(w: _Worker) -> None:
         val_meter, _, _ = engine.evaluate(model, w.task, val_batches, precision=tc.precision, device=w.device)
         metrics = {**epoch_metrics(w.task, train_meter, val_meter, meter.images_per_s, w.device),
                    names.LR: w.optimizer.param_groups[0]["lr"],
-                   names.EPOCH_SECONDS: time.perf_counter() - started, names.EPOCH: epoch}
+                   names.EPOCH_SECONDS: time.perf_counter() - started, names.EPOCH: number}
         with tempfile.TemporaryDirectory(prefix="visionray-ckpt-") as tmp:
             for i, hook in enumerate(w.hooks):
                 out_dir = Path(tmp) / EXTRAS_DIR / hook_dirname(i, hook) if rank == 0 else None
@@ -269,12 +280,12 @@ def _run_epochs(w: _Worker) -> None:
                 metrics.update(hook.end_epoch(bare, epoch, out_dir))
             logged = {k: v for k, v in metrics.items() if k != names.EPOCH}
             for k, v in logged.items():
-                history.setdefault(k, []).append((epoch, v))
+                history.setdefault(k, []).append((number, v))
             if rank == 0:
                 save_package(Path(tmp) / MODEL_DIR, model, w.spec)
                 torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
                             "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
-                            "history": history, "hooks": [h.state_dict() for h in w.hooks],
+                            "history": history, "history_base": HISTORY_BASE, "hooks": [h.state_dict() for h in w.hooks],
                             "initial_loss": w.guard.initial},
                            Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -286,8 +297,8 @@ def _run_epochs(w: _Worker) -> None:
                 w.logger.log_text(text, path)
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
-            if not w.logger.log_epoch(logged, epoch):
-                _emit(f"epoch {epoch + 1} was logged before the restart; its first values stand")
+            if not w.logger.log_epoch(logged, number):
+                _emit(f"epoch {number} was logged before the restart; its first values stand")
 
 
 def _row_batches(w: _Worker, per_worker: int, epoch: int):
@@ -546,11 +557,13 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         shutil.rmtree(best_dir)
     with best.as_directory() as d:
         shutil.copytree(Path(d) / MODEL_DIR, best_dir)
-        history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        history = renumbered(state["history"], state.get("history_base", 0))
     latest, last_dir, extras_dir = result.checkpoint, None, None
     if latest is not None:  # the latest checkpoint has the full curve even when it is not the best
         with latest.as_directory() as d:
-            history = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)["history"]
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            history = renumbered(state["history"], state.get("history_base", 0))
             last_dir = workdir / "last"
             shutil.rmtree(last_dir, ignore_errors=True)
             shutil.copytree(Path(d) / MODEL_DIR, last_dir)
@@ -558,11 +571,11 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
                 extras_dir = workdir / EXTRAS_DIR
                 shutil.rmtree(extras_dir, ignore_errors=True)
                 shutil.copytree(Path(d) / EXTRAS_DIR, extras_dir)
-    epoch = int(best_metrics[names.EPOCH])
+    epoch = int(best_metrics[names.EPOCH])  # its number, from 1
     tracking.log_metrics({names.BEST_EPOCH: epoch, names.best_val(task.primary): best_metrics[val_primary],
                           names.FIT_SECONDS: time.perf_counter() - started})
     tracking.log_artifact(best_dir, names.BEST_MODEL_ARTIFACT)
-    say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch + 1} "
+    say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch} "
         f"({duration(time.perf_counter() - started)})")
     if not text:
         babysit.report(cfg, history, str(extras_dir) if extras_dir else None)

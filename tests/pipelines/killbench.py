@@ -44,5 +44,5 @@ def one(kill: bool):
 base = one(False); print("uninterrupted", base, flush=True)
 for i in range(N):
     r = one(True); print(f"run {i+1}", r, flush=True); rows.append(r)
-ok = sum(r["rc"] == 0 and r["parents"] == 1 and r["dup_steps"] == 0 and r["steps"] == list(range(6)) for r in rows)
+ok = sum(r["rc"] == 0 and r["parents"] == 1 and r["dup_steps"] == 0 and r["steps"] == list(range(1, 7)) for r in rows)
 print(f"{ok}/{N} complete with one parent run, each epoch logged once; test acc {[r['test_acc'] for r in rows]} vs {base['test_acc']}")

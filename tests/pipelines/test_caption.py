@@ -30,7 +30,7 @@ def test_caption_trains_scores_registers_and_serves_captions(ray_local, mlflow_s
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     train = next(r for r in runs if r.data.tags.get(names.STAGE_TAG) == "train")
     for key in ("val/bleu4", "val/mention_f1", "val/loss", "train/loss"):
-        assert sorted(m.step for m in client.get_metric_history(train.info.run_id, key)) == [0, 1], key
+        assert sorted(m.step for m in client.get_metric_history(train.info.run_id, key)) == [1, 2], key
     losses = [m.value for m in sorted(client.get_metric_history(train.info.run_id, "train/loss"), key=lambda m: m.step)]
     assert losses[1] < losses[0]  # it learns
     assert result.outputs["decision"].name == "fashion-grid-captioner"

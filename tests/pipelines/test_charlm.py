@@ -76,7 +76,7 @@ def test_charlm_trains_measures_registers_and_serves_text(ray_local, mlflow_stor
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     train = next(r for r in runs if r.data.tags.get(names.STAGE_TAG) == "train")
     history = client.get_metric_history(train.info.run_id, "val/bpc")
-    assert sorted(m.step for m in history) == [0, 1]
+    assert sorted(m.step for m in history) == [1, 2]  # epochs are numbered from 1
     assert names.CHARS_PER_S in train.data.metrics and "train/bpc" in train.data.metrics
     samples = {a.path for a in client.list_artifacts(train.info.run_id, names.CHARLM_SAMPLES_DIR)}
     assert samples == {f"{names.CHARLM_SAMPLES_DIR}/epoch_001.txt", f"{names.CHARLM_SAMPLES_DIR}/epoch_002.txt"}

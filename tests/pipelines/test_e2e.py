@@ -65,6 +65,36 @@ def test_one_parent_run_with_a_child_per_stage(run):
         assert child.info.experiment_id == parent.info.experiment_id
 
 
+def test_stages_read_top_down_and_the_parent_row_has_the_headline(run):
+    qs, client, parent, children = run
+    # MLflow nests children under their parent only when sorted by start time; ascending, or by name,
+    # the numbered names read in pipeline order.
+    oldest_first = client.search_runs([parent.info.experiment_id], order_by=["attributes.start_time ASC"],
+                                      filter_string=f"tags.`mlflow.parentRunId` = '{qs.run_id}'")
+    assert [r.info.run_name for r in oldest_first] == [f"{i}-{s}" for i, s in enumerate(STAGES, start=1)]
+    train = children["train"].data.metrics
+    for key in (names.TEST_ACCURACY, names.TEST_LOSS, names.best_val("accuracy"), names.BEST_EPOCH,
+                names.IMAGES_PER_S, names.PEAK_MEMORY_GIB):
+        assert key in parent.data.metrics, key
+    assert parent.data.metrics[names.best_val("accuracy")] == train[names.best_val("accuracy")]
+    assert 1 <= train[names.BEST_EPOCH] <= qs.cfg.train.epochs  # numbered like the steps, from 1
+    note = parent.data.tags[names.RUN_NOTE_TAG]
+    assert note.startswith("**quickstart** · ") and "finished" in note and "test accuracy **" in note
+    assert f"models:/{MODEL}/1" in note
+
+
+def test_the_version_explains_itself_with_one_run_id(run):
+    qs, client, parent, children = run
+    v1 = client.get_model_version(MODEL, "1")
+    assert v1.run_id == v1.tags[names.RUN_ID] == qs.run_id  # MLflow's source run is the pipeline run
+    model = client.get_logged_model(v1.source.removeprefix("models:/"))
+    assert model.name == qs.cfg.model.name and model.source_run_id == qs.run_id
+    linked = {m.key: m for m in model.metrics}
+    assert linked[names.TEST_ACCURACY].value == parent.data.metrics[names.TEST_ACCURACY]
+    assert linked[names.TEST_ACCURACY].dataset_name == "digits-test"
+    assert "image classifier" in v1.description and "reproduce: `test`" in v1.description
+
+
 def test_every_run_carries_config_and_provenance(run):
     qs, client, parent, children = run
     for r in [parent, *children.values()]:
@@ -87,7 +117,7 @@ def test_train_logs_one_point_per_epoch(run):
     for key in EPOCH_METRICS:
         history = client.get_metric_history(train_id, key)
         steps = [m.step for m in history]
-        assert sorted(steps) == list(range(epochs)), f"{key}: steps {steps}"
+        assert sorted(steps) == list(range(1, epochs + 1)), f"{key}: steps {steps}"  # epoch 1, 2, ...
         assert all(np.isfinite(m.value) for m in history), key
     accuracy = [m.value for m in client.get_metric_history(train_id, names.VAL_ACCURACY)]
     assert all(0 <= a <= 1 for a in accuracy)

@@ -64,7 +64,7 @@ def test_hooks_run_on_every_step_and_their_files_reach_the_driver(ray_local, mlf
     # 2 epochs x 5 steps on rank 0; the epoch field is the last one
     assert record == {**record, "tag": "x", "epoch": 1, "steps": 10}
     history = MlflowClient(parent.uri).get_metric_history(run_id, "hook/steps")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 5.0), (1, 10.0)]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 5.0), (2, 10.0)]
     last, _ = load_package(trained.last_checkpoint)
     weight_sum = float(sum(p.detach().double().sum() for p in last.parameters()))
     assert weight_sum == pytest.approx(record["weight_sum"], rel=1e-9)

@@ -188,3 +188,22 @@ def test_two_runs_logging_the_same_new_dataset_at_once_both_succeed(tmp_path):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
     assert len(runs) == 2 * rounds and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+
+
+def test_epochs_are_numbered_from_one_and_a_restart_backfills_only_the_missing_ones(store):
+    """The training loop logs epoch n at step n (1, 2, ...); a checkpoint from before the numbering
+    (history from 0) is renumbered, and a restarted worker backfills only the epochs MLflow lacks."""
+    from pipelines.stages.train import renumbered
+
+    old = {names.TRAIN_LOSS: [(0, 2.0), (1, 1.5)]}
+    assert renumbered(old, base=0) == {names.TRAIN_LOSS: [(1, 2.0), (2, 1.5)]}
+    assert renumbered(renumbered(old, base=0), base=1) == {names.TRAIN_LOSS: [(1, 2.0), (2, 1.5)]}
+    with tracking.pipeline_run(cfg(), "test") as parent:
+        with tracking.stage_run("train", parent) as run_id:
+            logger = tracking.RunLogger(parent.uri, run_id)
+            assert logger.log_epoch({names.TRAIN_LOSS: 2.0}, 1)
+            restarted = tracking.RunLogger(parent.uri, run_id)
+            assert restarted.backfill({names.TRAIN_LOSS: [(1, 9.0), (2, 1.5)]}) == 1
+            assert not restarted.log_epoch({names.TRAIN_LOSS: 9.0}, 2)  # logged by the backfill: it stands
+    history = MlflowClient(parent.uri).get_metric_history(run_id, names.TRAIN_LOSS)
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.5)]
