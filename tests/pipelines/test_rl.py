@@ -86,6 +86,12 @@ def _check_pipeline_run(store: Store, cfg, result, algo: str) -> None:
     version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["run_id"] == result.run_id and float(version.tags["eval_return_mean"]) == pytest.approx(
         np.mean(returns), abs=1e-5)
+    # The policy explains itself, and MLflow's source run is the run its run_id tag names.
+    assert version.run_id == result.run_id
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.name == f"{algo}-policy" and logged.source_run_id == result.run_id
+    assert {m.key: m.value for m in logged.metrics} == {"rl/eval_return_mean": pytest.approx(np.mean(returns))}
+    assert "reinforcement-learning policy" in version.description and "environment: CartPole-v1" in version.description
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     obs = np.random.default_rng(0).uniform(-0.05, 0.05, size=(6, 4)).astype(np.float32)
     actions = np.asarray(model.predict(obs))
