@@ -159,7 +159,8 @@ def describe_version(card: ModelCard, tags: dict[str, str], source_run_id: str |
         lines.append(f"data: {dataset or 'dataset'} version {tags[names.DATASET_VERSION]}")
     elif tags.get(names.RL_ENV_TAG):
         lines.append(f"environment: {tags[names.RL_ENV_TAG]}")
-    scores = [f"{key} {value:.4f}" for key, value in card.metrics.items() if math.isfinite(value)]
+    scores = [f"{key} {value:.4f}" for key, value in sorted(card.metrics.items(), key=lambda kv: kv[0].endswith("loss"))
+              if math.isfinite(value)]  # the task's own metric first
     if scores:
         lines.append(" · ".join(scores))
     if source_run_id:
@@ -282,8 +283,9 @@ def register_logged(name: str, log: LogModel, metric: PrimaryMetric, tags: dict[
     dataset = _link_metrics(client, source, model.model_id, card.metrics) if source else None
     version = int(mlflow.register_model(info.model_uri, name, tags={**tags, **metric.tags()}).version)
     command = client.get_run(source).data.tags.get(names.COMMAND) if source else None
-    client.update_model_version(name, str(version), description=describe_version(card, tags, source, command,
-                                                                                  dataset))
+    description = describe_version(card, tags, source, command, dataset)
+    client.update_model_version(name, str(version), description=description)
+    client.set_logged_model_tags(model.model_id, {names.RUN_NOTE_TAG: description})  # the model page's description
     if not client.get_registered_model(name).description:
         task = TASK_WORDS.get(card.task, card.task)
         client.update_registered_model(name, description=(

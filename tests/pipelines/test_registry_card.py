@@ -51,6 +51,8 @@ def test_a_version_is_logged_from_the_pipeline_run_with_its_metrics_dataset_and_
     for part in ("**softmax** image classifier", f"data: digits-test version {'v' * 16}", "test/accuracy 0.1250",
                  "test/loss 2.2500", f"run: {parent.run_id} (git abc)", f"reproduce: `{command}`"):
         assert part in version.description, part
+    assert version.description.index("test/accuracy") < version.description.index("test/loss")  # primary first
+    assert model.tags[names.RUN_NOTE_TAG] == version.description  # the logged model's page says the same
     assert "@champion" in client.get_registered_model(decision.name).description
 
 
