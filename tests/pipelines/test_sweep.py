@@ -49,6 +49,7 @@ def test_a_sweep_of_four_trials_logs_four_nested_runs_and_registers_the_winner(r
     for t in trials:
         steps = [m.step for m in client.get_metric_history(t.info.run_id, names.VAL_ACCURACY)]
         assert steps and steps == list(range(1, len(steps) + 1))  # per-epoch metrics in each trial's own run
+        assert t.data.metrics[names.TRIAL_EPOCHS] == len(steps)  # epochs counted from the 1-based reports
         assert names.BEST_VAL_ACCURACY in t.data.metrics
         assert t.data.tags[names.TRIAL_STATUS_TAG] in ("completed", "early_stopped")
         assert [a.path for a in client.list_artifacts(t.info.run_id, "best_model")]  # the ensemble reads it
