@@ -312,15 +312,17 @@ def _link_metrics(client, run_id: str, model_id: str, metrics: dict[str, float])
     split they were measured on when the pipeline ingested one; list the model among the run's outputs.
 
     A metric the run already has with the same value is linked by logging that very point again with
-    the model's id (the store keeps one point), so the run's history gains no duplicate. Returns the
-    dataset's name, if any."""
+    the model's id (the store keeps one point), so the run's history gains no duplicate. When ``run_id``
+    is the active run, MLflow has already linked its step-0 points itself (without a dataset); those
+    stay as they are. Returns the dataset's name, if any."""
     from mlflow.entities import LoggedModelOutput, Metric
 
     dataset = _test_dataset(client, run_id)
+    linked = {m.key for m in client.get_logged_model(model_id).metrics or []}
     now = int(time.time() * 1000)
     batch = []
     for key, value in metrics.items():
-        if not math.isfinite(value):
+        if not math.isfinite(value) or key in linked:
             continue
         same = [m for m in client.get_metric_history(run_id, key) if m.step == 0 and m.value == float(value)]
         batch.append(Metric(key, float(value), same[-1].timestamp if same else now, 0, model_id=model_id,

@@ -62,3 +62,28 @@ def test_a_policy_card_names_the_algorithm_and_its_greedy_return():
     text = registry.describe_version(card, {names.RL_ENV_TAG: "CartPole-v1"}, "r1", "visionray run rl")
     assert text.splitlines() == ["**ppo-policy** reinforcement-learning policy  ", "environment: CartPole-v1  ",
                                  "rl/eval_return_mean 187.5000  ", "run: r1  ", "reproduce: `visionray run rl`"]
+
+
+def test_a_compressed_variant_comes_from_its_method_run_and_still_finds_the_pipelines_test_split(mlflow_store,
+                                                                                                  tmp_path):
+    cfg = shrunk_config("quickstart")
+    evaluation = _evaluation(tmp_path)
+    (tmp_path / "shards").mkdir()
+    with tracking.pipeline_run(cfg, "visionray run compress") as parent:
+        with tracking.stage_run("ingest", parent):
+            tracking.log_dataset("digits-test", "w" * 40, tmp_path / "shards", "test", "x")
+        with tracking.stage_run("compress", parent) as stage_id:
+            with tracking.method_run("compress-int8", parent, stage_id, {}) as method_id:
+                tracking.log_metrics({names.TEST_ACCURACY: 0.125, names.TEST_LOSS: 2.25})
+                version = registry.register_version(cfg, evaluation, 10, {
+                    names.RUN_ID: method_id, names.COMPRESSION: "int8", names.DATASET_VERSION: "w" * 16})
+    client = MlflowClient(mlflow_store.uri)
+    v = client.get_model_version(cfg.registered_model_name, str(version))
+    assert v.run_id == v.tags[names.RUN_ID] == method_id
+    model = client.get_logged_model(v.source.removeprefix("models:/"))
+    assert model.name == "softmax-int8"
+    # The method run was the active run: MLflow linked its metrics itself, once each.
+    assert sorted(m.key for m in model.metrics) == [names.TEST_ACCURACY, names.TEST_LOSS]
+    assert len(client.get_metric_history(method_id, names.TEST_ACCURACY)) == 1
+    assert "compressed: int8" in v.description
+    assert f"data: digits-test version {'w' * 16}" in v.description  # found through the method run's parents
