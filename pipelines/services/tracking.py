@@ -258,6 +258,8 @@ def _model_of(cfg: Config) -> str:
         return f"captioner ({'attention' if cfg.caption.attention else 'no attention'}) on {cfg.data.name}"
     if kind == "knn":
         return f"kNN on {cfg.data.name}"
+    if kind == "bench":
+        return f"benchmarks on {cfg.data.name}"
     if kind == "zoo":
         return f"{len(cfg.zoo.models)} models on {cfg.data.name}"
     return f"{cfg.model.name} on {cfg.data.name}"
