@@ -8,6 +8,11 @@
 2. Preprocessing: Ray Data (read Parquet → decode → augment per batch) against a
    ``torch.utils.data.DataLoader`` with the same transforms and as many worker processes as CPUs.
 
+On a text source (``visionray run bench_charlm``: Jane Austen, charlm's LSTM and recipe) the training
+comparison times the character language model's truncated-BPTT loop instead, in characters per second:
+each Ray Train rank reads its own slice of the token stream, as ``charlm`` trains; there is no Ray Data
+stage to compare there.
+
 Each ratio is logged twice: ``bench/<name>`` in the timed loop (after warm-up) and
 ``bench/<name>_end_to_end`` for the whole thing including start-up (``fit()``, dataset planning,
 DataLoader workers). Ratios, not absolute times: the machine is shared and noisy.
@@ -20,7 +25,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,8 +35,9 @@ from components.augment import Augment
 from components.data.shards import Manifest
 from components.models import Normalize
 from components.packaging import ModelSpec
-from pipelines.config import Config, TrainConfig
+from pipelines.config import Config, ConfigError, TrainConfig
 from pipelines.flows.kit import prepare, stage, workdir_for
+from pipelines.records import TextPrepared
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
 from pipelines.services.runtime import worker_threads
@@ -72,59 +78,77 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     ctx, tc, spec = worker_setup(config)
-    model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
-    per_worker = config["batch_size"] // ctx.get_world_size()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    per_worker = config["batch_size"] // world
     task = build_task(tc, spec)
-    prep = RayBatchPrep(task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"],
-                                        channels_last=tc.channels_last))
-    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
-    ips = _timed_loop(model, tc, spec, batches, config["steps"], config["warmup"], config["batch_size"])
+    if config.get("stream"):  # a token stream: this rank's slice, in truncated-BPTT order, as charlm trains
+        model = prepare_worker_model(spec.build(None), tc)
+        batches = task.stream_batches(np.load(config["stream"], mmap_mode="r"), rank, world, per_worker,
+                                      epoch=0, seed=config["seed"], train=True)
+    else:
+        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
+        prep = RayBatchPrep(task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"],
+                                            channels_last=tc.channels_last))
+        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
+    ips = _timed_loop(model, tc, spec, batches, config["steps"], config["warmup"],
+                      task.examples_per_step(per_worker) * world)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
-        if ctx.get_world_rank() == 0:  # Train V2 returns metrics only with a checkpoint: carry them in one
+        if rank == 0:  # Train V2 returns metrics only with a checkpoint: carry them in one
             Path(tmp, RESULT_FILE).write_text(json.dumps({"images_per_s": ips}))
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({"images_per_s": ips}, checkpoint=ckpt)
 
 
-def bench_ray_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: int, storage: Path) -> tuple[float, float]:
+def bench_ray_train(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], storage: Path,
+                    stream: str | None = None) -> tuple[float, float]:
+    """(Ray Train's rate in the timed loop, its rate including ``fit()``'s start-up), in the task's unit/s."""
     b, c = cfg.bench, cfg.cluster
     started = time.perf_counter()
     trainer = torch_trainer(
         cfg, bench_loop_per_worker,
         {"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
-         "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c),
+         "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c), "stream": stream,
          "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps},
-        {"train": image_dataset(manifest, "train", rows)}, name=f"bench-{int(time.time())}", storage_path=str(storage))
+        datasets, name=f"bench-{int(time.time())}", storage_path=str(storage))
     result = trainer.fit()
     total = time.perf_counter() - started
     with result.checkpoint.as_directory() as d:
-        loop_ips = json.loads(Path(d, RESULT_FILE).read_text())["images_per_s"]
-    return loop_ips, (b.warmup_steps + b.steps) * b.batch_size / total
+        loop_rate = json.loads(Path(d, RESULT_FILE).read_text())["images_per_s"]
+    per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size // c.num_workers) * c.num_workers
+    return loop_rate, (b.warmup_steps + b.steps) * per_step / total
 
 
-def bench_torch_train(cfg: Config, manifest: Manifest, spec: ModelSpec, rows: int) -> tuple[float, float]:
-    from components.data.shards import read_split
-    from pipelines.stages.evaluate import numpy_batches
-
+def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], Iterable]) -> tuple[float, float]:
+    """The same loop in this process, with as many threads as all of Ray's workers together."""
     b = cfg.bench
     threads = worker_threads(cfg.cluster) * cfg.cluster.num_workers  # the same total threads as Ray's workers
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         started = time.perf_counter()
-        split = read_split(manifest, "train")
         torch.manual_seed(cfg.seed)
-        model = spec.build(Normalize.identity(spec.in_channels))
+        image = spec.task == "classification"
+        model = spec.build(Normalize.identity(spec.in_channels) if image else None)
         model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
-        prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
-        batches = map(prep, numpy_batches(split.images[:rows], split.labels[:rows], b.batch_size))
-        loop_ips = _timed_loop(model, cfg.train, spec, batches, b.steps, b.warmup_steps, b.batch_size)
+        per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size)
+        loop_rate = _timed_loop(model, cfg.train, spec, batches_from(), b.steps, b.warmup_steps, per_step)
         total = time.perf_counter() - started
     finally:
         torch.set_num_threads(previous)
-    return loop_ips, (b.warmup_steps + b.steps) * b.batch_size / total
+    return loop_rate, (b.warmup_steps + b.steps) * per_step / total
+
+
+def _image_batches(cfg: Config, manifest: Manifest, rows: int) -> Callable[[], Iterable]:
+    def batches():
+        from components.data.shards import read_split
+        from pipelines.stages.evaluate import numpy_batches
+
+        split = read_split(manifest, "train")
+        prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
+        return map(prep, numpy_batches(split.images[:rows], split.labels[:rows], cfg.bench.batch_size))
+    return batches
 
 
 class ShardBatches(torch.utils.data.Dataset):
@@ -194,21 +218,55 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
-    torch_loop, torch_total = bench_torch_train(cfg, manifest, spec, rows)
+    torch_loop, torch_total = bench_torch_train(cfg, spec, _image_batches(cfg, manifest, rows))
     say(f"bench: plain PyTorch training {torch_loop:,.0f} img/s in the loop ({torch_total:,.0f} with start-up)")
-    ray_loop, ray_total = bench_ray_train(cfg, manifest, spec, rows, workdir)
+    ray_loop, ray_total = bench_ray_train(cfg, spec, {"train": image_dataset(manifest, "train", rows)}, workdir)
     say(f"bench: Ray Train {ray_loop:,.0f} img/s in the loop ({ray_total:,.0f} with start-up)")
     pre = bench_preprocess(cfg, manifest, min(manifest.splits["train"]["rows"], b.preprocess_rows))
     say(f"bench: preprocessing Ray Data {pre['ray'][0]:,.0f} img/s vs DataLoader {pre['torch'][0]:,.0f} img/s")
     m = names.bench_metric
     results = {
-        m("train_ray_vs_torch"): ray_loop / torch_loop,
-        m("train_ray_vs_torch_end_to_end"): ray_total / torch_total,
+        **_training_results("img", ray_loop, ray_total, torch_loop, torch_total),
         m("preprocess_ray_vs_torch"): pre["ray"][0] / pre["torch"][0],
         m("preprocess_ray_vs_torch_end_to_end"): pre["ray"][1] / pre["torch"][1],
-        m("train_ray_images_per_s"): ray_loop, m("train_torch_images_per_s"): torch_loop,
         m("preprocess_ray_images_per_s"): pre["ray"][0], m("preprocess_torch_images_per_s"): pre["torch"][0],
     }
+    return _log(cfg, results)
+
+
+def run_stream(cfg: Config, prepared: TextPrepared, workdir: Path) -> dict[str, float]:
+    """The character language model's training loop (truncated BPTT), Ray Train against plain PyTorch."""
+    from pipelines.stages.train import text_spec
+
+    b = cfg.bench
+    spec = text_spec(cfg, prepared)
+    task = build_task(cfg.train, spec)
+    world, needed = cfg.cluster.num_workers, b.steps + b.warmup_steps
+    have = task.stream_steps(prepared.tokens["train"], world, max(1, b.batch_size // world))
+    if have < needed:
+        raise ConfigError(f"the train stream gives each of {world} workers {have} steps of bench.batch_size="
+                          f"{b.batch_size} x train.bptt={cfg.train.bptt}, fewer than the bench's {needed}; "
+                          "lower bench.steps or the batch.")
+    stream = prepared.path("train")
+    torch_loop, torch_total = bench_torch_train(cfg, spec, lambda: task.stream_batches(
+        np.load(stream, mmap_mode="r"), 0, 1, b.batch_size, epoch=0, seed=cfg.seed, train=True))
+    say(f"bench: plain PyTorch {spec.name} training {torch_loop:,.0f} chars/s in the loop "
+        f"({torch_total:,.0f} with start-up)")
+    ray_loop, ray_total = bench_ray_train(cfg, spec, {}, workdir, stream=stream)
+    say(f"bench: Ray Train {ray_loop:,.0f} chars/s in the loop ({ray_total:,.0f} with start-up)")
+    return _log(cfg, _training_results(task.unit, ray_loop, ray_total, torch_loop, torch_total))
+
+
+def _training_results(unit: str, ray_loop: float, ray_total: float, torch_loop: float,
+                      torch_total: float) -> dict[str, float]:
+    m = names.bench_metric
+    per_s = {"img": "images", "char": "chars"}.get(unit, f"{unit}s")
+    return {m("train_ray_vs_torch"): ray_loop / torch_loop,
+            m("train_ray_vs_torch_end_to_end"): ray_total / torch_total,
+            m(f"train_ray_{per_s}_per_s"): ray_loop, m(f"train_torch_{per_s}_per_s"): torch_loop}
+
+
+def _log(cfg: Config, results: dict[str, float]) -> dict[str, float]:
     tracking.log_metrics(results)
     tracking.log_json({"results": results, "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                                        "threads_total": worker_threads(cfg.cluster) * cfg.cluster.num_workers}},
@@ -218,10 +276,21 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
 
 
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    from components.data.sources import TEXT_SOURCES
+
     workdir = workdir_for(cfg, parent.run_id)
-    ingested: dict[str, Any] = {}
-    prepare(cfg, parent, workdir, ingested)  # bench's stages have no preprocess: ingest only
-    with stage("bench", parent, cfg):
-        results = run(cfg, ingested["manifest"], workdir)
+    if cfg.data.name in TEXT_SOURCES:
+        from pipelines.stages import ingest
+
+        with stage("ingest", parent, cfg):
+            prepared = ingest.run_text(cfg)
+        parent.set_tags({names.DATASET_VERSION: prepared.version})
+        with stage("bench", parent, cfg):
+            results = run_stream(cfg, prepared, workdir)
+    else:
+        ingested: dict[str, Any] = {}
+        prepare(cfg, parent, workdir, ingested)  # bench's stages have no preprocess: ingest only
+        with stage("bench", parent, cfg):
+            results = run(cfg, ingested["manifest"], workdir)
     tracking.log_metrics(results)
     return {"bench": results}

@@ -332,12 +332,15 @@ def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,
     n = len(train.totals())
     totals = _all_reduce([*train.totals(), *val.totals(),
                           images_per_s if math.isfinite(images_per_s) else 0.0], device)
-    on_train = train.with_totals(totals[:n]).compute()
+    # A metric a split does not measure is NaN there (a captioner decodes on val only: no train/bleu4) and
+    # is left out rather than logged as NaN; so is the gap it would need.
+    on_train = {k: v for k, v in train.with_totals(totals[:n]).compute().items() if math.isfinite(v)}
     on_val = val.with_totals(totals[n:-1]).compute()
+    gap = {names.train_val_gap(task.primary): on_train[task.primary] - on_val[task.primary]} \
+        if task.primary in on_train else {}
     return {**{names.metric(names.TRAIN, k): v for k, v in on_train.items()},
             **{names.metric(names.VAL, k): v for k, v in on_val.items()},
-            names.train_val_gap(task.primary): on_train[task.primary] - on_val[task.primary],
-            names.throughput(task.unit): totals[-1]}
+            **gap, names.throughput(task.unit): totals[-1]}
 
 
 def _mean_over_ranks(device: torch.device):
@@ -381,7 +384,7 @@ class _EpochProgress:
             elapsed = time.perf_counter() - self.started
             m = meter.compute()
             _emit(f"epoch {self.epoch + 1}/{self.epochs}  {step + 1}/{self.steps} steps  "
-                  f"loss {m['loss']:.4f}  {_short(self.primary)} {m[self.primary]:.4f}  "
+                  f"loss {m['loss']:.4f}  {_figure(self.primary, m.get(self.primary))}"
                   f"epoch ETA {eta(elapsed, step + 1, self.steps)}")
 
     def done(self, m: dict[str, float]) -> None:
@@ -389,13 +392,18 @@ class _EpochProgress:
         done = self.epoch + 1 - self.first_epoch
         p, short = self.primary, _short(self.primary)
         _emit(f"epoch {self.epoch + 1}/{self.epochs} done in {duration(m[names.EPOCH_SECONDS])}  "
-              f"train loss {m[names.TRAIN_LOSS]:.4f} {short} {m[names.metric(names.TRAIN, p)]:.4f}  "
+              f"train loss {m[names.TRAIN_LOSS]:.4f} {_figure(p, m.get(names.metric(names.TRAIN, p)))}"
               f"val loss {m[names.VAL_LOSS]:.4f} {short} {m[names.metric(names.VAL, p)]:.4f}  "
               f"{m[names.throughput(self.unit)]:.0f} {self.unit}/s  ETA {eta(elapsed, done, self.epochs - self.first_epoch)}")
 
 
 def _short(metric: str) -> str:
     return "acc" if metric == "accuracy" else metric
+
+
+def _figure(metric: str, value: float | None) -> str:
+    """``"acc 0.9123  "``, or nothing where the split does not measure it (a captioner's BLEU on train)."""
+    return f"{_short(metric)} {value:.4f}  " if value is not None and math.isfinite(value) else ""
 
 
 # --------------------------------------------------------------------------- driver

@@ -39,3 +39,20 @@ def test_bench_logs_every_ratio_on_the_parent_run(ray_local, mlflow_store, tmp_p
     saved = json.loads(Path(client.download_artifacts(bench_run.info.run_id, "bench/results.json",
                                                       str(tmp_path))).read_text())
     assert set(saved["results"]) == set(result.outputs["bench"]) and saved["machine"]["cpus"] >= 1
+
+
+def test_bench_charlm_times_the_language_models_loop_in_characters(ray_local, mlflow_store) -> None:
+    from pipelines.dispatch import run_pipeline
+    from pipelines.services import names
+    from tests.pipelines.test_charlm import _austen_or_skip
+
+    _austen_or_skip()
+    cfg = shrunk_config("bench_charlm", "data=austen", "bench.steps=3", "bench.warmup_steps=1", "bench.batch_size=16",
+                        "train.bptt=32", "charlm.hidden=32", "charlm.embed=16", "charlm.layers=1")
+    result = run_pipeline(cfg, command="test")
+    metrics = mlflow_store.client().get_run(result.run_id).data.metrics
+    ray_cps, torch_cps = (metrics[names.bench_metric(f"train_{k}_chars_per_s")] for k in ("ray", "torch"))
+    assert ray_cps > 0 and torch_cps > 0
+    assert metrics[names.bench_metric("train_ray_vs_torch")] == pytest.approx(ray_cps / torch_cps)
+    assert names.bench_metric("preprocess_ray_vs_torch") not in metrics  # no Ray Data stage in a text loop
+    assert names.bench_metric("train_ray_images_per_s") not in metrics

@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.services import names
 from tests.conftest import shrunk_config
+from tests.scoring import post, serve_in_thread
 
 TINY = ("data=fashion_grid", "caption.train_images=256", "caption.width=8", "caption.embed=16", "caption.hidden=32",
         "caption.beam_size=2", "train.epochs=2", "train.batch_size=32")
@@ -31,6 +32,8 @@ def test_caption_trains_scores_registers_and_serves_captions(ray_local, mlflow_s
     train = next(r for r in runs if r.data.tags.get(names.STAGE_TAG) == "train")
     for key in ("val/bleu4", "val/mention_f1", "val/loss", "train/loss"):
         assert sorted(m.step for m in client.get_metric_history(train.info.run_id, key)) == [1, 2], key
+    # Captions are decoded on val only: no train/bleu4 and no gap logged as NaN.
+    assert "train/bleu4" not in train.data.metrics and names.train_val_gap("bleu4") not in train.data.metrics
     losses = [m.value for m in sorted(client.get_metric_history(train.info.run_id, "train/loss"), key=lambda m: m.step)]
     assert losses[1] < losses[0]  # it learns
     assert result.outputs["decision"].name == "fashion-grid-captioner"
@@ -42,3 +45,11 @@ def test_caption_trains_scores_registers_and_serves_captions(ray_local, mlflow_s
     beam = model.predict(images, params={"beam_size": 3})
     assert len(greedy["caption"]) == 3 and all(isinstance(c, str) for c in greedy["caption"])
     assert len(beam["caption"]) == 3
+    # Over HTTP, as `visionray serve` / `mlflow models serve` answer: raw images in, one caption each out.
+    server, thread, base = serve_in_thread("models:/fashion-grid-captioner@champion")
+    try:
+        served = post(f"{base}/invocations", {"inputs": images.tolist(), "params": {"beam_size": 3}})["predictions"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert served["caption"] == list(beam["caption"])

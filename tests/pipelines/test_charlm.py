@@ -6,15 +6,11 @@ MLflow store; the registered model answers ``/invocations`` over HTTP from MLflo
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import urllib.request
-
 import pytest
 
 from pipelines.services import names
 from tests.conftest import shrunk_config
+from tests.scoring import post, serve_in_thread
 
 #: A small LSTM and a few hundred steps: the test checks the path, not the recipe (docs/results.md has that).
 TINY = ("data=austen", "charlm.hidden=64", "charlm.embed=32", "charlm.layers=1", "train.epochs=2",
@@ -30,32 +26,6 @@ def _austen_or_skip():
         locate_austen()
     except DataError as e:
         pytest.skip(f"Jane Austen's novels are not installed here (make data fetches them): {e}")
-
-
-def _serve_in_thread(model_uri: str):
-    """MLflow's scoring app (what ``mlflow models serve`` runs) on a free loopback port, in this process."""
-    import uvicorn
-    from mlflow.pyfunc import load_model, scoring_server
-
-    from pipelines.services.runtime import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(scoring_server.init(load_model(model_uri)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the scoring app did not start"
-        time.sleep(0.1)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
 @pytest.mark.slow
@@ -85,14 +55,14 @@ def test_charlm_trains_measures_registers_and_serves_text(ray_local, mlflow_stor
 
     decision = result.outputs["decision"]
     assert decision.name == "austen-charlm"
-    server, thread, base = _serve_in_thread(f"models:/austen-charlm@{names.CHAMPION}")
+    server, thread, base = serve_in_thread(f"models:/austen-charlm@{names.CHAMPION}")
     try:
-        generated = _post(f"{base}/invocations", {"dataframe_split": {"columns": ["prompt"],
+        generated = post(f"{base}/invocations", {"dataframe_split": {"columns": ["prompt"],
                                                                       "data": [["It is a truth"], ["Emma"]]},
                                                   "params": {"max_new_chars": 40, "seed": 3}})["predictions"]
-        again = _post(f"{base}/invocations", {"inputs": {"prompt": ["It is a truth", "Emma"]},
+        again = post(f"{base}/invocations", {"inputs": {"prompt": ["It is a truth", "Emma"]},
                                               "params": {"max_new_chars": 40, "seed": 3}})["predictions"]
-        scored = _post(f"{base}/invocations", {"inputs": {"prompt": ["It is a truth universally"]},
+        scored = post(f"{base}/invocations", {"inputs": {"prompt": ["It is a truth universally"]},
                                                "params": {"mode": "bpc"}})["predictions"]
     finally:
         server.should_exit = True
