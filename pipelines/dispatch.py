@@ -35,7 +35,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "caption": ("ingest", "train", "evaluate", "register"),
 }
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
-OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid",)}
+OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
 NO_DATA_KINDS = ("rl",)
 
@@ -99,6 +99,14 @@ def preflight(cfg: Config) -> None:
     if not text_bench and ((d.name not in takes) if takes else (d.name in own)):
         raise ConfigError(f"the {cfg.pipeline} pipeline does not read data={d.name}; it reads "
                           + (" or ".join(f"data={n}" for n in takes) if takes else "an image dataset"))
+    if cfg.kind == "caption" and d.name == "coco_captions":
+        if not d.path or not Path(d.path).expanduser().is_file():
+            raise DataError(f"data=coco_captions needs data.path, a COCO-format caption file (captions_*.json); "
+                            f"{d.path or 'none was given'} is not a file.")
+        root = Path(d.image_root or Path(d.path).expanduser().parent).expanduser()
+        if not root.is_dir():
+            raise DataError(f"data.image_root {root} (the folder of the caption file's images) is not a directory.")
+        return
     if cfg.kind == "caption":
         if locate_fashion_mnist(d.path) is None and not d.allow_download:
             raise DataError("fashion_grid is built from Fashion-MNIST, which was not found; install the Debian "

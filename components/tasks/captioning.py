@@ -6,9 +6,12 @@
     task.predict(model, uint8_images, {"beam_size": 3})                  # {"caption": ["a bag in the top left"]}
 
 Each rank reads its own slice of the ingested arrays (``images`` uint8 N×H×W×C, ``ids`` the encoded
-captions, ``items`` the (cell → class) ground truth of a grid, -1 where empty), shuffled per epoch.
-Evaluation decodes greedily, without the reference, and scores the words: corpus BLEU-4 from n-gram counts
-summed over batches and ranks, and mention F1 (does the caption name exactly the items present).
+captions: N×L, or N×K×L for K references per image (COCO has about five; all-<pad> rows where an image has
+fewer), ``items`` the (cell → class) ground truth of a grid, -1 where empty, N×0 where the data have none),
+shuffled per epoch. Training teaches one reference per image, drawn afresh each epoch. Evaluation decodes
+greedily, without the reference, and scores the words: corpus BLEU-4 from n-gram counts summed over batches
+and ranks (counts clipped by every reference, the closest reference length for the brevity penalty), and
+mention F1 (does the caption name exactly the items present; not measured where the data have no items).
 """
 
 from __future__ import annotations
@@ -33,31 +36,37 @@ class CaptionStats:
     """Summed loss, BLEU n-gram matches and totals, lengths, and mention hits over decoded captions."""
 
     vocab: tuple[str, ...]
-    sums: list[float] = field(default_factory=lambda: [0.0] * (2 + 2 * ORDERS + 2 + 3))
+    sums: list[float] = field(default_factory=lambda: [0.0] * (2 + 2 * ORDERS + 2 + 3 + 1))
 
     def add(self, outputs: Any, targets: Any, loss: float) -> None:
         from components.text_metrics import _ngrams, parse_mentions
 
         logits, generated = outputs
-        ids, items = targets
+        ids, items = targets[0], targets[1]
+        refs = targets[2] if len(targets) > 2 else ids  # every reference (B×K×L), or the one taught (B×L)
         s = self.sums
         s[0] += float(loss) * len(ids)
         s[1] += len(ids)
         if generated is None:  # training: teacher-forced only, nothing decoded
             return
-        for hyp_ids, ref_ids, row in zip(generated.tolist(), ids.tolist(), items.tolist()):
-            hyp, ref = self.words(hyp_ids), self.words(ref_ids)
+        refs = refs[:, None] if refs.ndim == 2 else refs
+        for hyp_ids, ref_rows, row in zip(generated.tolist(), refs.tolist(), items.tolist()):
+            hyp = self.words(hyp_ids)
+            references = [r for r in (self.words(ids_) for ids_ in ref_rows) if r] or [[]]
             for n in range(1, ORDERS + 1):
-                counts, most = _ngrams(hyp, n), _ngrams(ref, n)
-                s[1 + n] += sum(min(c, most[g]) for g, c in counts.items())
+                counts = _ngrams(hyp, n)
+                most = [_ngrams(r, n) for r in references]
+                s[1 + n] += sum(min(c, max(m[g] for m in most)) for g, c in counts.items())
                 s[1 + ORDERS + n] += max(len(hyp) - n + 1, 0)
             s[2 + 2 * ORDERS] += len(hyp)
-            s[3 + 2 * ORDERS] += len(ref)
-            said = parse_mentions(" ".join(hyp))
-            true = {(cell, c) for cell, c in enumerate(row) if c >= 0}
-            s[4 + 2 * ORDERS] += len(said & true)
-            s[5 + 2 * ORDERS] += len(said - true)
-            s[6 + 2 * ORDERS] += len(true - said)
+            s[3 + 2 * ORDERS] += min((len(r) for r in references), key=lambda k: (abs(k - len(hyp)), k))
+            if len(row):  # the data say which items each image holds (a grid's cells)
+                said = parse_mentions(" ".join(hyp))
+                true = {(cell, c) for cell, c in enumerate(row) if c >= 0}
+                s[4 + 2 * ORDERS] += len(said & true)
+                s[5 + 2 * ORDERS] += len(said - true)
+                s[6 + 2 * ORDERS] += len(true - said)
+                s[7 + 2 * ORDERS] += 1
 
     def words(self, ids: Sequence[int]) -> list[str]:
         out = []
@@ -86,8 +95,8 @@ class CaptionStats:
         else:
             brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
             bleu = brevity * math.exp(sum(math.log(m / t) for m, t in zip(matched, total)) / ORDERS)
-        tp, fp, fn = s[4 + 2 * ORDERS], s[5 + 2 * ORDERS], s[6 + 2 * ORDERS]
-        f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+        tp, fp, fn, annotated = s[4 + 2 * ORDERS], s[5 + 2 * ORDERS], s[6 + 2 * ORDERS], s[7 + 2 * ORDERS]
+        f1 = float("nan") if annotated == 0 else 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
         return {**out, "bleu4": bleu, "mention_f1": f1}
 
 
@@ -124,11 +133,21 @@ class Captioning(Task):
             order = np.arange(lo, hi)
             steps = -(-len(order) // batch_size)
         images, ids, items = data["images"], data["ids"], data["items"]
+        pick = np.random.default_rng([seed, epoch, rank, 1])
         for k in range(steps):
             rows = np.sort(order[k * batch_size:(k + 1) * batch_size])
             x = torch.from_numpy(np.ascontiguousarray(images[rows])).permute(0, 3, 1, 2).float().div_(255)
-            caps = torch.from_numpy(np.asarray(ids[rows], dtype=np.int64))
-            yield (x, caps), (caps, torch.from_numpy(np.asarray(items[rows], dtype=np.int64)))
+            labels = torch.from_numpy(np.asarray(items[rows], dtype=np.int64))
+            refs = np.asarray(ids[rows], dtype=np.int64)
+            if refs.ndim == 2:
+                caps = torch.from_numpy(refs)
+                yield (x, caps), (caps, labels)
+                continue
+            # K references per image: teach one, drawn among those present (first on val), score against all
+            present = refs[:, :, 0] != 0  # a reference starts with <start>; an absent one is all <pad>
+            chosen = [pick.choice(np.flatnonzero(p)) if train else int(np.argmax(p)) for p in present]
+            caps = torch.from_numpy(refs[np.arange(len(rows)), chosen])
+            yield (x, caps), (caps, labels, torch.from_numpy(refs))
 
     # -- training
     def batch_prep(self, **_: Any):

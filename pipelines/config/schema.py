@@ -28,8 +28,8 @@ from pipelines.config.sections import (
 DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # text (charlm): Jane Austen's novels, any UTF-8 file or folder
                       "austen", "text",
-                      # captioned images (caption): Fashion-MNIST grids
-                      "fashion_grid"]
+                      # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
+                      "fashion_grid", "coco_captions"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
@@ -60,8 +60,10 @@ class DataConfig:
     name: DatasetName = _doc("data source", "fashion_mnist")
     path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
     cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
-    image_size: int = _doc("image_folder only: images are resized to this square size", 32)
-    channels: int = _doc("image_folder only: 1 (grey) or 3 (RGB)", 3)
+    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size", 32)
+    channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
+    image_root: str | None = _doc("coco_captions: the folder the annotation file's file_name entries are "
+                                  "relative to (None: the annotation file's own folder)", None)
     split_seed: int = _doc("seed of the stratified train/val/test split (part of the dataset version)", 0)
     val_fraction: float = _doc("fraction of train held out for model selection", 0.1)
     test_fraction: float = _doc("fraction held out for the final test, when the source has no test split", 0.1)

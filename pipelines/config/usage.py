@@ -150,7 +150,7 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name == "image_folder":
+    if d.name in ("image_folder", "coco_captions"):
         return (d.image_size, d.image_size, d.channels)
     return SOURCE_SHAPES.get(d.name)
 

@@ -26,10 +26,13 @@ STAGES = ("ingest", "train", "evaluate", "register")
 
 
 def spec_for(cfg: Config, prepared: TextPrepared):
+    import numpy as np
+
     from components.packaging import ModelSpec
 
     c = cfg.caption
-    return ModelSpec(name="captioner", in_channels=1, num_classes=len(prepared.vocab), image_size=56,
+    _, size, _, channels = np.load(prepared.path("val"))["images"].shape  # fashion_grid: 56×56 grey
+    return ModelSpec(name="captioner", in_channels=int(channels), num_classes=len(prepared.vocab), image_size=int(size),
                      classes=prepared.vocab, normalization="none", width=c.width, dropout=cfg.model.dropout,
                      batchnorm=False, task="captioning", embed=c.embed, decoder=c.hidden, attention=c.attention)
 
@@ -76,14 +79,18 @@ def evaluate(cfg: Config, prepared: TextPrepared, trained: Trained) -> Evaluatio
     for row, caption in enumerate(captions):
         words = [index.get(w, 3) for w in caption.split()][:cfg.caption.max_len]
         hyps[row, :len(words)] = words
-    stats.add((None, torch.from_numpy(hyps)), (torch.from_numpy(np.asarray(ids)), torch.from_numpy(np.asarray(items))),
-              float("nan"))
-    metrics = {k: v for k, v in stats.compute().items() if k != "loss"}
-    references = [" ".join(stats.words(r)) for r in np.asarray(ids)[:32].tolist()]
+    refs = torch.from_numpy(np.asarray(ids))  # N×L, or N×K×L: every reference of each image
+    stats.add((None, torch.from_numpy(hyps)), (refs if refs.ndim == 2 else refs[:, 0],
+                                              torch.from_numpy(np.asarray(items)), refs), float("nan"))
+    metrics = {k: v for k, v in stats.compute().items() if k != "loss" and np.isfinite(v)}
+    first = np.asarray(ids)[:32] if np.asarray(ids).ndim == 2 else np.asarray(ids)[:32, 0]
+    references = [" ".join(stats.words(r)) for r in first.tolist()]
     tracking.log_table([{"generated": g, "reference": r} for g, r in zip(captions[:32], references)],
                        "eval/test_captions.json")
-    say(f"evaluate: test BLEU-4 {metrics['bleu4']:.4f}, mention F1 {metrics['mention_f1']:.4f} on "
+    mention = f", mention F1 {metrics['mention_f1']:.4f}" if "mention_f1" in metrics else ""
+    say(f"evaluate: test BLEU-4 {metrics['bleu4']:.4f}{mention} on "
         f"{len(captions):,} images (beam {cfg.caption.beam_size})")
     tracking.log_metrics({names.metric(names.TEST, k): v for k, v in metrics.items()})
-    return Evaluation(trained.best_checkpoint, metrics, np.asarray(images[:2, ..., 0]), task=task.name,
-                      primary=task.primary, higher_is_better=task.higher_is_better)
+    example = np.asarray(images[:2])
+    return Evaluation(trained.best_checkpoint, metrics, example[..., 0] if example.shape[-1] == 1 else example,
+                      task=task.name, primary=task.primary, higher_is_better=task.higher_is_better)

@@ -108,6 +108,8 @@ def run_text(cfg: Config):
 def run_captions(cfg: Config):
     """Captioned images (``data=fashion_grid``) → ``{train,val,test}.npz`` (images, caption ids, items) + the
     word vocabulary of the train captions, versioned like the image shards."""
+    if cfg.data.name == "coco_captions":
+        return _run_coco_captions(cfg)
     import hashlib
     import json
     import shutil
@@ -148,4 +150,70 @@ def run_captions(cfg: Config):
     tracking.log_metrics({names.INGEST_SECONDS: time.perf_counter() - started,
                           **{names.data_rows(k): v for k, v in sizes.items()}})
     tracking.log_json({"version": version, "images": sizes, "vocabulary": list(words)}, names.MANIFEST_ARTIFACT)
+    return prepared
+
+
+def _run_coco_captions(cfg: Config):
+    """A COCO-format caption file (``data=coco_captions data.path=captions_*.json``) → the same arrays as
+    fashion_grid's, with every caption of an image kept (ids N×K×L, K its most captions) and no items (N×0);
+    images split at random (``data.split_seed``) by ``data.val_fraction`` and ``data.test_fraction``. Files
+    that cannot be used are quarantined (``ingest/quarantine.json``), not fatal."""
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from components.data.errors import DataError
+    from components.data.sources import coco_captions
+    from components.models.captioner import WordVocab
+    from pipelines.records import TextPrepared
+
+    d, c = cfg.data, cfg.caption
+    started = time.perf_counter()
+    annotations = Path(d.path).expanduser()
+    data, quarantine = coco_captions(annotations, d.image_root or annotations.parent, d.image_size, d.channels,
+                                     limit=d.max_train_rows)
+    if quarantine:  # listed in the manifest artifact below, counted in data/quarantined
+        say(f"ingest: {len(quarantine):,} file(s) quarantined (first: {quarantine[0].path}: {quarantine[0].reason})")
+    n = len(data)
+    n_test, n_val = max(1, round(n * d.test_fraction)), max(1, round(n * d.val_fraction))
+    if n - n_test - n_val < 1:
+        raise DataError(f"{annotations} has {n} usable captioned image(s): too few for train, val and test.")
+    version = hashlib.sha256(f"{data.fingerprint}:{d.split_seed}:{d.val_fraction}:{d.test_fraction}:"
+                             f"{c.max_len}".encode()).hexdigest()[:16]
+    root = Path(d.cache_dir) / f"coco_captions-{version}"
+    order = np.random.default_rng(d.split_seed).permutation(n)
+    rows = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    sizes = {k: len(v) for k, v in rows.items()}
+    cached = (root / "vocab.json").is_file()
+    if not cached:
+        vocab = WordVocab.build([cap for i in rows["train"] for cap in data.captions[i]])
+        most = max(len(caps) for caps in data.captions)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            for split, index in rows.items():
+                ids = np.zeros((len(index), most, c.max_len), dtype=np.int64)  # absent references: all <pad>
+                for row, i in enumerate(index):
+                    caps = list(data.captions[i])
+                    ids[row, :len(caps)] = vocab.encode_batch(caps, c.max_len).numpy()
+                np.savez(tmp / f"{split}.npz", images=data.images[index], ids=ids,
+                         items=np.zeros((len(index), 0), dtype=np.int64))
+            (tmp / "vocab.json").write_text(json.dumps({"words": list(vocab.itos), "source": str(annotations)}))
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    words = tuple(json.loads((root / "vocab.json").read_text())["words"])
+    prepared = TextPrepared("coco_captions", version, str(root.resolve()), words, sizes, 0, cached, ".npz")
+    say(f"ingest: coco_captions version {version} ({'cached' if cached else 'written'}; "
+        + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + f" captioned images; {len(words)} words)")
+    tracking.set_tags({names.DATASET_VERSION: version, names.DATA_CACHED_TAG: str(cached).lower()})
+    tracking.log_metrics({names.INGEST_SECONDS: time.perf_counter() - started, names.QUARANTINED: len(quarantine),
+                          **{names.data_rows(k): v for k, v in sizes.items()}})
+    tracking.log_json({"version": version, "images": sizes, "vocabulary": list(words), "source": str(annotations),
+                       "quarantine": [{"path": q.path, "reason": q.reason} for q in quarantine]},
+                      names.MANIFEST_ARTIFACT)
     return prepared

@@ -335,7 +335,7 @@ def epoch_metrics(task: Task, train: Meter, val: Meter, images_per_s: float,
     # A metric a split does not measure is NaN there (a captioner decodes on val only: no train/bleu4) and
     # is left out rather than logged as NaN; so is the gap it would need.
     on_train = {k: v for k, v in train.with_totals(totals[:n]).compute().items() if math.isfinite(v)}
-    on_val = val.with_totals(totals[n:-1]).compute()
+    on_val = {k: v for k, v in val.with_totals(totals[n:-1]).compute().items() if math.isfinite(v)}
     gap = {names.train_val_gap(task.primary): on_train[task.primary] - on_val[task.primary]} \
         if task.primary in on_train else {}
     return {**{names.metric(names.TRAIN, k): v for k, v in on_train.items()},

@@ -300,3 +300,48 @@ def test_attention_captioner_overfits_a_few_grids(raw):
     f1 = mention_f1([parse_mentions(s) for s in said], [item_mentions(r) for r in data.items])
     assert bleu > 0.9 and f1 > 0.9, (bleu, f1)
     assert len(CELLS) == 4
+
+
+# ---------------------------------------------------------------- several references per image (COCO)
+
+
+def test_caption_stats_score_every_reference_as_corpus_bleu_does():
+    from components.tasks.captioning import CaptionStats
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(6)]
+    vocab = WordVocab.build([" ".join(words)])
+    hyps = [list(rng.choice(words, rng.integers(4, 9))) for _ in range(20)]
+    refs = [[list(rng.choice(words, rng.integers(4, 9))) for _ in range(2)] + [h[:-1]] for h in hyps]
+    refs[3] = refs[3][:1]  # an image with one reference: the others are absent (all <pad>)
+    ids = torch.zeros((20, 3, 12), dtype=torch.long)
+    for i, rs in enumerate(refs):
+        ids[i, :len(rs)] = vocab.encode_batch([" ".join(r) for r in rs], 12)
+    generated = vocab.encode_batch([" ".join(h) for h in hyps], 12)[:, 1:]  # decoded ids carry no <start>
+    stats = CaptionStats(tuple(vocab.itos))
+    stats.add((None, generated), (ids[:, 0], torch.zeros((20, 0), dtype=torch.long), ids), 0.0)
+    out = stats.compute()
+    assert out["bleu4"] == pytest.approx(corpus_bleu(hyps, refs))
+    assert math.isnan(out["mention_f1"])  # the data name no items: not measured, not 1.0
+    one = CaptionStats(tuple(vocab.itos))  # only the first reference: a lower score
+    one.add((None, generated), (ids[:, 0], torch.zeros((20, 0), dtype=torch.long)), 0.0)
+    assert one.compute()["bleu4"] < out["bleu4"]
+
+
+def test_stream_batches_teach_one_present_reference_and_score_all():
+    from components.tasks.captioning import Captioning
+
+    ids = np.zeros((8, 3, 5), dtype=np.int64)
+    ids[:, 0] = [1, 4, 2, 0, 0]
+    ids[:, 1] = [1, 5, 2, 0, 0]  # the third reference is absent everywhere
+    data = {"images": np.zeros((8, 4, 4, 3), np.uint8), "ids": ids, "items": np.zeros((8, 0), np.int64)}
+    task = Captioning.build(num_classes=6)
+    taught = set()
+    for epoch in range(6):
+        for (x, caps), (target, items, refs) in task.stream_batches(data, 0, 1, 4, epoch=epoch, train=True):
+            assert x.shape == (4, 3, 4, 4) and items.shape == (4, 0) and refs.shape == (4, 3, 5)
+            assert torch.equal(caps, target) and (caps[:, 0] == 1).all()  # never the absent reference
+            taught.update(caps[:, 1].tolist())
+    assert taught == {4, 5}  # both present references are taught over the epochs
+    (_, caps), (_, _, refs) = next(task.stream_batches(data, 0, 1, 8, train=False))
+    assert (caps[:, 1] == 4).all()  # evaluation: the first reference, every one scored

@@ -53,3 +53,48 @@ def test_caption_trains_scores_registers_and_serves_captions(ray_local, mlflow_s
         server.should_exit = True
         thread.join(timeout=10)
     assert served["caption"] == list(beam["caption"])
+
+
+@pytest.mark.slow
+def test_coco_format_captions_train_with_every_reference_and_serve_rgb(ray_local, mlflow_store, tmp_path):
+    """data=coco_captions: a small COCO-format set the test writes (two captions per image, one image missing)."""
+    import json
+
+    import mlflow
+    from PIL import Image
+
+    from pipelines.dispatch import run_pipeline
+
+    (tmp_path / "imgs").mkdir()
+    doc = {"images": [], "annotations": []}
+    for i in range(48):
+        colour = ("red", (220, 30, 30)) if i % 2 else ("blue", (30, 30, 220))
+        pixels = np.zeros((24, 24, 3), np.uint8)
+        pixels[6:18, 6:18] = colour[1]
+        Image.fromarray(pixels).save(tmp_path / "imgs" / f"{i}.png")
+        doc["images"].append({"id": i, "file_name": f"{i}.png"})
+        doc["annotations"] += [{"image_id": i, "caption": f"a {colour[0]} square"},
+                               {"image_id": i, "caption": f"A small {colour[0]} box."}]
+    doc["images"].append({"id": 99, "file_name": "missing.png"})
+    doc["annotations"].append({"image_id": 99, "caption": "gone"})
+    (tmp_path / "captions.json").write_text(json.dumps(doc))
+
+    cfg = shrunk_config("caption", "data=coco_captions", f"data.path={tmp_path / 'captions.json'}",
+                        f"data.image_root={tmp_path / 'imgs'}", "data.image_size=16", "caption.width=8",
+                        "caption.embed=16", "caption.hidden=32", "caption.beam_size=2", "train.epochs=2",
+                        "train.batch_size=8", "registry.name=squares-captioner")
+    result = run_pipeline(cfg, command="test")
+    client = mlflow_store.client()
+    parent = client.get_run(result.run_id)
+    assert 0.0 <= parent.data.metrics["test/bleu4"] <= 1.0
+    assert "test/mention_f1" not in parent.data.metrics  # COCO captions name no grid cells: not measured
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    ingest = next(r for r in runs if r.data.tags.get(names.STAGE_TAG) == "ingest")
+    assert ingest.data.metrics[names.QUARANTINED] == 1  # missing.png, not fatal
+    prepared = result.outputs["prepared"]
+    assert sum(prepared.tokens.values()) == 48 and np.load(prepared.path("train"))["ids"].shape[1:] == (2, 32)
+
+    model = mlflow.pyfunc.load_model("models:/squares-captioner@champion")
+    rgb = np.load(prepared.path("test"))["images"][:2]  # N×16×16×3 uint8
+    out = model.predict(rgb)
+    assert len(out["caption"]) == 2 and all(isinstance(c, str) for c in out["caption"])
