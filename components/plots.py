@@ -52,52 +52,62 @@ def _class_names(class_names: Sequence[str] | None, n: int) -> list[str]:
 
 
 def _panel_of(key: str) -> str | None:
+    """Which panel of :func:`curves_figure` draws ``key``: loss, gap, metric, or none (lr, perf/...)."""
     leaf = key.rsplit("/", 1)[-1].lower()
     if "loss" in leaf:
         return "loss"
-    if "acc" in leaf:
-        return "accuracy"
+    if leaf.endswith("_gap"):
+        return "gap"
+    if key.lower().startswith(("train/", "val/", "test/", "eval/")) and not leaf.startswith("best"):
+        return "metric"
     return None
+
+
+def _metric_title(keys: Sequence[str]) -> str:
+    leaves = sorted({k.rsplit("/", 1)[-1] for k in keys})
+    if leaves and all("acc" in leaf.lower() for leaf in leaves):
+        return "accuracy"
+    return ", ".join(leaves) if leaves else "metric"
 
 
 def curves_figure(
     history: Mapping[str, Sequence[tuple[int, float]]], title: str = ""
 ) -> Figure:
-    """Loss and accuracy curves against epoch, in two side-by-side panels.
+    """Loss, the task's metrics and the train/val gap against epoch, each on its own axis.
 
     ``history`` maps a metric name to ``(epoch, value)`` points, e.g.
-    ``{"train/loss": [(1, 2.3), (2, 1.9)], "val/loss": [...],
-    "train/accuracy": [...], "val/accuracy": [...]}``.  A key goes to the loss
-    panel when its last ``/``-component contains ``"loss"`` and to the accuracy
-    panel when it contains ``"acc"``; other keys are ignored.  Points need not
-    be sorted.
+    ``{"train/loss": [(1, 2.3), (2, 1.9)], "val/loss": [...], "train/accuracy": [...],
+    "val/accuracy": [...], "train/val_accuracy_gap": [...]}``.  A key whose last ``/``-component
+    contains ``"loss"`` goes to the loss panel; one ending in ``"_gap"`` (train minus val) to a third
+    panel with its own scale and a zero line, so a small gap neither flattens the metric lines nor
+    hides; any other ``train/``, ``val/``, ``test/`` key to the metric panel (accuracy, bits per
+    character, BLEU-4, ...). Other keys (``lr``, ``perf/...``) are ignored. Points need not be sorted;
+    epochs are drawn as they are given, on integer ticks. Without gap points there are two panels.
     """
-    fig = _new_figure(11, 4.2)
-    axes = fig.subplots(1, 2)
-    panels = {"loss": axes[0], "accuracy": axes[1]}
-    drawn = {"loss": 0, "accuracy": 0}
+    groups: dict[str, list[str]] = {"loss": [], "metric": [], "gap": []}
     for key in sorted(history):
         panel = _panel_of(key)
-        if panel is None:
-            continue
-        pts = sorted((float(e), float(v)) for e, v in history[key])
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        style = "--" if key.lower().startswith(("val", "test", "eval")) else "-"
-        panels[panel].plot(
-            xs, ys, style, marker="o" if len(xs) <= 30 else None,
-            markersize=3, label=key,
-        )
-        drawn[panel] += 1
-    for name, ax in panels.items():
-        ax.set_title(name)
+        if panel is not None and len(history[key]):
+            groups[panel].append(key)
+    order = ["loss", "metric"] + (["gap"] if groups["gap"] else [])
+    fig = _new_figure(5.5 * len(order), 4.2)
+    axes = fig.subplots(1, len(order))
+    titles = {"loss": "loss", "metric": _metric_title(groups["metric"]), "gap": "train − val gap"}
+    for ax, panel in zip(axes, order):
+        for key in groups[panel]:
+            xs, ys = zip(*sorted((float(e), float(v)) for e, v in history[key]))
+            style = "--" if key.lower().startswith(("val", "test", "eval")) else "-"
+            ax.plot(xs, ys, style, marker="o" if len(xs) <= 30 else None, markersize=3, label=key,
+                    color="tab:purple" if panel == "gap" else None)
+        ax.set_title(titles[panel])
         ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
+        ax.set_ylabel("train − val" if panel == "gap" else titles[panel])
         ax.grid(True, alpha=0.3)
-        if drawn[name]:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if panel == "gap":
+            ax.axhline(0.0, color="0.4", linewidth=0.8)
+        if groups[panel]:
             ax.legend(fontsize=9)
-            ax.xaxis.get_major_locator().set_params(integer=True)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
@@ -361,12 +371,25 @@ def activation_stats_figure(stats: Sequence, title: str = "", max_panels: int = 
     ax_mean = fig.add_subplot(grid[0, : max(1, len(shown) // 2)])
     ax_std = fig.add_subplot(grid[0, max(1, len(shown) // 2):] if len(shown) > 1 else grid[0, 0])
     layers = np.arange(1, n + 1)
-    ax_mean.plot(layers, [s.mean for s in stats], "o-")
+    means = [float(s.mean) for s in stats]
+    stds = [float(s.std) for s in stats]
+    ax_mean.plot(layers, means, "o-")
     ax_mean.set(xlabel="layer", ylabel="mean", title="activation mean")
-    ax_std.plot(layers, [s.std for s in stats], "o-", color="tab:red")
+    ax_std.plot(layers, stds, "o-", color="tab:red")
     ax_std.set(xlabel="layer", ylabel="std", title="activation std")
-    if all(s.std > 0 for s in stats) and max(s.std for s in stats) / min(s.std for s in stats) > 100:
-        ax_std.set_yscale("log")
+    for ax in (ax_mean, ax_std):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0.5, n + 0.5)
+        ax.grid(True, alpha=0.3)
+    # Zero-based axes: a 0.575-0.605 spread of stds is flat, not a zigzag; a mean axis always shows 0.
+    lo, hi = min(0.0, *means), max(0.0, *means)
+    pad = 0.05 * ((hi - lo) or 1.0)
+    ax_mean.set_ylim(lo - (pad if lo < 0 else 0.0), hi + pad)
+    ax_mean.axhline(0.0, color="0.4", linewidth=0.8)
+    if all(s > 0 for s in stds) and max(stds) / min(stds) > 100:
+        ax_std.set_yscale("log")  # collapsing or exploding activations span decades: no zero on a log axis
+    else:
+        ax_std.set_ylim(0.0, 1.08 * max(max(stds), 1e-12))
     lo = min(float(np.min(stats[i].sample)) for i in shown)
     hi = max(float(np.max(stats[i].sample)) for i in shown)
     if not hi > lo:
@@ -518,5 +541,46 @@ def parallel_coordinates_figure(
     ax.set_title(title or f"{len(rows)} trials, coloured by {metric}")
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label=metric, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+# -------------------------------------------------------------------------------- RL
+
+__all__ += ["return_curve_figure"]
+
+
+def return_curve_figure(
+    returns: Sequence[tuple[float, float]],
+    greedy: Sequence[tuple[float, float]] = (),
+    eval_return: float | None = None,
+    target: float | None = None,
+    xlabel: str = "environment steps",
+    title: str = "",
+) -> Figure:
+    """An RL agent's learning curve: the mean training-episode return against ``xlabel``.
+
+    ``returns`` and ``greedy`` (the periodic greedy checks, drawn as dots) are ``(x, return)`` points
+    in any order; ``eval_return`` (the final greedy evaluation) is a dashed line, ``target`` (the
+    stop return) a dotted one.
+    """
+    if not returns and not greedy:
+        raise ValueError("no returns to plot")
+    fig = _new_figure(8, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    if returns:
+        xs, ys = zip(*sorted((float(x), float(y)) for x, y in returns))
+        ax.plot(xs, ys, "-", color="tab:blue", label="training episodes (mean return)")
+    if greedy:
+        xs, ys = zip(*sorted((float(x), float(y)) for x, y in greedy))
+        ax.plot(xs, ys, "o", color="tab:green", markersize=5, label="greedy check")
+    if eval_return is not None and math.isfinite(eval_return):
+        ax.axhline(eval_return, color="tab:red", linestyle="--", linewidth=1.2,
+                   label=f"final greedy evaluation {eval_return:.1f}")
+    if target is not None and math.isfinite(target):
+        ax.axhline(target, color="0.3", linestyle=":", linewidth=1.0, label=f"stop return {target:g}")
+    ax.set(xlabel=xlabel, ylabel="episode return", title=title or "return during training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

@@ -156,6 +156,9 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
         tracking.log_metrics({names.PEAK_MEMORY_GIB: memory.peak_bytes / 2**30, names.PIPELINE_SECONDS: elapsed})
         say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
             f"{memory.peak_bytes / 2**30:.1f} GiB)")
+        from pipelines.flows.report import log_report
+
+        log_report(cfg, parent, outputs)  # report.html on the parent run: headline, figures, config vs champion
     return PipelineResult(parent.run_id, outputs)
 
 

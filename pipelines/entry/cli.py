@@ -370,7 +370,9 @@ def _ui(args: argparse.Namespace) -> int:
         print(f"visionray: {missing}", file=sys.stderr)
         return EXIT_USAGE
     if not tracking.is_local_uri(uri):
+        tracking.check_store(uri)
         print(f"visionray: the tracking store is a server already: open {uri}", file=sys.stderr)
+        _print_landing(uri, uri)
         return EXIT_OK
     tracking.check_store(uri)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
@@ -378,10 +380,29 @@ def _ui(args: argparse.Namespace) -> int:
     root = tracking.artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
-    print(f"visionray: MLflow dashboard for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    print(f"visionray: MLflow dashboard for {uri} at http://{host}:{args.port} (Ctrl-C stops it)",
           file=sys.stderr)
+    _print_landing(uri, f"http://{host}:{args.port}")
+    sys.stdout.flush()
     os.execv(sys.executable, cmd)
     return EXIT_OK  # not reached
+
+
+def _print_landing(uri: str, base: str) -> None:
+    """The model-training view of the latest run on stdout (one line: scripts read it), the rest on stderr."""
+    from pipelines.services import dashboard
+
+    try:
+        where = dashboard.landing(uri, base)
+    except Exception as e:  # a store that cannot take the saved views (read-only): the dashboard still serves
+        print(f"visionray: no link to the latest run ({type(e).__name__}: {_first_line(e)})", file=sys.stderr)
+        print(f"{base}/#/experiments?{dashboard.MODEL_TRAINING}")
+        return
+    print(where.url)
+    if where.all_runs_url:
+        print(f"visionray: above, {where.run_name} of {where.experiment} stage by stage; all its runs: "
+              f"{where.all_runs_url}", file=sys.stderr)
 
 
 if __name__ == "__main__":

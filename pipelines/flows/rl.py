@@ -378,6 +378,21 @@ def evaluate(cfg: Config, checkpoint_dir: str | Path, out_dir: str | Path) -> RL
     return RLEvaluation(str(policy_dir), returns.tolist(), mean, std, example)
 
 
+def log_return_curve(cfg: Config, uri: str, run_id: str) -> None:
+    """The train run's learning curve (training return and greedy checks against env steps) as a figure."""
+    from components.plots import return_curve_figure
+
+    h = tracking.metric_histories(uri, run_id, (names.RL_EPISODE_RETURN_MEAN, names.RL_ENV_STEPS,
+                                                names.RL_GREEDY_CHECK_RETURN_MEAN))
+    steps = dict(h[names.RL_ENV_STEPS])  # iteration -> env steps so far
+    if not steps or not (h[names.RL_EPISODE_RETURN_MEAN] or h[names.RL_GREEDY_CHECK_RETURN_MEAN]):
+        return
+    at = [(steps.get(i, float(i)), v) for i, v in h[names.RL_EPISODE_RETURN_MEAN]]
+    greedy = [(steps.get(i, float(i)), v) for i, v in h[names.RL_GREEDY_CHECK_RETURN_MEAN]]
+    tracking.log_figure(return_curve_figure(at, greedy, target=stop_return(cfg),
+                                            title=f"{cfg.rl.algo} on {cfg.rl.env}"), names.RL_RETURN_PLOT)
+
+
 def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     from pipelines.services import registry
 
@@ -388,6 +403,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         agent = out["agent"] = train_agent(cfg, run_id=run_id, workdir=workdir, resume=parent.resumed)
         tracking.log_metrics({names.RL_TRAIN_SECONDS: agent.seconds})
         tracking.log_artifact(agent.checkpoint_dir)  # a directory named checkpoint: artifacts checkpoint/...
+        log_return_curve(cfg, parent.uri, run_id)
     tracking.log_metrics({k: v for k, v in agent.metrics.items()
                           if k in (names.RL_EPISODE_RETURN_MEAN, names.RL_ENV_STEPS)} | {
         names.RL_TRAIN_SECONDS: agent.seconds})

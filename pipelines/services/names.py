@@ -218,6 +218,15 @@ CHALLENGER = "challenger"
 # Artifact file names.
 CONFIG_ARTIFACT = "config.yaml"
 MANIFEST_ARTIFACT = "dataset/manifest.json"
+CURVES_PLOT = "plots/curves.png"  # loss, the task's metrics and the train/val gap per epoch (train and evaluate runs)
+RL_RETURN_PLOT = "plots/return_curve.png"  # an RL agent's training return against env steps (its train run)
+REPORT_ARTIFACT = "report.html"  # the pipeline run's one-page report, on its parent run
+
+# The dashboard: MLflow keeps a runs page's saved views as experiment tags <prefix><key>; `visionray ui`
+# writes two and links the first (MLflow's ?viewStateShareKey=<key>).
+SAVED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+LATEST_RUN_VIEW = "visionray-latest-run"
+ALL_RUNS_VIEW = "visionray-all-runs"
 
 
 def experiment_name(pipeline: str) -> str:

@@ -714,3 +714,16 @@ def model_listing(uri: str, max_results: int = 100) -> list[dict[str, Any]]:
                                  "metrics": {k: val for k, val in sorted(metrics.items()) if k.startswith(test_prefix)}})
             out.append({"name": m.name, "description": m.description or "", "versions": versions})
     return out
+
+
+def version_run_id(uri: str, name: str, version: int) -> str | None:
+    """The run a version of ``name`` came from (its ``run_id`` tag, else MLflow's source run), or None when
+    there is no such version."""
+    from mlflow.exceptions import MlflowException
+
+    with _readable(uri) as client:
+        try:
+            v = client.get_model_version(name, str(version))
+        except MlflowException:
+            return None
+        return dict(v.tags or {}).get(names.RUN_ID) or v.run_id or None

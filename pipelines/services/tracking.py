@@ -758,3 +758,51 @@ def continue_run(uri: str, run_id: str) -> Iterator[str]:
     mlflow.start_run(run_id=run_id)
     yield run_id
     mlflow.end_run("FINISHED")
+
+
+# --------------------------------------------------------------------------- the dashboard and the run report
+
+
+def latest_pipeline_run(uri: str) -> tuple[RunSummary, int] | None:
+    """The newest parent run in any ``visionray/...`` experiment of the store and its start time (ms since
+    the epoch), or None when there is none."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments() if e.name.startswith(names.experiment_name(""))]
+    if not ids:
+        return None
+    for run in client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1000):
+        if "mlflow.parentRunId" not in run.data.tags:
+            return _summary(run), int(run.info.start_time)
+    return None
+
+
+def set_experiment_tag(uri: str, experiment_id: str, key: str, value: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).set_experiment_tag(experiment_id, key, value)
+
+
+def artifact_files(uri: str, run_id: str, suffixes: tuple[str, ...], max_depth: int = 2) -> list[str]:
+    """The run's artifact files ending in one of ``suffixes``, at most ``max_depth`` folders deep (figures
+    live at ``plots/x.png``; model packages and checkpoints deeper down are not walked)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found, todo = [], [("", 1)]
+    while todo:
+        folder, depth = todo.pop()
+        for f in client.list_artifacts(run_id, folder or None):
+            if f.is_dir and depth < max_depth:
+                todo.append((f.path, depth + 1))
+            elif not f.is_dir and f.path.lower().endswith(suffixes):
+                found.append(f.path)
+    return sorted(found)
+
+
+def read_artifact(uri: str, run_id: str, artifact_path: str) -> bytes:
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="visionray-artifact-") as tmp:
+        return Path(MlflowClient(uri).download_artifacts(run_id, artifact_path, tmp)).read_bytes()

@@ -583,6 +583,11 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     tracking.log_metrics({names.BEST_EPOCH: epoch, names.best_val(task.primary): best_metrics[val_primary],
                           names.FIT_SECONDS: time.perf_counter() - started})
     tracking.log_artifact(best_dir, names.BEST_MODEL_ARTIFACT)
+    from components.plots import curves_figure
+
+    # the train run's own curves (the driver imports matplotlib, the workers never do)
+    tracking.log_figure(curves_figure(history, f"{spec.name}: best val {task.primary} at epoch {epoch}"),
+                        names.CURVES_PLOT)
     say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch} "
         f"({duration(time.perf_counter() - started)})")
     if not text:

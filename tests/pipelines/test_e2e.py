@@ -137,6 +137,8 @@ def test_stage_artifacts_and_dataset_input(run):
     for plot in ("plots/confusion_matrix.png", "plots/per_class_accuracy.png", "plots/curves.png"):
         assert plot in evaluate
     assert "plots/augmentation_grid.png" in _artifact_paths(client, children["preprocess"].info.run_id)
+    assert names.CURVES_PLOT in _artifact_paths(client, children["train"].info.run_id)  # on train too
+    assert names.REPORT_ARTIFACT in _artifact_paths(client, parent.info.run_id)
     ingest = children["ingest"]
     assert names.MANIFEST_ARTIFACT in _artifact_paths(client, ingest.info.run_id)
     manifest = json.load(open(client.download_artifacts(ingest.info.run_id, names.MANIFEST_ARTIFACT)))
@@ -196,6 +198,10 @@ def test_a_worse_run_becomes_the_challenger(quickstart_run):
     assert challenger.tags[names.RUN_ID] == result.run_id
     assert float(challenger.tags[names.TEST_ACCURACY_TAG]) < float(client.get_model_version(MODEL, champion).tags[
         names.TEST_ACCURACY_TAG])
+    # its report compares its config with the champion's: the two keys this run changed
+    report = open(client.download_artifacts(result.run_id, names.REPORT_ARTIFACT)).read()
+    assert f"{MODEL} v{champion} (champion before this run)" in report
+    assert "<td>train.epochs</td><td>1</td><td>2</td>" in report and "<td>train.lr</td>" in report
     parents = {r.info.run_id: r for r in _experiment_runs(client) if "mlflow.parentRunId" not in r.data.tags}
     assert {quickstart_run.run_id, result.run_id} <= set(parents)
     assert all(parents[i].info.status == "FINISHED" for i in (quickstart_run.run_id, result.run_id))
