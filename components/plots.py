@@ -92,6 +92,7 @@ def curves_figure(
     order = ["loss", "metric"] + (["gap"] if groups["gap"] else [])
     fig = _new_figure(5.5 * len(order), 4.2)
     axes = fig.subplots(1, len(order))
+    epochs = sorted({float(e) for panel in groups.values() for key in panel for e, _ in history[key]})
     titles = {"loss": "loss", "metric": _metric_title(groups["metric"]), "gap": "train − val gap"}
     for ax, panel in zip(axes, order):
         for key in groups[panel]:
@@ -103,7 +104,11 @@ def curves_figure(
         ax.set_xlabel("epoch")
         ax.set_ylabel("train − val" if panel == "gap" else titles[panel])
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if 0 < len(epochs) <= 12:  # a short run: a tick per epoch (one epoch would get 0.96 ... 1.04)
+            ax.set_xticks(epochs, [f"{e:g}" for e in epochs])
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         if panel == "gap":
             ax.axhline(0.0, color="0.4", linewidth=0.8)
         if groups[panel]:
