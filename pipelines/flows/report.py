@@ -26,7 +26,7 @@ from components.report import (
     render_report,
 )
 from pipelines.config import Config, flatten
-from pipelines.services import names, registry, tracking
+from pipelines.services import dashboard, names, registry, tracking
 from pipelines.services.progress import say
 
 FIGURE_SUFFIXES = (".png", ".gif")
@@ -111,10 +111,12 @@ def build(cfg: Config, parent: tracking.PipelineRun, outputs: Mapping[str, Any])
 
 
 def log_report(cfg: Config, parent: tracking.PipelineRun, outputs: Mapping[str, Any]) -> None:
-    """Build the report and log it on the parent run; a report that cannot be built never fails the run."""
+    """Build the report and log it on the parent run, and point the dashboard's *latest run* view at this
+    run; a report that cannot be built never fails the run."""
     try:
         page = build(cfg, parent, outputs)
         tracking.log_text(page, names.REPORT_ARTIFACT)
+        dashboard.write_views(parent.uri)  # `visionray ui`'s link now shows this run
     except Exception as e:  # the run's results are logged already; the report is a view of them
         say(f"report: not written ({type(e).__name__}: {e})")
         return

@@ -66,12 +66,20 @@ def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
             + (f"&viewStateShareKey={view}" if view else ""))
 
 
-def landing(uri: str, base: str) -> Landing:
-    """Write the two saved views on the latest pipeline run's experiment and return their links; an
-    empty store lands on the experiments list."""
+@dataclass(frozen=True)
+class Views:
+    experiment_id: str
+    experiment: str | None  # visionray/<pipeline>
+    run_name: str
+
+
+def write_views(uri: str) -> Views | None:
+    """(Re)write the two saved views on the latest pipeline run's experiment, so that the *latest run*
+    view shows that run; None when the store has no pipeline run. Every pipeline run calls it at its
+    end (an open dashboard's link then shows the newest run) and so does `visionray ui`."""
     found = tracking.latest_pipeline_run(uri)
     if found is None:
-        return Landing(f"{base.rstrip('/')}/#/experiments?{MODEL_TRAINING}")
+        return None
     run, started_ms = found
     children = tracking.child_runs(uri, run.experiment_id, run.run_id)
     selected = columns([*run.metrics, *(k for c in children for k in c.metrics)])
@@ -82,6 +90,14 @@ def landing(uri: str, base: str) -> Landing:
         tracking.set_experiment_tag(uri, run.experiment_id, names.SAVED_VIEW_TAG_PREFIX + key,
                                     saved_view(name, view_state(selected, since_ms=since), now))
     pipeline = run.tags.get(names.PIPELINE_TAG, "")
-    return Landing(runs_url(base, run.experiment_id, names.LATEST_RUN_VIEW),
-                   runs_url(base, run.experiment_id, names.ALL_RUNS_VIEW),
-                   names.experiment_name(pipeline) if pipeline else None, run_name)
+    return Views(run.experiment_id, names.experiment_name(pipeline) if pipeline else None, run_name)
+
+
+def landing(uri: str, base: str) -> Landing:
+    """Write the two saved views on the latest pipeline run's experiment and return their links; an
+    empty store lands on the experiments list."""
+    views = write_views(uri)
+    if views is None:
+        return Landing(f"{base.rstrip('/')}/#/experiments?{MODEL_TRAINING}")
+    return Landing(runs_url(base, views.experiment_id, names.LATEST_RUN_VIEW),
+                   runs_url(base, views.experiment_id, names.ALL_RUNS_VIEW), views.experiment, views.run_name)

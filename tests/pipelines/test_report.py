@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import mlflow
@@ -105,6 +106,10 @@ def test_the_report_is_logged_on_the_parent_and_never_fails_the_run(mlflow_store
         report.log_report(cfg, parent, _outputs())
     assert tracking.has_artifact(mlflow_store.uri, parent.run_id, names.REPORT_ARTIFACT)
     assert "test/accuracy" in tracking.read_artifact(mlflow_store.uri, parent.run_id, names.REPORT_ARTIFACT).decode()
+    # an open dashboard's link now shows this run: the latest-run view is rewritten for it
+    view = json.loads(mlflow_store.client().get_experiment(parent.experiment_id).tags[
+        names.SAVED_VIEW_TAG_PREFIX + names.LATEST_RUN_VIEW])
+    assert view["name"] == "visionray: latest run (quickstart-new)"
     broken = tracking.PipelineRun("no-such-run", parent.experiment_id, mlflow_store.uri, cfg, {})
     report.log_report(cfg, broken, {})  # nothing raised: the run's results are logged already
     captured = capsys.readouterr()
