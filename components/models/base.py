@@ -206,6 +206,10 @@ class ImageClassifier(nn.Module):
         train/eval mode afterwards (BatchNorm in train mode would make a
         prediction depend on the rest of the request batch).
         """
+        if isinstance(images, np.ndarray) and not images.flags.writeable:
+            # read-only (an Arrow buffer, a served request): torch would share it and warn; it is only read
+            # here, but a copy of uint8 pixels costs less than the float conversion below
+            images = images.copy()
         x = torch.as_tensor(images)
         if x.dtype != torch.uint8:
             raise ValueError(f"predict_uint8 expects uint8 images, got {x.dtype}")

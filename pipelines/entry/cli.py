@@ -105,6 +105,7 @@ _RUN_EXAMPLES = (
     "visionray run sweep tune.num_samples=16",
     "visionray run quickstart stages=[ingest,preprocess]         # the first stages only",
     "visionray run quickstart resume=last                        # continue an interrupted run",
+    "visionray run -v quickstart                                 # every line Ray and MLflow print, too",
     "visionray show quickstart --help                            # every key quickstart uses, with its help",
 )
 _SHOW_EXAMPLES = (
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a pipeline (conf/pipeline/NAME.yaml) with key=value overrides",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.lists_pipelines, r.examples = True, _RUN_EXAMPLES
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="show every line Ray, Ray Data, Ray Train and MLflow print (default: the stages, the "
+                        "epochs and real warnings)")
     _pipeline_arguments(r)
     sub.add_parser("list", help="the pipelines, one line each")
     s = sub.add_parser("show", help="print the config sections a pipeline uses, with the values it will use",
@@ -211,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # bare `visionray`: the help, and the usage exit status (nothing was done)
         parser.print_help()
         return EXIT_USAGE
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_verbose_first(argv))
+    if args.command == "run":  # before MLflow or Ray is imported
+        from pipelines.services import quiet, runtime
+
+        quiet.quiet_driver(args.verbose)
+        runtime.ray_env()  # now: Ray reads RAY_DEDUP_LOGS_SKIP_REGEX when it is imported
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -223,6 +232,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"visionray: {e}", file=sys.stderr)
         return code
+
+
+def _verbose_first(argv: list[str]) -> list[str]:
+    """``run``'s ``-v`` moved before PIPELINE: argparse takes it only before PIPELINE or after the last
+    key=value, and a user types it anywhere (``visionray run quickstart -v train.epochs=1``)."""
+    if argv[:1] != ["run"]:
+        return argv
+    flags = {"-v", "--verbose"}
+    return ["run", *[a for a in argv[1:] if a in flags], *[a for a in argv[1:] if a not in flags]]
 
 
 def _dispatch(args: argparse.Namespace) -> int:

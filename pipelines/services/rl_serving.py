@@ -7,13 +7,13 @@ import numpy as np
 
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
-    # No type hints: MLflow would derive a schema from them; the logged signature is the schema.
     def load_context(self, context):
         from components.rl.policy import load_policy
 
         self.policy = load_policy(context.artifacts["policy"])
 
-    def predict(self, context, model_input, params=None):
+    # np.ndarray: a hint MLflow derives no schema from (without one it warns); the logged signature is the schema.
+    def predict(self, context, model_input: np.ndarray, params=None):
         if hasattr(model_input, "to_numpy"):  # a DataFrame: one observation per row
             model_input = model_input.to_numpy()
         obs = np.asarray(model_input, dtype=np.float32)

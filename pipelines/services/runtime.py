@@ -57,7 +57,19 @@ RAY_ENV = {
     # finished: at Ray's default (2 s) a fit() of a no-op loop on 2 workers took 11.6-12.4 s here, at 0.25 s
     # 6.6-8.4 s. Every training run, sweep trial and compress fine-tune pays it (docs/results.md, start-up).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # Lines of Ray's own processes that the driver does not print (Ray's log files keep them), read when
+    # the driver imports ray: Ray Train's data config passing Ray Data a deprecated option (the warning and
+    # its source line), Ray Data's notice that the progress bars visionray turned off are off, and the GCS
+    # failing to kill an actor whose process had already exited (its socket closed) at the end of a stage.
+    "RAY_DEDUP_LOGS_SKIP_REGEX": r"`ExecutionOptions\.exclude_resources` is deprecated"
+                                 r"|^\s+self\.exclude_resources = exclude_resources$"
+                                 r"|^Progress bars disabled\. To enable"
+                                 r"|\(gcs_server\) gcs_actor_scheduler\.cc:\d+: Failed to kill actor \S+, return "
+                                 r"status: Invalid: KillActor RPC failed for actor \S+: RpcError: RPC error: "
+                                 r"Socket closed",
 }
+#: The keys of ``RAY_ENV`` that only quiet the terminal: ``visionray run -v`` leaves them at Ray's defaults.
+QUIET_KEYS = frozenset({"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "RAY_DATA_LOG_LEVEL", "RAY_DEDUP_LOGS_SKIP_REGEX"})
 #: Only for the embedded local Ray: a laptop is not a spot instance. Ray Train's preemption watcher is one
 #: more actor per fit asking whether the node is being drained, and its kill at the end of each fit put a
 #: GCS "Failed to kill actor" error line in the terminal (tests/pipelines/fitfloor.py: no measurable time).
@@ -66,8 +78,14 @@ LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 def ray_env(local: bool = False) -> dict[str, str]:
     """``RAY_ENV`` (and ``LOCAL_RAY_ENV`` for a local Ray) with the user's own values where set; also
-    written into this process's environment."""
+    written into this process's environment. With ``visionray run -v``, without ``QUIET_KEYS`` and with
+    the verbose flag itself, so that every worker and a submitted job's driver show everything too."""
+    from pipelines.services import quiet
+
     wanted = {**RAY_ENV, **(LOCAL_RAY_ENV if local else {})}
+    if quiet.verbose():
+        wanted = {key: value for key, value in wanted.items() if key not in QUIET_KEYS}
+        wanted[quiet.VERBOSE_ENV] = "1"
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in wanted}
@@ -230,7 +248,13 @@ def free_port() -> int:
 
 
 def quiet_worker_logs() -> None:
-    """Inside a Ray Train worker: keep Ray's per-report INFO lines out of the user's terminal."""
+    """Inside a Ray Train worker: keep Ray's per-report INFO lines and the known-harmless records
+    (``quiet``) out of the user's terminal; with ``visionray run -v``, nothing."""
+    from pipelines.services import quiet
+
+    if quiet.verbose():
+        return
+    quiet.filter_known_records()
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("ray") or "/ray/train/" in name or "/ray/data/" in name:
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,8 +19,6 @@ import numpy as np
 class TaskModel(mlflow.pyfunc.PythonModel):
     """Any model package, served in its task's form (components.tasks: ``Task.predict``)."""
 
-    # No type hints on these two: MLflow would try to derive a schema from them; the signature
-    # logged with the model is the schema.
     def load_context(self, context):
         import torch
 
@@ -31,7 +29,10 @@ class TaskModel(mlflow.pyfunc.PythonModel):
         self.model, self.spec = load_package(context.artifacts["package"])
         self.task = build_task(self.spec.task, num_classes=self.spec.num_classes, classes=self.spec.classes)
 
-    def predict(self, context, model_input, params=None):
+    # np.ndarray is a hint MLflow derives no schema from and validates nothing against (without a hint it
+    # warns at every import): the signature logged with the model stays the schema. Images arrive as an
+    # array; text, under its column signature, as a DataFrame.
+    def predict(self, context, model_input: np.ndarray, params=None):
         if self.task.served_input == "text":  # text in: a column of strings (a DataFrame, a dict of columns, a list)
             if isinstance(model_input, dict):
                 model_input = model_input.get("prompt", next(iter(model_input.values()), []))

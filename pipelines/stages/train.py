@@ -34,7 +34,7 @@ from components.packaging import WEIGHTS_FILE, ModelSpec, save_package, unwrap
 from components.tasks import Meter, Task
 from pipelines.config import Config, TrainConfig
 from pipelines.records import Prepared, TextPrepared, Trained
-from pipelines.services import names, tracking
+from pipelines.services import names, quiet, tracking
 from pipelines.services.progress import duration, eta, say
 from pipelines.services.runtime import quiet_worker_logs, worker_threads
 from pipelines.stages import babysit
@@ -170,10 +170,11 @@ def prepare_worker_model(model: torch.nn.Module, tc: TrainConfig) -> torch.nn.Mo
 def torch_trainer(cfg: Config, loop: Any, loop_config: dict[str, Any], datasets: dict[str, Any],
                   **run_config: Any):
     """The one TorchTrainer builder (train and bench): workers, CPUs and GPU from ``cluster.*``."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     c = cfg.cluster
+    run_config.setdefault("logging_config", LoggingConfig(log_level=quiet.train_log_level()))
     return TorchTrainer(loop, train_loop_config=loop_config,
                         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
                                                      resources_per_worker={"CPU": c.cpus_per_worker}),

@@ -212,3 +212,21 @@ def test_classifier_state_dict_roundtrip() -> None:
     clone.load_state_dict(model.state_dict())
     images = _random_images(5, (4, 8, 8))
     assert torch.equal(model.predict_uint8(images)[1], clone.predict_uint8(images)[1])
+
+
+def test_predict_uint8_takes_read_only_images_without_sharing_them(monkeypatch) -> None:
+    # Arrow buffers and served requests are read-only: torch would share the memory and warn (once per
+    # process, so the warning itself cannot be asserted on); the model copies such an array, only such.
+    model = _classifier(1, 8).eval()
+    images = _random_images(5, (3, 8, 8))
+    expected = model.predict_uint8(images)
+    given = []
+    as_tensor = torch.as_tensor
+    monkeypatch.setattr(torch, "as_tensor", lambda a, *args, **kw: given.append(a) or as_tensor(a, *args, **kw))
+    read_only = images.copy()
+    read_only.flags.writeable = False
+    classes, probs = model.predict_uint8(read_only)
+    assert given[-1].flags.writeable and given[-1] is not read_only
+    assert torch.equal(classes, expected[0]) and torch.equal(probs, expected[1])
+    model.predict_uint8(images)
+    assert given[-1] is images  # a writable array is not copied
