@@ -21,8 +21,10 @@ from pipelines.services import quiet, runtime
 
 @pytest.fixture
 def quiet_env(monkeypatch):
-    """No -v, and the loggers' filters restored afterwards."""
-    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    """No -v, and the environment and the loggers' filters restored afterwards."""
+    for var in (quiet.VERBOSE_ENV, "MLFLOW_LOGGING_LEVEL"):  # set first, so that the teardown restores them
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     saved = {name: list(logging.getLogger(name).filters) for name in quiet.KNOWN_LOG_RECORDS}
     yield monkeypatch
     for name, filters in saved.items():
@@ -89,7 +91,6 @@ def test_verbose_installs_no_filter_and_keeps_rays_log_levels(quiet_env):
 
 
 def test_the_driver_quiets_mlflow_unless_verbose_or_told_otherwise(quiet_env):
-    quiet_env.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
     quiet.quiet_driver()
     assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
     quiet_env.setenv("MLFLOW_LOGGING_LEVEL", "DEBUG")  # the user's own choice wins
