@@ -21,8 +21,9 @@ class RetrainConfig:
     warm_start: bool = _doc("retrain only: start from the champion's weights (same architecture)", True)
     init_from: str | None = _doc(
         "retrain only: warm-start from this model instead of the champion: models:/NAME/VERSION (the "
-        "configured registry), or runs:/RUN_ID/model, another URI or a local package directory, which "
-        "warn that they come from outside the registry", None)
+        "configured registry), or runs:/RUN_ID/ARCH (a pipeline run and its logged model, e.g. "
+        "runs:/<id>/convnet), another URI or a local package directory, which warn that they come from "
+        "outside the registry", None)
     lock_ttl_s: float = _doc(
         "retrain only: a retrain lock whose holder has not renewed it for this long is broken (the holder "
         "renews it every third of this)", 600.0)
