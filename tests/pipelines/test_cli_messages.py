@@ -28,7 +28,8 @@ def _isolated(tmp_path, monkeypatch):
 
     test_cli._RAY_WAS_UP = ray.is_initialized()
     monkeypatch.chdir(tmp_path)
-    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "VISIONRAY_DEBUG"):
+    # RAY_API_SERVER_ADDRESS names the session Ray's dashboard (runtime.init_local): Ray's job client prefers it
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI", "VISIONRAY_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 

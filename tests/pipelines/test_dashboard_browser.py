@@ -70,10 +70,11 @@ def _wait_for(url: str, deadline_s: float) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(quickstart_run, tmp_path_factory):
-    """`visionray ui` on the session's quickstart store: (landing URL, base URL); stopped afterwards."""
+    """`visionray ui` on a copy of the session's quickstart store as that run left it (other tests add pipeline
+    runs of their own to the shared store, and the landing is the newest): (landing URL, base URL, store)."""
     tmp_path = tmp_path_factory.mktemp("ui")
     port = _free_port()
-    store = quickstart_run.store
+    store = quickstart_run.copy_store(tmp_path / "store")
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, "MLFLOW_REGISTRY_URI": store.uri,
            "PYTHONPATH": str(ROOT)}
     log = (tmp_path / "ui.err").open("w")
@@ -85,7 +86,7 @@ def dashboard(quickstart_run, tmp_path_factory):
         assert landing.startswith(f"{base}/#/experiments/"), (landing, (tmp_path / "ui.err").read_text())
         # ~5 s on an idle 2-core machine; minutes when the machine is saturated by other work
         _wait_for(f"{base}/health", 180)
-        yield landing, base
+        yield landing, base, store
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -107,9 +108,10 @@ def _latest_family(client):
 
 @needs_chromium
 def test_the_landing_page_shows_the_latest_runs_stages_in_order_and_its_test_accuracy(quickstart_run, dashboard):
-    landing, _ = dashboard
+    landing, _, store = dashboard
     assert "workflowType=machine_learning" in landing
-    parent, children = _latest_family(quickstart_run.store.client())
+    parent, children = _latest_family(store.client())
+    assert parent.info.run_id == quickstart_run.run_id
     started = time.monotonic()
     text = _text(_dump_dom(landing))
     assert time.monotonic() - started < 60
@@ -129,8 +131,8 @@ def test_the_landing_page_shows_the_latest_runs_stages_in_order_and_its_test_acc
 
 @needs_chromium
 def test_the_run_report_is_in_the_artifact_viewer_and_renders(quickstart_run, dashboard, tmp_path):
-    _, base = dashboard
-    client = quickstart_run.store.client()
+    _, base, store = dashboard
+    client = store.client()
     run_id = quickstart_run.run_id
     experiment_id = client.get_run(run_id).info.experiment_id
     # MLflow's artifact viewer draws report.html in a sandboxed frame (from a blob URL, so its DOM is not

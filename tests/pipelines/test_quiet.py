@@ -26,6 +26,9 @@ def quiet_env(monkeypatch):
         monkeypatch.setenv(var, "")
         monkeypatch.delenv(var)
     saved = {name: list(logging.getLogger(name).filters) for name in quiet.KNOWN_LOG_RECORDS}
+    for name in saved:  # as in a fresh process: an in-process CLI test earlier in the session installed them
+        logger = logging.getLogger(name)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, quiet.DropKnown)]
     yield monkeypatch
     for name, filters in saved.items():
         logging.getLogger(name).filters[:] = filters
