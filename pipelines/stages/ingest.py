@@ -10,8 +10,12 @@ listed in the manifest with the reason and counted as ``data/quarantined``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from components.data.shards import Manifest, write_dataset
 from components.data.sources import load_source
@@ -52,13 +56,25 @@ def log_dataset_inputs(manifest: Manifest, splits: tuple[str, ...]) -> None:
                              context=split, schema=manifest.schema)
 
 
+@contextlib.contextmanager
+def written_aside(root: Path) -> Iterator[Path]:
+    """A fresh folder beside ``root`` to write a dataset version into, renamed to ``root`` when the block
+    finishes and removed if it fails: a cache never holds half a version."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield tmp
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def run_text(cfg: Config):
     """A text source (``data=austen``, ``data=text data.path=...``) → token streams + vocabulary, versioned
     by content and split like the image shards (an unchanged corpus is found on disk, not rewritten)."""
     import hashlib
     import json
-    import shutil
-    import tempfile
 
     import numpy as np
 
@@ -75,17 +91,11 @@ def run_text(cfg: Config):
     if not cached:
         splits = split_by_position(corpus, val_fraction=d.val_fraction, test_fraction=d.test_fraction)
         vocab = Vocabulary.build("".join(splits.values()))
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:  # written aside and renamed into place: a cache never holds half a version
+        with written_aside(root) as tmp:
             for split, text in splits.items():
                 np.save(tmp / f"{split}.npy", vocab.encode(text))
             (tmp / "vocab.json").write_text(json.dumps({**vocab.to_json(), "source": corpus.source,
                                                         "replaced": corpus.replaced}))
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     meta = json.loads((root / "vocab.json").read_text())
     vocab = Vocabulary.from_json(meta)
     tokens = {s: int(np.load(root / f"{s}.npy", mmap_mode="r").shape[0]) for s in ("train", "val", "test")}
@@ -112,8 +122,6 @@ def run_captions(cfg: Config):
         return _run_coco_captions(cfg)
     import hashlib
     import json
-    import shutil
-    import tempfile
 
     import numpy as np
 
@@ -131,17 +139,11 @@ def run_captions(cfg: Config):
     if not cached:
         grids = {split: fashion_grid(split, n, seed=d.split_seed, source=source) for split, n in sizes.items()}
         vocab = WordVocab.build(grids["train"].captions)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
+        with written_aside(root) as tmp:
             for split, g in grids.items():
                 np.savez(tmp / f"{split}.npz", images=g.images, items=g.items,
                          ids=vocab.encode_batch(list(g.captions), c.max_len).numpy())
             (tmp / "vocab.json").write_text(json.dumps({"words": list(vocab.itos), "source": source.source}))
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     words = tuple(json.loads((root / "vocab.json").read_text())["words"])
     prepared = TextPrepared("fashion_grid", version, str(root.resolve()), words, sizes, 0, cached, ".npz")
     say(f"ingest: fashion_grid version {version} ({'cached' if cached else 'written'}; "
@@ -160,8 +162,6 @@ def _run_coco_captions(cfg: Config):
     that cannot be used are quarantined (``ingest/quarantine.json``), not fatal."""
     import hashlib
     import json
-    import shutil
-    import tempfile
 
     import numpy as np
 
@@ -191,9 +191,7 @@ def _run_coco_captions(cfg: Config):
     if not cached:
         vocab = WordVocab.build([cap for i in rows["train"] for cap in data.captions[i]])
         most = max(len(caps) for caps in data.captions)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
+        with written_aside(root) as tmp:
             for split, index in rows.items():
                 ids = np.zeros((len(index), most, c.max_len), dtype=np.int64)  # absent references: all <pad>
                 for row, i in enumerate(index):
@@ -202,10 +200,6 @@ def _run_coco_captions(cfg: Config):
                 np.savez(tmp / f"{split}.npz", images=data.images[index], ids=ids,
                          items=np.zeros((len(index), 0), dtype=np.int64))
             (tmp / "vocab.json").write_text(json.dumps({"words": list(vocab.itos), "source": str(annotations)}))
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     words = tuple(json.loads((root / "vocab.json").read_text())["words"])
     prepared = TextPrepared("coco_captions", version, str(root.resolve()), words, sizes, 0, cached, ".npz")
     say(f"ingest: coco_captions version {version} ({'cached' if cached else 'written'}; "
