@@ -74,7 +74,7 @@ def load_ensemble_package(directory: str | Path, load: PackageLoader) -> tuple[E
     member, a package of any format (an ensemble too), is loaded by ``load`` (that dispatcher)."""
     directory = Path(directory)
     arch = json.loads((directory / ARCH_FILE).read_text())
-    loaded = [load(directory / entry["path"]) for entry in arch["members"]]
+    loaded = [load(member_dir(directory, entry["path"])) for entry in arch["members"]]
     check_compatible([s for _, s in loaded], [e["name"] for e in arch["members"]])
     model = EnsembleClassifier([m for m, _ in loaded])
     model.eval()
@@ -82,6 +82,17 @@ def load_ensemble_package(directory: str | Path, load: PackageLoader) -> tuple[E
                      image_size=arch["image_size"], classes=tuple(arch["classes"]),
                      normalization=loaded[0][1].normalization)
     return model, spec
+
+
+def member_dir(directory: Path, path: str) -> Path:
+    """A member's folder, which must lie inside the ensemble's: a package names no file outside itself."""
+    from components.package_safety import UnsafePackage
+
+    member = (directory / path).resolve()
+    if not member.is_relative_to(directory.resolve()):
+        raise UnsafePackage(f"{directory / ARCH_FILE} names a member at {path}, outside the package; "
+                            f"visionray refuses to load it.")
+    return member
 
 
 def member_names(directory: str | Path) -> list[str]:

@@ -3,7 +3,8 @@ plain state dict). The bottom of packaging: the other formats (components.ensemb
 components.compression.package) build on this module, and :mod:`components.packaging` dispatches
 among all of them (import ``load_package`` and the names here from there).
 
-Weights load with ``weights_only=True``, so a package never runs pickled code.
+Weights load with ``torch.load(weights_only=True)`` (:func:`components.package_safety.load_tensors`): a
+``weights.pt`` holding any pickled object but tensors and plain containers is refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from components.models import ImageClassifier, Normalize, build_model
+from components.package_safety import load_tensors
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
@@ -122,7 +124,7 @@ def load_state_dict_package(directory: str | Path) -> tuple[ImageClassifier, Mod
     arch = json.loads((directory / ARCH_FILE).read_text())
     spec = ModelSpec.from_dict(arch)
     model = spec.build()
-    state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    state = load_tensors(directory / WEIGHTS_FILE)
     model.load_state_dict(state)
     model.eval()
     return model, spec

@@ -1,11 +1,13 @@
 """A model package: ``arch.json`` (how to rebuild the net) + ``weights.pt`` (a plain state dict).
 
-One format for checkpoints, evaluation and serving. Weights load with ``weights_only=True``, so a
-package never runs pickled code::
+One format for checkpoints, evaluation and serving. Loading never runs code from the package, whatever
+its format (:mod:`components.package_safety`: weights with ``weights_only=True``, torch.export archives
+checked before they load, ONNX graphs without external files, ensemble members inside the package)::
 
     save_package(path, model, spec)
     model, spec = load_package(path)
     classes, probs = model.predict_uint8(images_uint8)
+    check_package(path)                   # the same checks without building the model (UnsafePackage)
 
 :func:`load_package` dispatches on ``arch.json``'s ``"format"`` to the loaders below it, imported
 directly: :mod:`components.package_base` (ModelSpec and the plain format, re-exported here),
@@ -54,5 +56,30 @@ def load_package(directory: str | Path) -> tuple[ImageClassifier, ModelSpec]:
     return FORMATS[fmt](directory)
 
 
-__all__ = ["ARCH_FILE", "FORMATS", "WEIGHTS_FILE", "ModelSpec", "load_package", "load_state_dict_package",
+def check_package(directory: str | Path) -> None:
+    """Raise :class:`~components.package_safety.UnsafePackage` if loading ``directory`` could run code
+    from it; builds no model (the CLI calls it on a local package before anything starts)."""
+    from components.compression.package import BLOB, ONNX_FILE, PROGRAM, read_arrays
+    from components.ensemble_package import member_dir
+    from components.package_safety import check_onnx, check_program, load_tensors
+
+    directory = Path(directory)
+    arch = json.loads((directory / ARCH_FILE).read_text())
+    fmt = arch.get("format", "state_dict")
+    if fmt == "state_dict":
+        load_tensors(directory / WEIGHTS_FILE)
+    elif fmt == "ensemble":
+        for entry in arch["members"]:
+            check_package(member_dir(directory, entry["path"]))
+    elif fmt == "compressed" and arch.get("encoding") == "int8":
+        import lzma
+
+        check_program(lzma.decompress((directory / PROGRAM).read_bytes()), str(directory / PROGRAM))
+    elif fmt == "compressed" and arch.get("encoding") == "onnx":
+        check_onnx(directory / ONNX_FILE)
+    elif fmt == "compressed" and (directory / BLOB).is_file():
+        read_arrays(directory, arch.get("arrays", {}))
+
+
+__all__ = ["check_package", "ARCH_FILE", "FORMATS", "WEIGHTS_FILE", "ModelSpec", "load_package", "load_state_dict_package",
            "save_package", "unwrap"]

@@ -86,6 +86,7 @@ def preflight(cfg: Config) -> None:
     validate_stages(cfg)
     if cfg.kind == "transfer" and not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
+    check_local_package(cfg)
     if cfg.kind == "rl":  # an unknown env id or an unsupported algo/env pair
         from pipelines.flows.rl import check
 
@@ -131,6 +132,29 @@ def preflight(cfg: Config) -> None:
         raise DataError(f"data.path {d.path} does not exist.")
     if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
         raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
+
+
+def check_local_package(cfg: Config) -> None:
+    """A model package given as a local folder (transfer.source, retrain.init_from) is checked here, before
+    anything starts: one that could run code when loaded is refused (exit 2). Registry and run URIs are
+    checked by the same loader once downloaded."""
+    from components.packaging import check_package
+    from components.package_safety import UnsafePackage
+
+    given = {"transfer": ("transfer.source", cfg.transfer.source),
+             "retrain": ("retrain.init_from", cfg.retrain.init_from)}.get(cfg.kind)
+    if not given or not given[1] or "://" in given[1] or ":/" in given[1]:
+        return
+    key, value = given
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        return
+    from pipelines.services.registry import package_in
+
+    try:
+        check_package(package_in(folder))
+    except UnsafePackage as e:
+        raise UnsafePackage(f"{key}={value} is refused: {e}") from None
 
 
 def run_pipeline(cfg: Config, command: str) -> PipelineResult:

@@ -38,6 +38,7 @@ from components.compression import huffman
 from components.compression.kmeans import Codebook
 from components.compression.prune import weight_layers
 from components.package_base import ARCH_FILE, ModelSpec, unwrap
+from components.package_safety import UnsafePackage, load_program
 
 BLOB = "weights.bin"
 PROGRAM = "model.pt2.xz"  # torch.export archive, xz-compressed (its graph text dominates a small model)
@@ -70,11 +71,13 @@ def _write(directory: str | Path, method: str, encoding: str, spec: ModelSpec, a
     return directory
 
 
-def _read(directory: Path, index: dict[str, list]) -> dict[str, np.ndarray]:
+def read_arrays(directory: Path, index: dict[str, list]) -> dict[str, np.ndarray]:
     raw = (directory / BLOB).read_bytes()
     out = {}
     for key, (dtype, shape, offset) in index.items():
         dt = np.dtype(dtype)
+        if dt.hasobject or dt.kind not in "biuf":  # raw numbers only: an object array would unpickle
+            raise UnsafePackage(f"{directory / BLOB}: array {key} has dtype {dtype}; a package stores numbers only.")
         n = int(np.prod(shape)) if shape else 1
         out[key] = np.frombuffer(raw, dtype=dt, count=n, offset=offset).reshape(shape).copy()
     return out
@@ -223,20 +226,22 @@ def load_compressed_package(directory: str | Path) -> tuple[nn.Module, ModelSpec
         from components.compression import quantize
 
         example = torch.rand(*meta["example_shape"])
-        import io
         import lzma
 
         # The program's dequantize/quantize nodes are torch's quantized_decomposed ops: register them
         # before deserialising, or a fresh process (mlflow models serve) cannot resolve them.
         importlib.import_module("torch.ao.quantization.fx._decomposed")
 
-        program = torch.export.load(io.BytesIO(lzma.decompress((directory / PROGRAM).read_bytes())))
+        # Checked before torch.export.load sees it: a crafted archive could otherwise run code (package_safety).
+        program = load_program(lzma.decompress((directory / PROGRAM).read_bytes()), str(directory / PROGRAM))
         return GraphClassifier(quantize.runtime(program, example), spec.in_channels), spec
     if encoding == "onnx":
         from components.compression import onnx
+        from components.package_safety import check_onnx
 
+        check_onnx(directory / ONNX_FILE)
         return GraphClassifier(onnx.session(directory / ONNX_FILE, torch.get_num_threads()), spec.in_channels), spec
-    arrays = _read(directory, arch["arrays"])
+    arrays = read_arrays(directory, arch["arrays"])
     state = _state_from(arrays)
     model = spec.build()
     if encoding == "lowrank":

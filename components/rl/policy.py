@@ -2,7 +2,8 @@
 
 The exported program (``policy.pt2``) is what evaluation runs, what the GIF shows and what the
 registered MLflow model serves: one artifact, no RLlib and no pickled Python objects needed to load
-it (``torch.export.load`` rebuilds a graph of tensor ops)::
+it (``torch.export.load`` rebuilds a graph of tensor ops, once :mod:`components.package_safety` has
+checked that the archive holds nothing else)::
 
     export_policy(rl_module, obs_shape, "out/")              # writes out/policy.pt2 + policy.json
     policy = load_policy("out/")
@@ -20,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from components.package_safety import load_program
 
 PROGRAM_FILE = "policy.pt2"
 META_FILE = "policy.json"
@@ -83,7 +86,7 @@ class LoadedPolicy:
 def load_policy(directory: str | Path) -> LoadedPolicy:
     d = Path(directory)
     meta = json.loads((d / META_FILE).read_text())
-    program = torch.export.load(d / PROGRAM_FILE).module()
+    program = load_program(d / PROGRAM_FILE).module()  # checked first: components.package_safety
     return LoadedPolicy(program, tuple(meta["obs_shape"]), meta)
 
 

@@ -33,6 +33,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Errors a user causes (exit 2) and failures to reach a server or cluster (exit 1), by module: a module
 #: that is not imported cannot have raised its errors, so telling them apart imports nothing.
 _USER_ERRORS = {"pipelines.config.base": ("ConfigError",), "components.data.errors": ("DataError",),
+                "components.package_safety": ("UnsafePackage",),
                 "pipelines.services.tracking": ("TrackingUnavailable",),
                 "pipelines.services.runtime": ("StorageNotShared",),
                 "pipelines.entry.jobs": ("JobNotFound",), "pipelines.entry.serve": ("ServeError",)}

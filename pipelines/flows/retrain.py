@@ -159,7 +159,7 @@ def _warm_start(cfg: Config, prepared, champion, champion_dir: Path | None, scra
         source, package = f"champion v{champion.version}", champion_dir
     else:
         return None
-    model, spec = load_package(package)  # weights_only=True: a package never runs pickled code
+    model, spec = load_package(package)  # runs no code from the package (components.package_safety)
     wanted = model_spec(cfg, prepared.manifest())
     if {k: v for k, v in spec.to_dict().items() if k != "normalization"} != \
             {k: v for k, v in wanted.to_dict().items() if k != "normalization"}:

@@ -417,13 +417,14 @@ def download_package(name: str, version: int, dst: Path) -> Path:
     return package_in(root)
 
 
-#: Said whenever weights come from outside the configured registry. Accurate on purpose: our loader
-#: uses torch.load(weights_only=True); the risk it guards against is real for other loaders.
+#: Said whenever weights come from outside the configured registry. Accurate on purpose: what the loaders
+#: check is components.package_safety; what they cannot check is whether the weights are any good.
 UNTRUSTED_WEIGHTS_WARNING = (
-    "warning: loading model weights from {uri}, outside the configured registry {registry}. Pickled "
-    "weights (.pt/.pth/.pkl) can run arbitrary code when unpickled; visionray loads a model package with "
-    "torch.load(weights_only=True), which only rebuilds tensors and plain containers and refuses any other "
-    "object, so the file cannot run code here, but load weights only from sources you trust.")
+    "warning: loading model weights from {uri}, outside the configured registry {registry}. A pickled "
+    "file can run arbitrary code when unpickled; visionray loads a model package without running code from it: weights with torch.load(weights_only=True), "
+    "int8 programs only after checking that they hold no pickled object and call only tensor operations, "
+    "ONNX graphs without external files; a package that fails a check is refused. It cannot tell whether "
+    "the weights are what they claim to be: load weights only from sources you trust.")
 
 
 def fetch_package(uri: str, dst: Path, registry: str) -> Path:

@@ -47,6 +47,27 @@ EXTRAS_DIR = "extras"  # hooks' files inside a checkpoint (components.hooks)
 MODEL_DIR = "model"
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with NumPy scalars as Python numbers: what ``torch.load(weights_only=True)`` reads back."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+def read_state(checkpoint: Path) -> dict:
+    """A checkpoint's optimiser, scheduler, history and hook state, with ``weights_only=True``: checkpoints
+    live under ``cluster.storage_path``, shared storage others can write, so nothing in them may run code."""
+    from components.package_safety import load_tensors
+
+    return load_tensors(checkpoint / STATE_FILE)
+
+
 def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
     """The architecture from ``model.*``, sized for the dataset's images and classes."""
     from components.models import option_defaults
@@ -214,7 +235,7 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
             # model's structure in setup() (low-rank factorisation), and the checkpoint has that structure.
             unwrap(model).load_state_dict(torch.load(Path(d) / MODEL_DIR / WEIGHTS_FILE, map_location="cpu",
                                                      weights_only=True))
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = read_state(Path(d))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if w.scaler is not None and state.get("scaler"):
@@ -284,10 +305,10 @@ def _run_epochs(w: _Worker) -> None:
                 history.setdefault(k, []).append((number, v))
             if rank == 0:
                 save_package(Path(tmp) / MODEL_DIR, model, w.spec)
-                torch.save({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
-                            "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
-                            "history": history, "history_base": HISTORY_BASE, "hooks": [h.state_dict() for h in w.hooks],
-                            "initial_loss": w.guard.initial},
+                torch.save(plain({"optimizer": w.optimizer.state_dict(), "scheduler": w.scheduler.state_dict(),
+                                  "scaler": w.scaler.state_dict() if w.scaler else None, "epoch": epoch,
+                                  "history": history, "history_base": HISTORY_BASE,
+                                  "hooks": [h.state_dict() for h in w.hooks], "initial_loss": w.guard.initial}),
                            Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             else:
@@ -566,12 +587,12 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         shutil.rmtree(best_dir)
     with best.as_directory() as d:
         shutil.copytree(Path(d) / MODEL_DIR, best_dir)
-        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = read_state(Path(d))
         history = renumbered(state["history"], state.get("history_base", 0))
     latest, last_dir, extras_dir = result.checkpoint, None, None
     if latest is not None:  # the latest checkpoint has the full curve even when it is not the best
         with latest.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = read_state(Path(d))
             history = renumbered(state["history"], state.get("history_base", 0))
             last_dir = workdir / "last"
             shutil.rmtree(last_dir, ignore_errors=True)
