@@ -138,8 +138,8 @@ def check_local_package(cfg: Config) -> None:
     """A model package given as a local folder (transfer.source, retrain.init_from) is checked here, before
     anything starts: one that could run code when loaded is refused (exit 2). Registry and run URIs are
     checked by the same loader once downloaded."""
-    from components.packaging import check_package
     from components.package_safety import UnsafePackage
+    from components.packaging import check_package
 
     given = {"transfer": ("transfer.source", cfg.transfer.source),
              "retrain": ("retrain.init_from", cfg.retrain.init_from)}.get(cfg.kind)
@@ -186,20 +186,34 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
     return PipelineResult(parent.run_id, outputs)
 
 
+def unmasked(stored: Any, current: Any) -> Any:
+    """``stored`` (a config read back from config.yaml) with each masked value that ``current`` holds
+    unmasked put back: a resumed run connects with the credentials given on its command line."""
+    from pipelines.config.secrets import MASK, mask
+
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return {k: unmasked(v, current.get(k)) for k, v in stored.items()}
+    if isinstance(stored, str) and MASK in stored and isinstance(current, str) and mask(current) == stored:
+        return current
+    return stored
+
+
 def resolve_resume(cfg: Config) -> tuple[Config, str | None]:
     """With ``resume=``, the interrupted run's own config (from its config.yaml) and its run id."""
     import dataclasses
 
     import yaml
 
-    from pipelines.config import build
+    from pipelines.config import build, dump
 
     if not cfg.resume:
         return cfg, None
     uri = tracking.resolve_uri(cfg.tracking.uri)
     tracking.check_store(uri)
     run_id, text = tracking.find_resumable(cfg.pipeline, uri, cfg.resume)
-    original = build(Config, yaml.safe_load(text), "")
+    # config.yaml has its credentials masked: the ones given now (tracking.uri=…) fill them back in
+    stored = unmasked(yaml.safe_load(text), yaml.safe_load(dump(cfg)))
+    original = build(Config, stored, "")
     say(f"resuming {cfg.pipeline} run {run_id} with its original config")
     return dataclasses.replace(original, resume=run_id), run_id
 

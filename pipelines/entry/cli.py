@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code_for(e)
         if code is None:
             raise
-        print(f"visionray: {e}", file=sys.stderr)
+        print(f"visionray: {_masked(e)}", file=sys.stderr)
         return code
 
 
@@ -298,11 +298,11 @@ def _run(cfg, command: str) -> int:
     except Exception as e:
         code = exit_code_for(e)
         if code is not None:
-            print(f"visionray: {e}", file=sys.stderr)
+            print(f"visionray: {_masked(e)}", file=sys.stderr)
             return code
         if os.environ.get("VISIONRAY_DEBUG"):
             traceback.print_exc()
-        print(f"visionray: the {cfg.pipeline} run failed: {type(e).__name__}: {_first_line(e)} "
+        print(f"visionray: the {cfg.pipeline} run failed: {type(e).__name__}: {_masked(_first_line(e))} "
               f"(full error in the MLflow run's error.txt; VISIONRAY_DEBUG=1 prints it here).", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -316,6 +316,13 @@ def _schedule(args: argparse.Namespace) -> int:
     config.load_config(args.pipeline, args.overrides)  # a bad key stops here, not at 3 a.m.
     schedule.Scheduler(args.cron, schedule.run_command(args.pipeline, args.overrides), max_runs=args.max_runs).run()
     return EXIT_OK
+
+
+def _masked(text: object) -> str:
+    """A message for the terminal with credentials in any URI masked (pipelines.config.secrets)."""
+    from pipelines.config.secrets import mask
+
+    return mask(str(text))
 
 
 def _first_line(e: BaseException) -> str:
@@ -370,10 +377,10 @@ def _models(args: argparse.Namespace) -> int:
     try:
         listing = registry.model_listing(uri)
     except registry.RegistryUnreadable as e:
-        print(f"visionray: cannot read the registered models in {uri} ({e}).", file=sys.stderr)
+        print(f"visionray: cannot read the registered models in {_masked(uri)} ({_masked(e)}).", file=sys.stderr)
         return EXIT_FAILED
     if not listing:
-        print(f"visionray: no registered models in {uri} yet; a pipeline's register stage adds them.",
+        print(f"visionray: no registered models in {_masked(uri)} yet; a pipeline's register stage adds them.",
               file=sys.stderr)
         return EXIT_OK
     print(describe.models_text(listing), end="")
@@ -390,7 +397,7 @@ def _ui(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not tracking.is_local_uri(uri):
         tracking.check_store(uri)
-        print(f"visionray: the tracking store is a server already: open {uri}", file=sys.stderr)
+        print(f"visionray: the tracking store is a server already: open {_masked(uri)}", file=sys.stderr)
         _print_landing(uri, uri)
         return EXIT_OK
     tracking.check_store(uri)
@@ -400,7 +407,7 @@ def _ui(args: argparse.Namespace) -> int:
     if root:
         cmd += ["--default-artifact-root", root]
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    print(f"visionray: MLflow dashboard for {uri} at http://{host}:{args.port} (Ctrl-C stops it)",
+    print(f"visionray: MLflow dashboard for {_masked(uri)} at http://{host}:{args.port} (Ctrl-C stops it)",
           file=sys.stderr)
     _print_landing(uri, f"http://{host}:{args.port}")
     sys.stdout.flush()

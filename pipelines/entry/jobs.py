@@ -6,10 +6,17 @@
     visionray jobs list --address http://head.example:8265
     visionray jobs logs --follow quickstart-20250101-120000-1a2b
 
-The job's working directory is this project (code and conf/, without .venv, data, mlruns, checkpoints
-or .git); its entrypoint is the same CLI, ``python -m pipelines run PIPELINE key=value …``, so a job
+The job's working directory is this project (code and conf/, without .venv, data, mlruns, checkpoints,
+.git or any ``.env`` file); its entrypoint is the same CLI, ``python -m pipelines run PIPELINE key=value …``, so a job
 runs exactly what ``visionray run`` runs on a laptop. Inside the job ``RAY_ADDRESS`` names the
 cluster, and ``runtime.ray_session`` connects to it without shipping the packages again.
+
+Secrets: the Ray dashboard and the Jobs API show every job's entrypoint and ``runtime_env`` (its
+env_vars included) to anyone who can reach the dashboard. So ``MLFLOW_TRACKING_PASSWORD`` and
+``MLFLOW_TRACKING_TOKEN`` are not sent with a job, and a tracking URI or override holding a password is
+refused, unless ``VISIONRAY_FORWARD_SECRETS=1`` says to send them anyway (visible there). Give the
+cluster its own credentials instead: environment variables on the head (``infra/ray/kuberay/raycluster.yaml``
+reads them from a Kubernetes Secret), which a job's driver inherits.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import time
 from pathlib import Path
 
 from pipelines.config import ConfigError
+from pipelines.config.secrets import mask
 from pipelines.services import names
 from pipelines.services.runtime import ClusterUnavailable
 
@@ -29,10 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # Ray's default dashboard (Jobs API) port on the head
 #: Left out of the job's working directory: environments, data, stores and caches are per machine.
 EXCLUDES = ["/.venv/", "/data/", "/mlruns/", "/mlartifacts/", "/checkpoints/", "/.git/", "/.ci/",
-            "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "/ray_results/"]
-#: Passed to the job when set here: where MLflow is and how to log in to it.
-FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                 "MLFLOW_TRACKING_INSECURE_TLS", "VISIONRAY_DEBUG")
+            "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", "*.egg-info/", "/ray_results/",
+            # credentials: infra/mlflow/.env and any other env file (.env.example, secret-free, stays)
+            ".env", "*.env", ".env.*", "!.env.example"]
+#: Passed to the job when set here: who logs in to MLflow and how (none of them secret).
+FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_INSECURE_TLS", "VISIONRAY_DEBUG")
+#: Secrets, sent only with VISIONRAY_FORWARD_SECRETS=1: the dashboard shows a job's env_vars.
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+FORWARD_SECRETS_ENV = "VISIONRAY_FORWARD_SECRETS"
 EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 
 
@@ -108,7 +120,7 @@ def tracking_uri_for_cluster(configured: str | None) -> str:
     try:
         tracking.check_store(uri, timeout_s=5)
     except tracking.TrackingUnavailable as e:  # the cluster may still reach it (a service inside it)
-        print(f"visionray: warning: {e} The job needs to reach it from the cluster.", file=sys.stderr)
+        print(f"visionray: warning: {mask(str(e))} The job needs to reach it from the cluster.", file=sys.stderr)
     return uri
 
 
@@ -122,7 +134,29 @@ def runtime_env(uri: str) -> dict:
 
     env = {**runtime.ray_env(), "MLFLOW_TRACKING_URI": uri, "VISIONRAY_GIT_SHA": tracking.git_sha(), "PYTHONUNBUFFERED": "1"}
     env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    secrets_here = [k for k in SECRET_ENV if os.environ.get(k)]
+    if forward_secrets():
+        env.update({k: os.environ[k] for k in secrets_here})
+    elif secrets_here:
+        print(f"visionray: {' and '.join(secrets_here)} not sent with the job: the Ray dashboard shows a job's "
+              f"environment to anyone who reaches it. The cluster needs its own (an environment variable on the "
+              f"head); {FORWARD_SECRETS_ENV}=1 sends them anyway.", file=sys.stderr)
     return {"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": env}
+
+
+def forward_secrets() -> bool:
+    return os.environ.get(FORWARD_SECRETS_ENV, "").lower() in ("1", "true", "yes")
+
+
+def check_no_credentials(uri: str, overrides: list[str]) -> None:
+    """A password in the tracking URI or an override would show in the dashboard with the job: refuse it."""
+    if forward_secrets():
+        return
+    for what, text in [("the tracking URI", uri), *((f"the override {mask(o)}", o) for o in overrides)]:
+        if mask(text) != text:
+            raise ConfigError(f"{what} holds a credential, which the Ray dashboard would show with the job; give "
+                              f"the cluster MLFLOW_TRACKING_USERNAME/PASSWORD in its own environment, or set "
+                              f"{FORWARD_SECRETS_ENV}=1 to send it anyway.")
 
 
 def submit(pipeline: str, overrides: list[str], address: str | None, follow: bool) -> int:
@@ -133,6 +167,7 @@ def submit(pipeline: str, overrides: list[str], address: str | None, follow: boo
     cfg = load_config(pipeline, overrides)  # a wrong key stops here, before anything is sent
     validate_stages(cfg)
     uri = tracking_uri_for_cluster(cfg.tracking.uri)
+    check_no_credentials(uri, overrides)
     client = connect(address)
     job_id = f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     client.submit_job(entrypoint=entrypoint(pipeline, overrides), submission_id=job_id,

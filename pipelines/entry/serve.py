@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.config.secrets import mask
 from pipelines.services import names
 
 DEFAULT_PORT = 5001  # beside `visionray ui` on 5000
@@ -162,7 +163,7 @@ def serve(uri: str, spec: str, host: str, port: int, workers: int) -> int:
     version = resolve_version(uri, target)
     check_port(host, port)
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    print(f"visionray: serving {target} (version {version}) from {uri} at {url}/invocations; Ctrl-C stops it.\n"
+    print(f"visionray: serving {target} (version {version}) from {mask(uri)} at {url}/invocations; Ctrl-C stops it.\n"
           f"  try: {example_request(uri, target.model_uri, url)}", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", target.model_uri, "--env-manager", "local",
            "-h", host, "-p", str(port), "-w", str(workers)]

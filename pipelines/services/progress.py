@@ -7,7 +7,9 @@ import time
 
 
 def say(message: str) -> None:
-    print(f"[visionray {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    from pipelines.config.secrets import mask
+
+    print(f"[visionray {time.strftime('%H:%M:%S')}] {mask(message)}", file=sys.stderr, flush=True)
 
 
 def eta(elapsed_s: float, done: int, total: int) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -32,10 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from pipelines.config import Config, dump, flatten, usage
+from pipelines.config.secrets import mask, mask_key
 from pipelines.services import names
-
-_SECRET = re.compile(r"(token|password|passwd|secret|api[_-]?key|credential)", re.IGNORECASE)
-
 
 # The dashboard opens an experiment in its "model training" view (runs, charts) rather than the
 # GenAI view (traces) when the experiment says what kind it is.
@@ -133,12 +130,13 @@ def git_sha() -> str:
 
 def config_params(cfg: Config) -> dict[str, str]:
     """The sections of the resolved config that the pipeline uses (``usage.used_dict``), flattened to
-    dotted keys; secret-looking values are never logged. config.yaml holds the whole config."""
+    dotted keys; a key named like a secret is masked whole, credentials in any URI are masked
+    (``pipelines.config.secrets``). config.yaml holds the whole config, its URIs masked the same way."""
     out = {}
     for k, v in flatten(usage.used_dict(cfg)).items():
         if k == "resume":  # how the run was started, not what it is; would clash on resume
             continue
-        out[k] = "***" if _SECRET.search(k) else (json.dumps(v) if isinstance(v, list) else str(v))
+        out[k] = mask_key(k, json.dumps(v) if isinstance(v, list) else str(v))
     return out
 
 
@@ -159,7 +157,7 @@ class PipelineRun:
         self.tags.update(tags)
         client = MlflowClient(self.uri)
         for k, v in tags.items():
-            client.set_tag(self.run_id, k, v)
+            client.set_tag(self.run_id, k, mask(str(v)))
 
 
 @contextlib.contextmanager
@@ -171,6 +169,7 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
     connect(uri)
     exp_id = ensure_experiment(names.experiment_name(cfg.pipeline), uri)
     mlflow.set_experiment(experiment_id=exp_id)  # nested runs land in the same experiment
+    command = mask(command)  # a password in tracking.uri=… stays out of the tag, the description and the registry
     tags = {names.GIT_SHA: git_sha(), names.COMMAND: command, names.PIPELINE_TAG: cfg.pipeline}
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=cfg.tracking.system_metrics)
@@ -187,7 +186,7 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
             yield parent
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed: {type(e).__name__}: {e}"
-            _describe_failure(parent, status[:2000])
+            _describe_failure(parent, mask(status)[:2000])
             raise
         conclude(parent)
 
@@ -403,9 +402,9 @@ def _finish_run_on_exit() -> Iterator[None]:
             say(f"the MLflow server at {uri} is unreachable: this run stays RUNNING there, not FAILED; "
                 f"nothing was registered after this point (resume=last continues the run once it is back)")
             raise
-        mlflow.set_tag(names.ERROR_TAG, f"{type(e).__name__}: {e}"[:5000])
+        mlflow.set_tag(names.ERROR_TAG, mask(f"{type(e).__name__}: {e}")[:5000])
         with contextlib.suppress(Exception):
-            mlflow.log_text("".join(traceback.format_exception(e)), "error.txt")
+            mlflow.log_text(mask("".join(traceback.format_exception(e))), "error.txt")
         mlflow.end_run("FAILED")
         raise
     else:
@@ -428,7 +427,7 @@ def log_config(cfg: Config) -> None:
     items = list(params.items())
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         mlflow.log_params(dict(items[i:i + 100]))
-    mlflow.log_text(dump(cfg), names.CONFIG_ARTIFACT)
+    mlflow.log_text(mask(dump(cfg)), names.CONFIG_ARTIFACT)
 
 
 # --------------------------------------------------------------------------- active-run helpers
@@ -437,7 +436,7 @@ def log_config(cfg: Config) -> None:
 def set_tags(tags: Mapping[str, str]) -> None:
     import mlflow
 
-    mlflow.set_tags(dict(tags))
+    mlflow.set_tags({k: mask(str(v)) for k, v in tags.items()})
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -449,7 +448,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 def log_params(params: Mapping[str, Any]) -> None:
     import mlflow
 
-    mlflow.log_params({k: str(v) for k, v in params.items()})
+    mlflow.log_params({k: mask_key(k, str(v)) for k, v in params.items()})
 
 
 def log_figure(fig: Any, artifact_file: str) -> None:

@@ -205,6 +205,9 @@ def test_the_mlflow_server_is_authenticated_and_proxies_artifacts():
     command = services["mlflow"]["command"]
     assert "--app-name=basic-auth" in command and "--serve-artifacts" in command
     assert any(c.startswith("--backend-store-uri=postgresql://") for c in command)
+    # No password on the command line (`ps`, `docker inspect`): libpq reads PGPASSWORD.
+    assert not any("PASSWORD" in c or ":${" in c for c in command), command
+    assert services["mlflow"]["environment"]["PGPASSWORD"] == "${POSTGRES_PASSWORD}"
     assert any(c.startswith("--artifacts-destination=s3://") for c in command)
     assert [name for name, s in services.items() if "ports" in s] == ["mlflow"]  # nothing else published
 
