@@ -130,6 +130,10 @@ def preflight(cfg: Config) -> None:
         raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
     if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
         raise DataError(f"data.path {d.path} does not exist.")
+    if d.name == "image_folder":  # a file, no classes, an empty class: exit 2 here, not once Ray is up
+        from components.data.sources.image_folder import scan_image_folder
+
+        scan_image_folder(d.path)
     if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
         raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
 

@@ -211,6 +211,8 @@ class Manifest:
     val_fraction: float
     test_fraction: float | None
     root: str
+    #: entries of the source that were not read, and why (image_folder: other formats, hidden files, ...)
+    skipped: tuple[dict[str, str], ...] = ()
     cached: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +226,7 @@ class Manifest:
             "shape": list(self.shape),
             "splits": self.splits,
             "quarantine": [dict(q) for q in self.quarantine],
+            "skipped": [dict(q) for q in self.skipped],
             "created_at": self.created_at,
             "schema": self.schema,
             "split_params": {
@@ -249,6 +252,7 @@ class Manifest:
             shape=tuple(int(x) for x in data["shape"]),  # type: ignore[arg-type]
             splits=data["splits"],
             quarantine=tuple(dict(q) for q in data["quarantine"]),
+            skipped=tuple(dict(q) for q in data.get("skipped", [])),
             created_at=data["created_at"],
             schema=data["schema"],
             seed=int(params["seed"]),
@@ -403,6 +407,7 @@ def write_dataset(
             shape=shape,
             splits=entries,
             quarantine=tuple({"path": q.path, "reason": q.reason} for q in raw.quarantine),
+            skipped=tuple({"path": q.path, "reason": q.reason} for q in raw.skipped),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             schema=_SCHEMA_DESCRIPTION,
             seed=params["seed"],

@@ -91,6 +91,8 @@ class RawDataset:
     source: str
     fingerprint: str
     quarantine: tuple[Quarantined, ...] = ()
+    #: entries found but not read (other formats, hidden files, symlinks leaving the folder), each with why
+    skipped: tuple[Quarantined, ...] = ()
 
     def __post_init__(self) -> None:
         keys = frozenset(self.splits)

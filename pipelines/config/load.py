@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -85,7 +87,11 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], dict[str,
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override '{token}' must look like key=value (for example train.epochs=3).")
-        (groups if key in GROUPS else keys)[key] = value.strip()
+        target = groups if key in GROUPS else keys
+        if key in target and target[key] != value.strip():  # last wins, as in Hydra, but never silently
+            print(f"visionray: warning: {key} is given twice ({target[key]} then {value.strip()}); the last "
+                  f"value is used.", file=sys.stderr)
+        target[key] = value.strip()
     return groups, keys
 
 
@@ -197,15 +203,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ConfigError(f"{key}={value} must be a whole number.") from None
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key}={value} must be a number.")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={value} must be a number.") from None
+        if not math.isfinite(number):  # inf and nan compare False with every bound a check sets
+            raise ConfigError(f"{key}={value} must be a finite number.")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be text, got {value!r}.")

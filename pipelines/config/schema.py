@@ -25,6 +25,8 @@ from pipelines.config.sections import (
     ZooConfig,
 )
 
+MAX_IMAGE_SIZE = 1024
+MAX_PATH = 4096  # PATH_MAX on Linux
 DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # text (charlm): Jane Austen's novels, any UTF-8 file or folder
                       "austen", "text",
@@ -83,7 +85,11 @@ class DataConfig:
         _check(self.val_fraction + self.test_fraction < 1, "data.test_fraction",
                "plus data.val_fraction must stay below 1")
         _check(self.channels in (1, 3), "data.channels", "must be 1 or 3")
-        _check(self.image_size >= 8, "data.image_size", "must be >= 8")
+        # Upper bound: 1024x1024x3 is 3 MiB per image already; 100000 asked ~30 GB per image.
+        _check(8 <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", f"must be in [8, {MAX_IMAGE_SIZE}]")
+        _check(self.split_seed >= 0, "data.split_seed", "must be >= 0")
+        _check(self.path is None or len(self.path) <= MAX_PATH and all(len(p) <= 255 for p in self.path.split("/")),
+               "data.path", f"is longer than a path can be ({MAX_PATH} characters, 255 per folder name)")
         _check(self.max_train_rows >= 0 and self.max_eval_rows >= 0, "data.max_train_rows",
                "and data.max_eval_rows must be >= 0")
         _check(len(set(self.classes)) == len(self.classes) and len(self.classes) != 1, "data.classes",
@@ -165,6 +171,9 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        _check(0 < self.gamma <= 1, "train.gamma", "must be in (0, 1]")
+        _check(self.step_epochs >= 1, "train.step_epochs", "must be >= 1")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must be >= 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
@@ -198,6 +207,8 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "cluster.num_workers", "must be >= 1")
+        # -1 would mean unlimited retries in Ray Train: a crash loop, not fault tolerance
+        _check(self.max_failures >= 0, "cluster.max_failures", "must be >= 0")
         _check(self.cpus_per_worker > 0, "cluster.cpus_per_worker", "must be > 0")
         _check(self.torch_threads >= 0 and self.num_cpus >= 0, "cluster.torch_threads",
                "and cluster.num_cpus must be >= 0")
@@ -247,6 +258,7 @@ class Config:
     caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
 
     def __post_init__(self) -> None:
+        _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
             if key not in GROUPS:
                 walk_key(Config, str(key))

@@ -28,6 +28,7 @@ def per_class_accuracy(split: str, cls: str) -> str:
 
 # Data quality.
 QUARANTINED = "data/quarantined"
+SKIPPED = "data/skipped"  # entries of the source not read (other formats, hidden, symlinks leaving it), listed
 INGEST_SECONDS = "data/ingest_seconds"
 DATA_CACHED_TAG = "visionray.data_cached"  # true | false: this dataset version's shards were already written
 

@@ -38,9 +38,10 @@ def run(cfg: Config) -> Manifest:
     say(f"ingest: {manifest.name} version {manifest.version} "
         f"({'cached' if manifest.cached else 'written'}; "
         + ", ".join(f"{k} {v:,}" for k, v in rows.items())
-        + (f"; {len(manifest.quarantine)} quarantined" if manifest.quarantine else "") + ")")
+        + (f"; {len(manifest.quarantine)} quarantined" if manifest.quarantine else "")
+        + (f"; {len(manifest.skipped)} skipped, listed in the manifest" if manifest.skipped else "") + ")")
     tracking.set_tags({names.DATASET_VERSION: manifest.version})
-    tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine),
+    tracking.log_metrics({names.QUARANTINED: len(manifest.quarantine), names.SKIPPED: len(manifest.skipped),
                           names.INGEST_SECONDS: time.perf_counter() - started,
                           **{names.data_rows(k): v for k, v in rows.items()}})
     tracking.set_tags({names.DATA_CACHED_TAG: str(manifest.cached).lower()})
