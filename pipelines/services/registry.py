@@ -201,6 +201,12 @@ def signature(evaluation: Evaluation, num_classes: int):
         return {bool: "boolean", int: "long", float: "double"}.get(type(value), "string")
 
     params = task.served_params()
+    if all(s.dtype == "uint8" for s in inputs):
+        # Images: no input schema. MLflow's would cast a JSON 0.5 to uint8 0 (a black image, answered 200)
+        # and refuse N×H×W×1 for a model logged with N×H×W; serving.raw_pixels checks the pixels instead.
+        return ModelSignature(inputs=None, outputs=schema(outputs),
+                              params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
+                              if params else None)
     return ModelSignature(inputs=schema(inputs), outputs=schema(outputs),
                           params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
                           if params else None)

@@ -41,10 +41,40 @@ class TaskModel(mlflow.pyfunc.PythonModel):
             texts = [str(t) for t in np.asarray(model_input, dtype=object).reshape(-1)]
             return self.task.predict(self.model, texts, params)
         if hasattr(model_input, "to_numpy"):  # a DataFrame of flattened pixels
-            model_input = np.stack([np.asarray(v, dtype=np.uint8) for v in model_input.to_numpy()[:, 0]])
+            model_input = np.stack([np.asarray(v) for v in model_input.to_numpy()[:, 0]])
+        return self.task.predict(self.model, raw_pixels(model_input), params)
+
+
+#: Images per request: a bigger batch is refused (400) with this number in the message. 1024 28x28 images
+#: are ~6 MB of JSON; the model's activations, not the body, are what a huge batch would exhaust.
+MAX_IMAGES = 1024
+
+
+def raw_pixels(model_input) -> np.ndarray:
+    """The request's images as uint8, or a 400 saying what is wrong: whole numbers in 0..255 only (a
+    0..1-normalised float would otherwise be cast to 0, a black image, and answered 200), at most
+    ``MAX_IMAGES`` of them. Registered image models carry no MLflow input schema for this reason
+    (pipelines.services.registry.signature): MLflow would cast to uint8 before this check ran."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    def refuse(why: str) -> MlflowException:
+        return MlflowException(f"images must be raw pixels, N×H×W or N×H×W×C whole numbers in 0..255: {why}",
+                               error_code=INVALID_PARAMETER_VALUE)
+
+    try:
         images = np.asarray(model_input)
-        if images.dtype != np.uint8:
-            if images.size and (images.min() < 0 or images.max() > 255):
-                raise ValueError("images must be raw pixels in 0..255 (uint8)")
-            images = images.astype(np.uint8)
-        return self.task.predict(self.model, images, params)
+    except ValueError:  # ragged nested lists
+        raise refuse("the images have different sizes") from None
+    if images.dtype.kind not in "biuf":
+        raise refuse(f"got values of type {images.dtype}")
+    if images.ndim not in (3, 4):
+        raise refuse(f"got an array of shape {images.shape}")
+    if len(images) > MAX_IMAGES:
+        raise refuse(f"a request holds at most {MAX_IMAGES} images and this one has {len(images)}; split it")
+    if images.dtype != np.uint8 and images.size:
+        whole = np.isfinite(images).all() and bool((images == np.round(images)).all())
+        if not whole or images.min() < 0 or images.max() > 255:
+            raise refuse(f"got values from {images.min():g} to {images.max():g}"
+                         + ("" if whole else ", not whole numbers (0..1-normalised? multiply by 255)"))
+    return images.astype(np.uint8, copy=False)

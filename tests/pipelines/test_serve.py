@@ -141,6 +141,12 @@ def test_serve_champion_from_a_shell_without_the_venv(quickstart_run, tmp_path):
         np.testing.assert_array_equal(classes, probs.argmax(axis=1))
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
         assert (classes == labels).mean() > 0.8, f"served test accuracy {(classes == labels).mean():.3f}"
+        # N×H×W×1 as the README promises; 0..1-normalised floats are a 400 saying so, not a black image's 200
+        four_d = _post_json(f"{base}/invocations", {"inputs": raw[:8, ..., None].tolist()})["predictions"]
+        np.testing.assert_array_equal(np.asarray(four_d["class"]), expected[:8])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post_json(f"{base}/invocations", {"inputs": (raw[:2] / 255.0).tolist()})
+        assert refused.value.code == 400 and "0..1-normalised" in refused.value.read().decode()
         printed = log.read_text()
         assert f"{base}/invocations" in printed and "curl -s" in printed
 
