@@ -179,7 +179,8 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
             if cfg.kind != "retrain":  # retrain runs this check right after it starts Ray
                 # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
                 runtime.check_shared_storage(shared_paths(cfg))
-            outputs = flow_for(cfg.kind)(cfg, parent)
+            # Through ray:// the flow runs as a task on the cluster (runtime.client_mode says why)
+            outputs = on_cluster(cfg, parent) if runtime.client_mode(cfg.cluster) else flow_for(cfg.kind)(cfg, parent)
         elapsed = time.perf_counter() - started
         tracking.log_metrics({names.PEAK_MEMORY_GIB: memory.peak_bytes / 2**30, names.PIPELINE_SECONDS: elapsed})
         say(f"{cfg.pipeline}: done in {duration(elapsed)} (peak memory of all processes "
@@ -200,6 +201,29 @@ def unmasked(stored: Any, current: Any) -> Any:
     if isinstance(stored, str) and MASK in stored and isinstance(current, str) and mask(current) == stored:
         return current
     return stored
+
+
+def on_cluster(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+    """The flow of ``cfg`` as one Ray task on the cluster this Ray Client is connected to (``ray://``),
+    its output streamed to this terminal by Ray; an error it raises is raised here as its own type."""
+    import os
+
+    import ray
+
+    task = ray.remote(num_cpus=0, max_calls=1)(_flow_in_task)
+    try:
+        return ray.get(task.remote(cfg, parent, os.getcwd()))
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None
+
+
+def _flow_in_task(cfg: Config, parent: tracking.PipelineRun, cwd: str) -> dict[str, Any]:
+    import os
+
+    if os.path.isdir(cwd):  # relative paths (data/, checkpoints/) as on the driver, where the node shares them
+        os.chdir(cwd)
+    with tracking.attached(parent):
+        return flow_for(cfg.kind)(cfg, parent)
 
 
 def resolve_resume(cfg: Config) -> tuple[Config, str | None]:

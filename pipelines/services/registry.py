@@ -41,8 +41,6 @@ from pipelines.records import Evaluation
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
 
-_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -212,6 +210,15 @@ def signature(evaluation: Evaluation, num_classes: int):
                           if params else None)
 
 
+def code_paths() -> list[str]:
+    """The two packages logged with a model, where they were imported from: on a cluster reached by
+    ``ray://`` each is a py_module of its own (runtime.shipped_code), not siblings under one root."""
+    import components
+    import pipelines
+
+    return [str(Path(components.__file__).parent), str(Path(pipelines.__file__).parent)]
+
+
 def requirements() -> list[str]:
     import cloudpickle
     import mlflow
@@ -228,9 +235,9 @@ def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tupl
     import mlflow
 
     return mlflow.pyfunc.log_model(
-        name=name, model_id=model_id, python_model=str(_ROOT / "pipelines" / "services" / "serving_model.py"),
+        name=name, model_id=model_id, python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"package": evaluation.model_dir},
-        code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+        code_paths=code_paths(),
         signature=signature(evaluation, num_classes), input_example=evaluation.example,
         pip_requirements=requirements() + list(extra_requirements))
 
@@ -603,8 +610,8 @@ def log_policy(policy_dir: str, example: np.ndarray, name: str = "model", model_
     import torch
 
     return mlflow.pyfunc.log_model(
-        name=name, model_id=model_id, python_model=str(_ROOT / "pipelines" / "services" / "rl_serving_model.py"),
-        artifacts={"policy": policy_dir}, code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
+        name=name, model_id=model_id, python_model=str(Path(__file__).with_name("rl_serving_model.py")),
+        artifacts={"policy": policy_dir}, code_paths=code_paths(),
         signature=policy_signature(example), input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
                           f"numpy=={np.__version__}"])

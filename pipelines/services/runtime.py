@@ -32,6 +32,13 @@ def ray_address(cluster: ClusterConfig) -> str | None:
     return cluster.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def client_mode(cluster: ClusterConfig) -> bool:
+    """A ``ray://`` address: this process is a Ray Client, not a Ray worker. Ray Data's executor and Ray
+    Train's controller need a worker's core (``'Worker' object has no attribute 'core_worker'``), so the
+    pipeline's flow runs as a task on the cluster (``dispatch.on_cluster``)."""
+    return (ray_address(cluster) or "").startswith("ray://")
+
+
 def worker_threads(cluster: ClusterConfig) -> int:
     """Threads per training worker: explicit, else the machine's cores shared by the workers.
 

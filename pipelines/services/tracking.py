@@ -191,6 +191,26 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
         conclude(parent)
 
 
+@contextlib.contextmanager
+def attached(parent: PipelineRun) -> Iterator[None]:
+    """In a Ray task that runs a pipeline's flow on the cluster (``ray://``): the parent run active here as
+    it is in the driver, and left open afterwards, since the driver ends it (FINISHED or FAILED)."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    connect(parent.uri)
+    mlflow.set_experiment(experiment_id=parent.experiment_id)
+    mlflow.start_run(run_id=parent.run_id)
+    try:
+        yield
+    finally:
+        while mlflow.active_run() is not None and mlflow.active_run().info.run_id != parent.run_id:
+            mlflow.end_run("FAILED")  # a stage the flow left open
+        stack = fluent._active_run_stack.get()  # detach without ending: the driver owns the status
+        if stack and stack[-1].info.run_id == parent.run_id:
+            stack.pop()
+
+
 def stage_run_name(stage: str, stages: Sequence[str]) -> str:
     """A stage's run name: its place among the pipeline's stages, then its name (``3-train``).
 

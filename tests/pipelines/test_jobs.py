@@ -79,6 +79,7 @@ class Cluster:
     token: str
     mlflow: str  # the tracking server URI
     root: Path
+    client: str  # the Ray Client address, ray://127.0.0.1:PORT
 
     def cli(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
         base = {"RAY_AUTH_TOKEN": self.token, "MLFLOW_TRACKING_URI": self.mlflow, **env}
@@ -91,11 +92,11 @@ class Cluster:
 def cluster():
     root = Path(tempfile.mkdtemp(prefix="vrj-", dir="/tmp"))  # short: Ray's Unix sockets live below it
     token = secrets.token_hex(32)
-    dash, mport = free_port(), free_port()
+    dash, mport, cport = free_port(), free_port(), free_port()
     ray_log, mlflow_log = root / "ray.log", root / "mlflow.log"
     ray_cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                f"--port={free_port()}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+               f"--dashboard-port={dash}", f"--ray-client-server-port={cport}",
                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
@@ -113,7 +114,7 @@ def cluster():
         wait_http(f"http://127.0.0.1:{dash}/api/version", procs[0], ray_log)
         work = root / "work"
         work.mkdir()
-        yield Cluster(f"http://127.0.0.1:{dash}", token, f"http://127.0.0.1:{mport}", work)
+        yield Cluster(f"http://127.0.0.1:{dash}", token, f"http://127.0.0.1:{mport}", work, f"ray://127.0.0.1:{cport}")
     finally:
         for p in procs:
             stop_tree(p)
@@ -201,3 +202,24 @@ def test_an_unknown_job_is_named(cluster):
     done = cluster.cli("jobs", "status", "no-such-job", "--address", cluster.dashboard, timeout=120)
     assert done.returncode == 2
     assert "no job no-such-job" in done.stderr
+
+
+def test_a_pipeline_runs_through_ray_client(cluster):
+    """RAY_ADDRESS=ray://head:10001 (the README's cluster mode): the driver connects as a Ray Client, ships
+    the code, and the flow runs as a task on the head; one pipeline run, FINISHED, in the tracking store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cluster.mlflow)
+
+    def parents() -> list:
+        exp = client.get_experiment_by_name("visionray/quickstart")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+    before = {r.info.run_id for r in parents()}
+    done = cluster.cli("run", *SHRUNK, RAY_ADDRESS=cluster.client)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
+    new = [r for r in parents() if r.info.run_id not in before]
+    assert len(new) == 1 and new[0].info.status == "FINISHED"
+    assert new[0].data.metrics["test/accuracy"] > 0.5
+    assert "quickstart: done in" in done.stderr
