@@ -222,6 +222,9 @@ def _flow_in_task(cfg: Config, parent: tracking.PipelineRun, cwd: str) -> dict[s
 
     if os.path.isdir(cwd):  # relative paths (data/, checkpoints/) as on the driver, where the node shares them
         os.chdir(cwd)
+    from pipelines.services import quiet
+
+    quiet.quiet_driver()  # this task is the pipeline's driver: the same quiet terminal (VISIONRAY_VERBOSE carries -v)
     with tracking.attached(parent):
         return flow_for(cfg.kind)(cfg, parent)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,8 @@ def main(argv: list[str]) -> int:
            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
            f"--metrics-export-port={free_port()}", f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
     log = root / "ray.log"
+    run = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops it: still stop the head
     with open(log, "w") as out:
         head = subprocess.Popen(cmd, env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -41,8 +44,9 @@ def main(argv: list[str]) -> int:
         work = root / "work"
         work.mkdir()
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "pipelines", "run", *argv], cwd=work,
-                              env=clean_env(RAY_AUTH_TOKEN=token, RAY_ADDRESS=f"ray://127.0.0.1:{cport}"))
+        run = subprocess.Popen([sys.executable, "-m", "pipelines", "run", *argv], cwd=work,
+                               env=clean_env(RAY_AUTH_TOKEN=token, RAY_ADDRESS=f"ray://127.0.0.1:{cport}"))
+        returncode = run.wait()
         wall = time.perf_counter() - started
         from mlflow import MlflowClient
 
@@ -50,11 +54,14 @@ def main(argv: list[str]) -> int:
         exp = client.get_experiment_by_name(f"visionray/{argv[0]}")
         runs = client.search_runs([exp.experiment_id]) if exp else []
         parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        print(f"client mode: exit {done.returncode}, {wall:.0f} s wall; {len(parents)} pipeline run(s): "
+        print(f"client mode: exit {returncode}, {wall:.0f} s wall; {len(parents)} pipeline run(s): "
               + ", ".join(f"{r.info.status} test/accuracy={r.data.metrics.get('test/accuracy', float('nan')):.4f}"
                           for r in parents), flush=True)
-        return done.returncode
+        return returncode
     finally:
+        if run is not None and run.poll() is None:
+            run.terminate()
+            run.wait(timeout=30)
         stop_tree(head)
         shutil.rmtree(root, ignore_errors=True)
 
