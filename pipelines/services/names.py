@@ -175,6 +175,16 @@ COMPRESS_LATENCY_MS = "compress/latency_ms"
 COMPRESS_SPEEDUP = "compress/speedup"  # fp32 eager latency / this variant's, at batch 64
 COMPRESS_LATENCY_MS_B1 = "compress/latency_ms_b1"  # compress/latency_ms is at batch 64; this at batch 1
 COMPRESS_SPEEDUP_B1 = "compress/speedup_b1"
+# Every model is timed alone in its own process (pipelines/flows/compress_timing.py). Against the same fp32
+# weights under torch.compile (inductor, frozen weights), timed alone, at batch 64 and 1:
+COMPRESS_SPEEDUP_VS_COMPILED = "compress/speedup_vs_compiled"
+COMPRESS_SPEEDUP_VS_COMPILED_B1 = "compress/speedup_vs_compiled_b1"
+COMPRESS_COMPILED_LATENCY_MS = "compress/compiled_latency_ms"  # the compiled fp32 source, batch 64 (stage run)
+COMPRESS_COMPILED_LATENCY_MS_B1 = "compress/compiled_latency_ms_b1"
+COMPRESS_BASELINE_END_MS = "compress/baseline_end_latency_ms"  # fp32 eager timed again after every method
+COMPRESS_BASELINE_DRIFT = "compress/baseline_drift"  # |end - start| / start of the fp32 baseline at batch 64
+COMPRESS_DRIFT_TAG = "visionray.compress.baseline_drift"  # set when the drift passes the tolerance: why
+COMPRESS_FALLBACK_TAG = "visionray.compress.fallback"  # a variant's runtime fell back to a slower path
 COMPRESS_ACCURACY_DELTA = "compress/accuracy_delta"  # variant minus source, test accuracy (points / 100)
 COMPRESS_SPARSITY = "compress/sparsity"
 COMPRESS_ONNX_MAX_DIFF = "compress/onnx_max_abs_diff"  # onnxruntime vs torch logits on test images
