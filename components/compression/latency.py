@@ -6,8 +6,7 @@ thread count, so ratios between variants are what the methods change, not how th
 :func:`time_package` times one model package *alone*: the compress pipeline calls it in a fresh process
 per model (``pipelines/flows/compress_timing.py``), because a runtime leaves work behind in the process
 that ran it — onnxruntime's pool spins between calls, inductor's OpenMP threads spin after a compiled
-call — and a model timed beside another is partly timing its neighbour (the fp32 source measured 5.2 ms
-alone, 5.5–13.6 ms interleaved with int8, QAT, bf16 or ONNX)::
+call — and a model timed beside another is partly timing its neighbour::
 
     timing = time_package("variants/int8_static", images, threads=2, batches=(1, 64), repeats=20)
     timing["ms"][64], timing["fallback"], timing["threads"]

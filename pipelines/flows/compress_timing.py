@@ -8,9 +8,8 @@
 
 Why a process each: a runtime keeps working after it returns (onnxruntime's pool spins waiting for the
 next call, inductor's OpenMP threads spin after a compiled call), and a process that has run one model
-times the next one slower; timed in turns inside one process, the same fp32 model measured 5.45, 7.2,
-8.4 and 13.6 ms beside int8, bf16, QAT and ONNX against 5.17 ms alone. A spawned process starts with
-no runtime but the one it times and ends before the next starts. The fp32 baseline is timed at the
+times the next one slower. A fresh process starts with no runtime but the one it times and ends before
+the next starts. The fp32 baseline is timed at the
 start and at the end; when the two differ by more than :data:`DRIFT_TOLERANCE` the machine's load
 changed during the run and its speed-ups are flagged (``compress/baseline_drift``, tag
 ``visionray.compress.baseline_drift``).
