@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,13 +83,6 @@ class Clock:
 
     def time(self, model_dir: str, mode: str = "eager", loader: str | None = None) -> dict[str, Any]:
         return time_alone(model_dir, self.images, self.threads, self.repeats, mode, loader)
-
-    def fp32_ms(self, batch: int) -> float:
-        """The fp32 eager baseline at ``batch``: the median of its timings alone (start, end)."""
-        return statistics.median(t["ms"][batch] for t in self.eager)
-
-    def compiled_ms(self, batch: int) -> float | None:
-        return self.compiled["ms"][batch] if self.compiled else None
 
     def drift(self) -> float:
         """The largest relative change of the fp32 baseline at batch 64 (the headline speed-up's) between its

@@ -51,7 +51,7 @@ def test_the_baseline_is_timed_where_no_variant_runtime_ever_ran(fp32_package):
     assert "spinner" not in before["threads"] and "spinner" not in after["threads"]
     # medians per batch size, real timings (a call on 64 images cannot take 0 ms)
     assert set(before["ms"]) == {1, 64} and all(ms > 0 for ms in before["ms"].values())
-    assert clock.fp32_ms(64) == pytest.approx(np.median([before["ms"][64], after["ms"][64]]))
+    assert clock.eager == [before, after]
     assert clock.drift() == pytest.approx(abs(after["ms"][64] - before["ms"][64]) / before["ms"][64])
 
 
