@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 COLUMNS = (("method", "{}"), ("test_accuracy", "{:.4f}"), ("accuracy_delta_pt", "{:+.2f}"), ("size_bytes", "{:,}"),
            ("size_ratio", "{:.1f}x"), ("latency_ms_b1", "{:.2f}"), ("latency_ms_b64", "{:.2f}"),
-           ("speedup_b1", "{:.2f}x"), ("speedup_b64", "{:.2f}x"), ("version", "{}"))
+           ("speedup_b1", "{:.2f}x"), ("speedup_b64", "{:.2f}x"), ("speedup_vs_compiled_b64", "{:.2f}x"),
+           ("version", "{}"), ("fallback", "{}"))
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:

@@ -60,6 +60,17 @@ def _int8_scores(q: Tensor, ref: Tensor, ref_sq: Tensor) -> Tensor:
     return ref_sq[None, :] - 2 * dots
 
 
+def int8_gemm_fallback(dim: int) -> str | None:
+    """Why this machine's L2 search would run in float64 instead of int8 (None: the int8 GEMM runs). The
+    answers are the same either way; float64 is several times slower, so a pipeline says so on its run."""
+    try:
+        for rows in (1, 32):  # a single query and a chunk: shapes the search uses
+            torch._int_mm(torch.zeros(rows, dim, dtype=torch.int8), torch.zeros(dim, 8, dtype=torch.int8))
+    except RuntimeError as e:
+        return f"kNN L2 search in float64: no int8 GEMM here ({str(e).splitlines()[0][:120]})"
+    return None
+
+
 def nearest_labels(queries: Tensor, ref: Tensor, ref_labels: Tensor, k: int, distance: str = "l2",
                    chunk: int = 512) -> Tensor:
     """Labels of the ``k`` nearest reference rows of each query, nearest first: (N, k) int64.

@@ -39,6 +39,11 @@ class BenchConfig:
     warmup_steps: int = _doc("untimed steps before timing (JIT, allocator, oneDNN caches)", 10)
     batch_size: int = _doc("global batch size of the training comparison", 256)
     preprocess_rows: int = _doc("rows pushed through each preprocessing contender", 20000)
+    rounds: int = _doc("times each comparison runs, the contenders in turns (A B A B ...); medians and spread "
+                       "logged", 3)
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, "bench.rounds", "must be >= 1")
 
 
 
@@ -51,12 +56,14 @@ class KnnConfig:
     batch_size: int = _doc("test images per Ray Data batch (each batch is one vectorised distance matrix)", 1024)
     bench_rows: int = _doc("queries timed against scikit-learn's brute-force kNN, bench/knn_vs_sklearn (0: off)",
                            2000)
+    bench_rounds: int = _doc("passes over the queries each, ours and scikit-learn's in turns (median ratio logged)", 3)
 
     def __post_init__(self) -> None:
         _check(self.folds >= 2, "knn.folds", "must be >= 2")
         _check(bool(self.k_choices) and all(k.isdigit() and int(k) >= 1 for k in self.k_choices),
                "knn.k_choices", "must be a list of whole numbers >= 1")
         _check(self.cv_rows >= 0 and self.bench_rows >= 0, "knn.cv_rows", "and knn.bench_rows must be >= 0")
+        _check(self.bench_rounds >= 1, "knn.bench_rounds", "must be >= 1")
         _check(self.batch_size >= 1, "knn.batch_size", "must be >= 1")
 
 
@@ -114,7 +121,8 @@ class TuneConfig:
     base: Literal["classify", "rl"] = _doc("what a trial trains: an image classifier (Ray Train) or an RL "
                                            "agent (pipelines.flows.rl.train_agent)", "classify")
     compare_asha: bool = _doc("bench: also run the same search without early stopping (same seed) and log "
-                              "bench/asha_compute_ratio (trial-epochs with ASHA / without)", False)
+                              "bench/asha_compute_ratio (trial CPU-seconds, wall x CPUs reserved, with ASHA / "
+                              "without); needs tune.asha=true", False)
 
     def __post_init__(self) -> None:
         _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
@@ -123,6 +131,8 @@ class TuneConfig:
         _check(self.max_concurrent >= 0, "tune.max_concurrent", "must be >= 0 (0: sized to the cluster)")
         _check(self.refine_samples >= 0, "tune.refine_samples", "must be >= 0")
         _check(self.refine_top >= 1, "tune.refine_top", "must be >= 1")
+        _check(self.asha or not self.compare_asha, "tune.compare_asha",
+               "compares a search with ASHA against one without; it needs tune.asha=true")
         for key, spec in self.space.items():
             _check_distribution(str(key), spec)
 

@@ -4,18 +4,26 @@
     visionray run bench model=resnet20 bench.steps=30
 
 1. Training: Ray Train (``cluster.num_workers`` workers × their threads, DDP over gloo) against the
-   same engine loop in this one process with the same total threads, model, batch and augmentation.
-2. Preprocessing: Ray Data (read Parquet → decode → augment per batch) against a
-   ``torch.utils.data.DataLoader`` with the same transforms and as many worker processes as CPUs.
+   same engine loop in this one process with the same total threads, model, batch and augmentation,
+   both fed the same way: the train rows decoded once into a materialised Ray Dataset, iterated by
+   ``iter_torch_batches`` with the same collate (the workers through their shards).
+2. Preprocessing: whole passes over the same rows, clock started before anything is read: Ray Data
+   (read Parquet → decode → augment per batch) against a ``torch.utils.data.DataLoader`` with the same
+   transforms and as many worker processes as CPUs; both drop the last partial batch, so they push the
+   same images.
+
+Each comparison runs ``bench.rounds`` times alternating the contenders (A B A B …), so a change of the
+shared machine's load falls on both; a ratio is the median of the rounds' ratios, and
+``bench/<name>_spread`` is the largest minus the smallest of them.
 
 On a text source (``visionray run bench_charlm``: Jane Austen, charlm's LSTM and recipe) the training
 comparison times the character language model's truncated-BPTT loop instead, in characters per second:
 each Ray Train rank reads its own slice of the token stream, as ``charlm`` trains; there is no Ray Data
 stage to compare there.
 
-Each ratio is logged twice: ``bench/<name>`` in the timed loop (after warm-up) and
-``bench/<name>_end_to_end`` for the whole thing including start-up (``fit()``, dataset planning,
-DataLoader workers). Ratios, not absolute times: the machine is shared and noisy.
+The training ratio is logged twice: ``bench/<name>`` in the timed loop (after warm-up) and
+``bench/<name>_end_to_end`` including start-up (``fit()``). Ratios, not absolute times: the machine
+is shared and noisy.
 """
 
 from __future__ import annotations
@@ -120,6 +128,21 @@ def bench_ray_train(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], stor
     return loop_rate, (b.warmup_steps + b.steps) * per_step / total
 
 
+def alternate(contenders: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Runs each contender once per round, in turns (A B A B …): every contender's results, in order."""
+    results: dict[str, list[Any]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run_once in contenders.items():
+            results[name].append(run_once())
+    return results
+
+
+def ratio_stats(mine: list[float], theirs: list[float]) -> tuple[float, float]:
+    """(median, max − min) of the per-round ratios ``mine[i] / theirs[i]``."""
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    return float(np.median(ratios)), max(ratios) - min(ratios)
+
+
 def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], Iterable]) -> tuple[float, float]:
     """The same loop in this process, with as many threads as all of Ray's workers together."""
     b = cfg.bench
@@ -140,14 +163,13 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     return loop_rate, (b.warmup_steps + b.steps) * per_step / total
 
 
-def _image_batches(cfg: Config, manifest: Manifest, rows: int) -> Callable[[], Iterable]:
+def _image_batches(cfg: Config, spec: ModelSpec, dataset) -> Callable[[], Iterable]:
+    """The materialised train rows through ``iter_torch_batches`` and the task's collate, as a worker's shard."""
     def batches():
-        from components.data.shards import read_split
-        from pipelines.stages.evaluate import numpy_batches
-
-        split = read_split(manifest, "train")
-        prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
-        return map(prep, numpy_batches(split.images[:rows], split.labels[:rows], cfg.bench.batch_size))
+        prep = build_task(cfg.train, spec).batch_prep(augment=augment_from(cfg.data), seed=cfg.seed,
+                                                      channels_last=cfg.train.channels_last)
+        return dataset.iter_torch_batches(batch_size=cfg.bench.batch_size, collate_fn=RayBatchPrep(prep),
+                                          prefetch_batches=2)
     return batches
 
 
@@ -182,55 +204,60 @@ class ShardBatches(torch.utils.data.Dataset):
         return decode_batch(pa.concat_tables(parts) if len(parts) > 1 else parts[0], self.shape)
 
 
-def bench_preprocess(cfg: Config, manifest: Manifest, rows: int) -> dict[str, float]:
+def bench_preprocess(cfg: Config, manifest: Manifest, rows: int) -> dict[str, list[float]]:
+    """Images/s of whole passes over ``rows`` rows, Ray Data and DataLoader in turns, ``bench.rounds`` each."""
     b = cfg.bench
     prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
-    out = {}
-    # Ray Data: streaming read → decode (Ray tasks) → augment in the iterator's threads.
-    started = time.perf_counter()
-    it = image_dataset(manifest, "train", rows).iter_torch_batches(
-        batch_size=b.batch_size, collate_fn=RayBatchPrep(prep), prefetch_batches=2)
-    out["ray"] = _drain(it, started)
-    # DataLoader: the same shards, decode and transforms in worker processes.
-    started = time.perf_counter()
-    loader = torch.utils.data.DataLoader(ShardBatches(manifest, rows, b.batch_size), batch_size=None,
-                                         num_workers=max(1, os.cpu_count() or 1), collate_fn=prep,
-                                         persistent_workers=False, prefetch_factor=2)
-    out["torch"] = _drain(iter(loader), started)
-    return out
+
+    def ray_pass() -> tuple[int, float]:  # streaming read → decode (Ray tasks) → augment in the iterator's threads
+        started = time.perf_counter()
+        return _drain(image_dataset(manifest, "train", rows).iter_torch_batches(
+            batch_size=b.batch_size, collate_fn=RayBatchPrep(prep), prefetch_batches=2, drop_last=True), started)
+
+    def torch_pass() -> tuple[int, float]:  # the same shards, decode and transforms in worker processes
+        started = time.perf_counter()
+        return _drain(iter(torch.utils.data.DataLoader(
+            ShardBatches(manifest, rows, b.batch_size), batch_size=None, num_workers=max(1, os.cpu_count() or 1),
+            collate_fn=prep, persistent_workers=False, prefetch_factor=2)), started)
+
+    passes = alternate({"ray": ray_pass, "torch": torch_pass}, b.rounds)
+    counts = {n for side in passes.values() for n, _ in side}
+    if len(counts) != 1:  # the ratio compares equal work or nothing
+        raise RuntimeError(f"the preprocessing contenders pushed different numbers of images: {sorted(counts)}")
+    return {side: [n / seconds for n, seconds in results] for side, results in passes.items()}
 
 
-def _drain(batches, started: float, skip: int = 2) -> tuple[float, float]:
-    """(images/s after the first ``skip`` batches, images/s including start-up)."""
-    n_all = n_timed = 0
-    t_first = None
-    for i, (x, _y) in enumerate(batches):
-        n_all += x.shape[0]
-        if i == skip - 1:
-            t_first = time.perf_counter()
-        elif i >= skip:
-            n_timed += x.shape[0]
-    end = time.perf_counter()
-    return n_timed / (end - t_first), n_all / (end - started)
+def _drain(batches, started: float) -> tuple[int, float]:
+    """(images, seconds from ``started`` to the last batch)."""
+    n = sum(x.shape[0] for x, _y in batches)
+    return n, time.perf_counter() - started
+
+
+def _train_rounds(cfg: Config, torch_once: Callable[[], tuple[float, float]],
+                  ray_once: Callable[[], tuple[float, float]], unit: str) -> dict[str, float]:
+    rates = alternate({"torch": torch_once, "ray": ray_once}, cfg.bench.rounds)
+    for i, ((t_loop, t_total), (r_loop, r_total)) in enumerate(zip(rates["torch"], rates["ray"]), 1):
+        say(f"bench: round {i}/{cfg.bench.rounds}: plain PyTorch {t_loop:,.0f} {unit}/s in the loop ({t_total:,.0f} "
+            f"with start-up), Ray Train {r_loop:,.0f} ({r_total:,.0f})")
+    return _training_results(unit, *(list(x) for x in zip(*rates["ray"])), *(list(x) for x in zip(*rates["torch"])))
 
 
 def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
-    torch_loop, torch_total = bench_torch_train(cfg, spec, _image_batches(cfg, manifest, rows))
-    say(f"bench: plain PyTorch training {torch_loop:,.0f} img/s in the loop ({torch_total:,.0f} with start-up)")
-    ray_loop, ray_total = bench_ray_train(cfg, spec, {"train": image_dataset(manifest, "train", rows)}, workdir)
-    say(f"bench: Ray Train {ray_loop:,.0f} img/s in the loop ({ray_total:,.0f} with start-up)")
+    train_rows = image_dataset(manifest, "train", rows).materialize()  # decoded once, for both contenders
+    results = _train_rounds(
+        cfg, lambda: bench_torch_train(cfg, spec, _image_batches(cfg, spec, train_rows)),
+        lambda: bench_ray_train(cfg, spec, {"train": train_rows}, workdir), "img")
     pre = bench_preprocess(cfg, manifest, min(manifest.splits["train"]["rows"], b.preprocess_rows))
-    say(f"bench: preprocessing Ray Data {pre['ray'][0]:,.0f} img/s vs DataLoader {pre['torch'][0]:,.0f} img/s")
+    ratio, spread = ratio_stats(pre["ray"], pre["torch"])
+    say(f"bench: preprocessing, whole passes: Ray Data {float(np.median(pre['ray'])):,.0f} img/s vs DataLoader "
+        f"{float(np.median(pre['torch'])):,.0f} img/s (median of {b.rounds})")
     m = names.bench_metric
-    results = {
-        **_training_results("img", ray_loop, ray_total, torch_loop, torch_total),
-        m("preprocess_ray_vs_torch"): pre["ray"][0] / pre["torch"][0],
-        m("preprocess_ray_vs_torch_end_to_end"): pre["ray"][1] / pre["torch"][1],
-        m("preprocess_ray_images_per_s"): pre["ray"][0], m("preprocess_torch_images_per_s"): pre["torch"][0],
-    }
+    results.update({m("preprocess_ray_vs_torch"): ratio, m("preprocess_ray_vs_torch_spread"): spread,
+                    m("preprocess_ray_images_per_s"): float(np.median(pre["ray"])),
+                    m("preprocess_torch_images_per_s"): float(np.median(pre["torch"]))})
     return _log(cfg, results)
 
 
@@ -248,22 +275,24 @@ def run_stream(cfg: Config, prepared: TextPrepared, workdir: Path) -> dict[str, 
                           f"{b.batch_size} x train.bptt={cfg.train.bptt}, fewer than the bench's {needed}; "
                           "lower bench.steps or the batch.")
     stream = prepared.path("train")
-    torch_loop, torch_total = bench_torch_train(cfg, spec, lambda: task.stream_batches(
-        np.load(stream, mmap_mode="r"), 0, 1, b.batch_size, epoch=0, seed=cfg.seed, train=True))
-    say(f"bench: plain PyTorch {spec.name} training {torch_loop:,.0f} chars/s in the loop "
-        f"({torch_total:,.0f} with start-up)")
-    ray_loop, ray_total = bench_ray_train(cfg, spec, {}, workdir, stream=stream)
-    say(f"bench: Ray Train {ray_loop:,.0f} chars/s in the loop ({ray_total:,.0f} with start-up)")
-    return _log(cfg, _training_results(task.unit, ray_loop, ray_total, torch_loop, torch_total))
+    results = _train_rounds(
+        cfg, lambda: bench_torch_train(cfg, spec, lambda: task.stream_batches(
+            np.load(stream, mmap_mode="r"), 0, 1, b.batch_size, epoch=0, seed=cfg.seed, train=True)),
+        lambda: bench_ray_train(cfg, spec, {}, workdir, stream=stream), task.unit)
+    return _log(cfg, results)
 
 
-def _training_results(unit: str, ray_loop: float, ray_total: float, torch_loop: float,
-                      torch_total: float) -> dict[str, float]:
+def _training_results(unit: str, ray_loop: list[float], ray_total: list[float], torch_loop: list[float],
+                      torch_total: list[float]) -> dict[str, float]:
+    """Per-round rates → the medians of the round ratios, their spread, and the median rates."""
     m = names.bench_metric
     per_s = {"img": "images", "char": "chars"}.get(unit, f"{unit}s")
-    return {m("train_ray_vs_torch"): ray_loop / torch_loop,
-            m("train_ray_vs_torch_end_to_end"): ray_total / torch_total,
-            m(f"train_ray_{per_s}_per_s"): ray_loop, m(f"train_torch_{per_s}_per_s"): torch_loop}
+    loop, loop_spread = ratio_stats(ray_loop, torch_loop)
+    total, _ = ratio_stats(ray_total, torch_total)
+    return {m("train_ray_vs_torch"): loop, m("train_ray_vs_torch_spread"): loop_spread,
+            m("train_ray_vs_torch_end_to_end"): total,
+            m(f"train_ray_{per_s}_per_s"): float(np.median(ray_loop)),
+            m(f"train_torch_{per_s}_per_s"): float(np.median(torch_loop))}
 
 
 def _log(cfg: Config, results: dict[str, float]) -> dict[str, float]:

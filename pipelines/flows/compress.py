@@ -7,8 +7,12 @@ Stages: ``ingest`` and ``preprocess`` (the same data and test split as training)
 nested run per method under the stage's run, tagged ``visionray.stage=compress`` and
 ``visionray.compress.method=<method>``), ``report`` (a table and Pareto plots on the parent run). Each
 variant is a model package (components.compression.package) evaluated on the test split from raw
-images, timed at batch 1 and 64 with the same thread count, and registered as a new version of the
-same registered model tagged ``compression=<method>``; no alias moves. Fine-tunes (pruning masks,
+images, timed at batch 1 and 64 with the same thread count, each model alone in a fresh process
+(``pipelines/flows/compress_timing.py``: the fp32 source eager at the start and at the end, a drift
+between the two flagged, and compiled once), and registered as a new version of the same registered
+model tagged ``compression=<method>``; no alias moves. ``compress/speedup`` is against eager fp32,
+``compress/speedup_vs_compiled`` against the same fp32 weights under ``torch.compile``. A method that
+fails leaves the others' results and versions standing, and the run then fails (exit 1) naming it. Fine-tunes (pruning masks,
 centroids, low-rank factors) run on Ray Train through ``pipelines.stages.train.run`` with hooks.
 """
 
@@ -24,9 +28,10 @@ import numpy as np
 import torch
 
 from components.compression import binary, kmeans, lowrank, package, prune
-from components.compression.latency import paired_latency_ms
+from components.compression.latency import fallback_of
 from components.packaging import ModelSpec, load_package
 from pipelines.config import Config, ConfigError
+from pipelines.flows.compress_timing import DRIFT_TOLERANCE, Clock
 from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, registry, tracking
 from pipelines.services.progress import say
@@ -47,15 +52,15 @@ class Variant:
     extra: dict[str, float] = field(default_factory=dict)
     version: int | None = None
     run_id: str | None = None
-    #: the source's latency timed in turns with this variant's (paired_latency_ms): the speed-up's
-    #: denominator, so it does not mix two moments of a shared machine's load
-    source_b1: float | None = None
-    source_b64: float | None = None
+    #: the slower path its runtime fell back to (int8 without torch.compile), None when it ran as meant
+    fallback: str | None = None
+
+    def latency(self, batch: int) -> float:
+        return self.latency_b1 if batch == 1 else self.latency_b64
 
     def speedup(self, base: "Variant", batch: int) -> float:
-        mine, theirs = (self.latency_b1, self.source_b1 or base.latency_b1) if batch == 1 else \
-            (self.latency_b64, self.source_b64 or base.latency_b64)
-        return theirs / mine
+        """``base``'s latency (fp32 eager, or compiled, timed alone) over this variant's, both timed alone."""
+        return base.latency(batch) / self.latency(batch)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Context:
     source: Any  # the fp32 ImageClassifier
     spec: ModelSpec
     workdir: Path
+    clock: Clock
     cache: dict[str, Any] = field(default_factory=dict)
 
     def tunes(self, method: str) -> bool:
@@ -110,16 +116,28 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     if prepared is None or "compress" not in cfg.stages:
         return out
     with stage("compress", parent, cfg) as stage_run_id:
-        variants = out["variants"] = run(cfg, prepared, parent, stage_run_id, workdir)
+        variants = out["variants"] = run(cfg, prepared, parent, stage_run_id, workdir, out)
     if "report" in cfg.stages:
         with stage("report", parent, cfg):
             report(variants)
         report(variants, echo=False)  # the parent run's copy: the one page that compares every method
+    if out.get("failed"):  # after every other method is measured, registered and reported
+        raise MethodsFailed(out["failed"])
     return out
 
 
+class MethodsFailed(RuntimeError):
+    """Requested methods that failed: the run fails (exit 1) once the others are registered."""
+
+    def __init__(self, failed: dict[str, str]):
+        self.failed = dict(failed)
+        super().__init__(f"compress: {len(failed)} of the requested methods failed: "
+                         + "; ".join(f"{m} ({why})" for m, why in failed.items())
+                         + ". The other variants are registered; see the method runs marked FAILED.")
+
+
 def run(cfg: Config, prepared: Prepared, parent: tracking.PipelineRun, stage_run_id: str,
-        workdir: Path) -> list[Variant]:
+        workdir: Path, out: dict[str, Any] | None = None) -> list[Variant]:
     threads = cfg.compress.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     source_uri = cfg.compress.source or f"models:/{cfg.registered_model_name}@{names.CHAMPION}"
@@ -131,27 +149,58 @@ def run(cfg: Config, prepared: Prepared, parent: tracking.PipelineRun, stage_run
     source, spec = load_package(source_dir)
     if getattr(source, "net", None) is None:
         raise ConfigError(f"compress.source={source_uri} is not a plain fp32 classifier (already compressed?).")
-    ctx = Context(_finetune_config(cfg, spec), prepared, parent, source_dir, source, spec, workdir / "variants")
+    images, _ = evaluate.test_split(prepared)
+    clock = Clock(threads, cfg.compress.latency_repeats, images)
+    ctx = Context(_finetune_config(cfg, spec), prepared, parent, source_dir, source, spec, workdir / "variants", clock)
     tracking.set_tags({names.COMPRESS_SOURCE_TAG: source_uri})
-    say(f"compress: {spec.name} from {source_uri}, {len(cfg.compress.methods)} method(s), timing with {threads} thread(s)")
-    baseline = measure(ctx, "fp32", str(source_dir))
-    tracking.log_metrics({names.COMPRESS_SIZE_BYTES: baseline.size_bytes, names.COMPRESS_LATENCY_MS: baseline.latency_b64,
-                          names.COMPRESS_LATENCY_MS_B1: baseline.latency_b1, names.TEST_ACCURACY: baseline.accuracy})
-    say(f"compress: fp32 source: test accuracy {baseline.accuracy:.4f}, {baseline.size_bytes:,} bytes, "
-        f"{baseline.latency_b1:.2f} ms at batch 1, {baseline.latency_b64:.2f} ms at batch 64")
-    variants, failed = [baseline], []
+    say(f"compress: {spec.name} from {source_uri}, {len(cfg.compress.methods)} method(s), timing with "
+        f"{threads} thread(s), each model alone in its own process")
+    baseline = measure(ctx, "fp32", str(source_dir))  # eager, alone, before any other runtime ran anywhere
+    compiled = measure(ctx, "fp32_compiled", str(source_dir), mode="compiled", scored=baseline)
+    _log_baseline(baseline, compiled)
+    variants, failed = [baseline, compiled], {}
     for method in cfg.compress.methods:
         try:
             with tracking.method_run(f"compress-{method}", parent, stage_run_id,
                                      {names.STAGE_TAG: "compress", names.COMPRESS_METHOD_TAG: method}) as run_id:
-                variants.append(run_method(ctx, method, baseline, run_id))
+                variants.append(run_method(ctx, method, baseline, compiled, run_id))
         except Exception as e:  # noqa: BLE001 - one method failing leaves the others' results standing
-            failed.append(method)
-            say(f"compress: {method} failed ({type(e).__name__}: {e}); its run is marked FAILED")
+            failed[method] = f"{type(e).__name__}: {str(e)[:300]}"
+            say(f"compress: {method} failed ({failed[method]}); its run is marked FAILED")
+    _check_drift(ctx, str(source_dir))
     if failed:
         tracking.set_tags({names.COMPRESS_FAILED_TAG: ",".join(failed)})
         parent.set_tags({names.COMPRESS_FAILED_TAG: ",".join(failed)})
+        if out is not None:
+            out["failed"] = failed
     return variants
+
+
+def _log_baseline(baseline: Variant, compiled: Variant) -> None:
+    tracking.log_metrics({names.COMPRESS_SIZE_BYTES: baseline.size_bytes, names.COMPRESS_LATENCY_MS: baseline.latency_b64,
+                          names.COMPRESS_LATENCY_MS_B1: baseline.latency_b1, names.TEST_ACCURACY: baseline.accuracy,
+                          names.COMPRESS_COMPILED_LATENCY_MS: compiled.latency_b64,
+                          names.COMPRESS_COMPILED_LATENCY_MS_B1: compiled.latency_b1})
+    say(f"compress: fp32 source: test accuracy {baseline.accuracy:.4f}, {baseline.size_bytes:,} bytes; timed alone "
+        f"{baseline.latency_b1:.2f} ms at batch 1, {baseline.latency_b64:.2f} ms at batch 64 (eager), "
+        f"{compiled.latency_b1:.2f} / {compiled.latency_b64:.2f} ms compiled")
+
+
+def _check_drift(ctx: Context, source_dir: str) -> None:
+    """fp32 eager timed alone again after every method: a change means the machine's load moved under the run."""
+    clock = ctx.clock
+    clock.baseline(source_dir)
+    first, last, drift = clock.eager[0]["ms"][64], clock.eager[-1]["ms"][64], clock.drift()
+    tracking.log_metrics({names.COMPRESS_BASELINE_DRIFT: drift, names.COMPRESS_BASELINE_END_MS: last})
+    if clock.drifted():
+        note = (f"the fp32 baseline moved {100 * drift:.0f} % between the start and the end of the run "
+                f"({first:.2f} -> {last:.2f} ms at batch 64; tolerance {100 * DRIFT_TOLERANCE:.0f} %): the "
+                f"machine's load changed, so the speed-ups of this run are not comparable")
+        tracking.set_tags({names.COMPRESS_DRIFT_TAG: note})
+        ctx.parent.set_tags({names.COMPRESS_DRIFT_TAG: note})
+        say(f"compress: warning: {note}")
+    else:
+        say(f"compress: fp32 baseline at the end {last:.2f} ms at batch 64 ({100 * drift:.1f} % from the start)")
 
 
 def _finetune_config(cfg: Config, spec: ModelSpec) -> Config:
@@ -164,15 +213,13 @@ def _finetune_config(cfg: Config, spec: ModelSpec) -> Config:
     return dataclasses.replace(cfg, model=model, data=data, train=train)
 
 
-def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Variant:
+def run_method(ctx: Context, method: str, baseline: Variant, compiled: Variant, run_id: str) -> Variant:
     directory = ctx.workdir / method
     shutil.rmtree(directory, ignore_errors=True)
     extra = METHODS[method](ctx, directory, run_id) or {}
     register = method != "bf16"
-    if "timed_source" not in ctx.cache:  # one fp32 copy, loaded once, timed beside every variant
-        ctx.cache["timed_source"] = ctx.fresh()
-    variant = measure(ctx, method, str(directory) if register else str(ctx.source_dir), bf16=method == "bf16",
-                      paired_with=ctx.cache["timed_source"])
+    variant = measure(ctx, method, str(directory) if register else str(ctx.source_dir),
+                      mode="bf16" if method == "bf16" else "eager")
     variant.extra.update(extra)
     variant.run_id = run_id
     if method == "bf16":
@@ -182,9 +229,14 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
                names.COMPRESS_LATENCY_MS: variant.latency_b64, names.COMPRESS_LATENCY_MS_B1: variant.latency_b1,
                names.COMPRESS_SPEEDUP: variant.speedup(baseline, 64),
                names.COMPRESS_SPEEDUP_B1: variant.speedup(baseline, 1),
+               names.COMPRESS_SPEEDUP_VS_COMPILED: variant.speedup(compiled, 64),
+               names.COMPRESS_SPEEDUP_VS_COMPILED_B1: variant.speedup(compiled, 1),
                names.COMPRESS_ACCURACY_DELTA: variant.accuracy - baseline.accuracy,
                names.TEST_ACCURACY: variant.accuracy, names.TEST_LOSS: variant.loss, **variant.extra}
     tracking.log_metrics(metrics)
+    if variant.fallback:  # never silent: the figures above are the slower path's
+        tracking.set_tags({names.COMPRESS_FALLBACK_TAG: variant.fallback})
+        say(f"compress: warning: {method} ran on a fallback path: {variant.fallback}")
     if register and ctx.cfg.registry.enabled:
         # run_id: the method run, which holds the variant's metrics (the version's source run)
         tags = {names.COMPRESSION: method, names.DATASET_VERSION: ctx.prepared.manifest().version,
@@ -194,35 +246,36 @@ def run_method(ctx: Context, method: str, baseline: Variant, run_id: str) -> Var
                                                     REQUIREMENTS.get(method, ()))
     say(f"compress: {method}: test accuracy {variant.accuracy:.4f} ({100 * metrics[names.COMPRESS_ACCURACY_DELTA]:+.2f} pt), "
         f"{variant.size_bytes:,} bytes ({metrics[names.COMPRESS_SIZE_RATIO]:.1f}x smaller), "
-        f"{metrics[names.COMPRESS_SPEEDUP]:.2f}x at batch 64, {metrics[names.COMPRESS_SPEEDUP_B1]:.2f}x at batch 1"
+        f"{metrics[names.COMPRESS_SPEEDUP]:.2f}x at batch 64 ({metrics[names.COMPRESS_SPEEDUP_VS_COMPILED]:.2f}x vs "
+        f"compiled fp32), {metrics[names.COMPRESS_SPEEDUP_B1]:.2f}x at batch 1"
         + (f", registered as v{variant.version}" if variant.version else ""))
     return variant
 
 
-def measure(ctx: Context, method: str, model_dir: str, bf16: bool = False, paired_with: Any = None) -> Variant:
-    """Test accuracy (raw images in, as served), bytes on disk, latency at batch 1 and 64; with
-    ``paired_with`` (the fp32 source model) that model is timed in turns with this one."""
+def measure(ctx: Context, method: str, model_dir: str, mode: str = "eager", scored: Variant | None = None) -> Variant:
+    """Test accuracy (raw images in, as served; ``scored``: taken from that variant, same weights), bytes on
+    disk, and latency at batch 1 and 64 timed alone in a fresh process (``mode``: eager, compiled, bf16)."""
     from components import engine
     from components.losses import build_criterion
 
-    model, _ = load_package(model_dir)
-    images, labels = evaluate.test_split(ctx.prepared)
-    stats, _, _ = engine.evaluate(model, build_criterion(ctx.cfg.train.loss),
-                                  map(engine.BatchPrep(), evaluate.numpy_batches(images, labels, 512)),
-                                  precision="bf16" if bf16 else "fp32")
-    if not bf16 and not np.array_equal(model.predict_uint8(images[:256])[0].numpy(), _predict_float(model, images[:256])):
-        raise RuntimeError(f"{method}: the serving path (raw uint8 images) disagrees with the evaluation loop")
-    reps = ctx.cfg.compress.latency_repeats
-    models, flags = [model], [bf16]
-    if paired_with is not None:
-        models.append(paired_with)
-        flags.append(False)
-    b1 = paired_latency_ms(models, images, 1, repeats=reps * 5, bf16=flags)
-    b64 = paired_latency_ms(models, images, 64, repeats=reps, bf16=flags)
-    variant = Variant(method, model_dir, stats.accuracy, stats.loss, package.package_bytes(model_dir), b1[0], b64[0])
-    if paired_with is not None:
-        variant.source_b1, variant.source_b64 = b1[1], b64[1]
-    return variant
+    fallback = None
+    if scored is None:
+        model, _ = load_package(model_dir)
+        images, labels = evaluate.test_split(ctx.prepared)
+        stats, _, _ = engine.evaluate(model, build_criterion(ctx.cfg.train.loss),
+                                      map(engine.BatchPrep(), evaluate.numpy_batches(images, labels, 512)),
+                                      precision="bf16" if mode == "bf16" else "fp32")
+        if mode != "bf16" and not np.array_equal(model.predict_uint8(images[:256])[0].numpy(),
+                                                 _predict_float(model, images[:256])):
+            raise RuntimeError(f"{method}: the serving path (raw uint8 images) disagrees with the evaluation loop")
+        accuracy, loss, fallback = stats.accuracy, stats.loss, fallback_of(model)
+        del model  # its runtime's threads: not around while the next model is timed (in its own process anyway)
+    else:
+        accuracy, loss = scored.accuracy, scored.loss
+    timing = ctx.clock.baseline(model_dir, mode) if method in ("fp32", "fp32_compiled") else \
+        ctx.clock.time(model_dir, mode)
+    return Variant(method, model_dir, accuracy, loss, package.package_bytes(model_dir), timing["ms"][1],
+                   timing["ms"][64], fallback=fallback or timing["fallback"])
 
 
 def _predict_float(model, images: np.ndarray) -> np.ndarray:
@@ -436,9 +489,12 @@ def report(variants: list[Variant], echo: bool = True) -> None:
 
 
 def rows_of(variants: list[Variant]) -> list[dict[str, Any]]:
-    base = variants[0]
+    """One row per variant; variants[0] is fp32 eager, variants[1] the same weights compiled (both timed alone)."""
+    base, compiled = variants[0], variants[1]
     return [{"method": v.method, "test_accuracy": v.accuracy, "accuracy_delta_pt": 100 * (v.accuracy - base.accuracy),
              "size_bytes": v.size_bytes, "size_ratio": base.size_bytes / v.size_bytes,
              "latency_ms_b1": v.latency_b1, "latency_ms_b64": v.latency_b64,
              "speedup_b1": v.speedup(base, 1), "speedup_b64": v.speedup(base, 64),
-             "version": v.version, **{k.replace("compress/", ""): x for k, x in v.extra.items()}} for v in variants]
+             "speedup_vs_compiled_b64": v.speedup(compiled, 64), "version": v.version,
+             **({"fallback": v.fallback} if v.fallback else {}),
+             **{k.replace("compress/", ""): x for k, x in v.extra.items()}} for v in variants]

@@ -227,6 +227,11 @@ class Round:
     def trial_epochs(self) -> int:
         return sum(r["epochs"] for r in self.rows)
 
+    @property
+    def cpu_seconds(self) -> float:
+        """Every trial's wall seconds × the CPUs it held (pipelines/flows/sweep_compute.py)."""
+        return sum(r.get("cpu_s", 0.0) for r in self.rows)
+
 
 def run_round(cfg: Config, setup: TrialSetup, name: str, space: Mapping[str, Any], num_samples: int,
               asha: bool, tune_dir: Path) -> Round:
@@ -235,7 +240,10 @@ def run_round(cfg: Config, setup: TrialSetup, name: str, space: Mapping[str, Any
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from pipelines.flows.sweep_compute import add_cpu_seconds, trial_clock
+
     t = cfg.tune
+    clock = trial_clock()
     n, _ = concurrency(cfg)
     setup = dataclasses.replace(setup, round=name)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), TRIAL_DRIVER_RESOURCES)
@@ -243,6 +251,7 @@ def run_round(cfg: Config, setup: TrialSetup, name: str, space: Mapping[str, Any
     if tune.Tuner.can_restore(str(path)):
         say(f"sweep: restoring round {name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        # (a restored round's callbacks are the ones saved with it: its trials fall back to Tune's time_total_s)
     else:
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
                                   grace_period=min(t.grace_period, cfg.train.epochs),
@@ -261,10 +270,12 @@ def run_round(cfg: Config, setup: TrialSetup, name: str, space: Mapping[str, Any
             run_config=tune.RunConfig(
                 name=name, storage_path=str(tune_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=cfg.cluster.max_failures),
-                callbacks=[_tune_callback(setup.uri, setup.experiment_id, setup.parent_run_id, t.metric,
-                                          t.mode, cfg.train.epochs)]))
+                callbacks=[clock, _tune_callback(setup.uri, setup.experiment_id, setup.parent_run_id, t.metric,
+                                                 t.mode, cfg.train.epochs)]))
     grid = tuner.fit()
-    return Round(name, _rows(grid, setup, t.metric, t.mode, list(space)))
+    rows = _rows(grid, setup, t.metric, t.mode, list(space))
+    add_cpu_seconds(rows, clock.seconds(), cfg.cluster.num_workers * cfg.cluster.cpus_per_worker)
+    return Round(name, rows)
 
 
 def _rows(grid, setup: TrialSetup, metric: str, mode: str, keys: list[str]) -> list[dict[str, Any]]:
@@ -283,7 +294,8 @@ def _rows(grid, setup: TrialSetup, metric: str, mode: str, keys: list[str]) -> l
                                                 if run else "unknown")
         rows.append({"trial_id": trial_id, "round": setup.round, "run_id": run.info.run_id if run else None,
                      **{k: result.config.get(k) for k in keys}, "status": status,
-                     "epochs": _epochs(history, last), f"best {metric}": best,
+                     "epochs": _epochs(history, last), "time_total_s": last.get("time_total_s"),
+                     f"best {metric}": best,
                      f"last {metric}": values[-1] if values else None})
     return rows
 
@@ -358,16 +370,18 @@ def _search(cfg: Config, setup: TrialSetup, tune_dir: Path) -> tuple[list[Round]
         rounds.append(run_round(cfg, setup, "fine", fine, t.refine_samples, t.asha, tune_dir))
     if t.compare_asha:
         fifo, asha = rounds[0], rounds[1]
-        ratio = asha.trial_epochs / max(fifo.trial_epochs, 1)
+        # compute, not epochs: a cut epoch and a wider model's epoch cost what they cost
+        ratio = asha.cpu_seconds / max(fifo.cpu_seconds, 1e-9)
         b_fifo, b_asha = (_best_value(r.rows, t.metric, t.mode) for r in (fifo, asha))
         gap = (b_fifo - b_asha) if t.mode == "max" else (b_asha - b_fifo)
         same = sorted(json.dumps({k: r[k] for k in t.space}, sort_keys=True, default=str) for r in fifo.rows) == \
             sorted(json.dumps({k: r[k] for k in t.space}, sort_keys=True, default=str) for r in asha.rows)
         bench = {names.ASHA_COMPUTE_RATIO: ratio, names.ASHA_ACCURACY_GAP: gap,
                          names.ASHA_TRIAL_EPOCHS: asha.trial_epochs, names.NO_ASHA_TRIAL_EPOCHS: fifo.trial_epochs,
-                         names.ASHA_SAME_CONFIGS: float(same)}
-        say(f"sweep: ASHA used {asha.trial_epochs} trial-epochs vs {fifo.trial_epochs} without "
-            f"(ratio {ratio:.2f}); best {t.metric} {b_asha:.4f} vs {b_fifo:.4f} (gap {gap:+.4f}); "
+                         names.ASHA_SAME_CONFIGS: float(same), names.ASHA_CPU_SECONDS: asha.cpu_seconds,
+                         names.NO_ASHA_CPU_SECONDS: fifo.cpu_seconds}
+        say(f"sweep: ASHA used {asha.cpu_seconds:,.0f} trial CPU-seconds ({asha.trial_epochs} trial-epochs) vs "
+            f"{fifo.cpu_seconds:,.0f} ({fifo.trial_epochs}) without (ratio {ratio:.2f}); best {t.metric} {b_asha:.4f} vs {b_fifo:.4f} (gap {gap:+.4f}); "
             f"same sampled configs: {same}")
     return rounds, bench
 

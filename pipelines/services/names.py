@@ -104,6 +104,8 @@ KNN_VS_SKLEARN = "bench/knn_vs_sklearn"  # our kNN's throughput / scikit-learn b
 KNN_IMAGES_PER_S = "bench/knn_images_per_s"
 SKLEARN_KNN_IMAGES_PER_S = "bench/sklearn_knn_images_per_s"
 KNN_SKLEARN_AGREEMENT = "bench/knn_sklearn_agreement"  # the share of queries both predict alike
+KNN_VS_SKLEARN_SPREAD = "bench/knn_vs_sklearn_spread"  # largest minus smallest ratio of the alternating rounds
+KNN_FALLBACK_TAG = "visionray.knn.fallback"  # the L2 search runs in float64 (no int8 GEMM): why
 INITIAL_LOSS = "linear/initial_loss"  # the loss at iteration 0 (before any update), on one train batch
 EXPECTED_INITIAL_LOSS = "linear/expected_initial_loss"  # ln C (softmax) or C - 1 (SVM, margin 1)
 INITIAL_LOSS_TAG = "visionray.initial_loss_check"  # ok | off: the first-iteration sanity check (§6.2)
@@ -139,7 +141,9 @@ def sweep_trials_with_status(status: str) -> str:
 BEST_OVERRIDES_ARTIFACT = "best_overrides.txt"
 BEST_TRIAL_TAG = "visionray.sweep.best_trial"
 TRIALS_TABLE = "sweep/trials.json"
-ASHA_COMPUTE_RATIO = "bench/asha_compute_ratio"
+ASHA_COMPUTE_RATIO = "bench/asha_compute_ratio"  # trial CPU-seconds (wall x CPUs held) with ASHA / without
+ASHA_CPU_SECONDS = "bench/asha_cpu_seconds"
+NO_ASHA_CPU_SECONDS = "bench/no_asha_cpu_seconds"
 ASHA_ACCURACY_GAP = "bench/asha_best_metric_gap"
 ASHA_TRIAL_EPOCHS = "bench/asha_trial_epochs"
 NO_ASHA_TRIAL_EPOCHS = "bench/no_asha_trial_epochs"
@@ -176,6 +180,16 @@ COMPRESS_LATENCY_MS = "compress/latency_ms"
 COMPRESS_SPEEDUP = "compress/speedup"  # fp32 eager latency / this variant's, at batch 64
 COMPRESS_LATENCY_MS_B1 = "compress/latency_ms_b1"  # compress/latency_ms is at batch 64; this at batch 1
 COMPRESS_SPEEDUP_B1 = "compress/speedup_b1"
+# Every model is timed alone in its own process (pipelines/flows/compress_timing.py). Against the same fp32
+# weights under torch.compile (inductor, frozen weights), timed alone, at batch 64 and 1:
+COMPRESS_SPEEDUP_VS_COMPILED = "compress/speedup_vs_compiled"
+COMPRESS_SPEEDUP_VS_COMPILED_B1 = "compress/speedup_vs_compiled_b1"
+COMPRESS_COMPILED_LATENCY_MS = "compress/compiled_latency_ms"  # the compiled fp32 source, batch 64 (stage run)
+COMPRESS_COMPILED_LATENCY_MS_B1 = "compress/compiled_latency_ms_b1"
+COMPRESS_BASELINE_END_MS = "compress/baseline_end_latency_ms"  # fp32 eager timed again after every method
+COMPRESS_BASELINE_DRIFT = "compress/baseline_drift"  # |end - start| / start of the fp32 baseline at batch 64
+COMPRESS_DRIFT_TAG = "visionray.compress.baseline_drift"  # set when the drift passes the tolerance: why
+COMPRESS_FALLBACK_TAG = "visionray.compress.fallback"  # a variant's runtime fell back to a slower path
 COMPRESS_ACCURACY_DELTA = "compress/accuracy_delta"  # variant minus source, test accuracy (points / 100)
 COMPRESS_SPARSITY = "compress/sparsity"
 COMPRESS_ONNX_MAX_DIFF = "compress/onnx_max_abs_diff"  # onnxruntime vs torch logits on test images

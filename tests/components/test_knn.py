@@ -98,3 +98,10 @@ def test_knn_model_matches_sklearn_and_survives_a_package(tmp_path):
 def test_unfitted_knn_refuses_to_predict():
     with pytest.raises(RuntimeError, match="not been fitted"):
         KNearestNeighbors(1, 10, 8)(torch.zeros(2, 1, 8, 8))
+
+
+def test_the_int8_search_runs_here_and_a_fallback_would_be_named():
+    from components.models.knn import int8_gemm_fallback
+
+    # x86 has torch's int8 GEMM: the kNN pipelines tag their run (visionray.knn.fallback) only where it lacks
+    assert int8_gemm_fallback(8 * 8) is None and int8_gemm_fallback(28 * 28) is None

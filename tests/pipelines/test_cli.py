@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 _RAY_WAS_UP = False
+#: every Ray session a test's CLI call opened (runtime.ray_session, which starts, joins or, in the full suite
+#: where the session's Ray is already up, reuses a Ray) and every ray.init: seen here whether or not a Ray
+#: was up before, unlike ray.is_initialized(), which is true either way in the full suite
+_RAY_INITS: list[str] = []
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +31,22 @@ def _isolated(tmp_path, monkeypatch):
 
     global _RAY_WAS_UP
     _RAY_WAS_UP = ray.is_initialized()
+    from pipelines.services import runtime
+
+    _RAY_INITS.clear()
+    for owner, name in ((ray, "init"), (runtime, "ray_session")):
+        monkeypatch.setattr(owner, name, _recorded(getattr(owner, name), name))
     monkeypatch.chdir(tmp_path)
     for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "VISIONRAY_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+def _recorded(fn, name: str):
+    def call(*args, **kwargs):
+        _RAY_INITS.append(name)
+        return fn(*args, **kwargs)
+    return call
 
 
 def _main(argv: list[str]) -> int:
@@ -58,6 +74,7 @@ def _assert_nothing_started(workdir: Path) -> None:
 
     assert not (workdir / "mlruns").exists(), "a bad-usage exit must not create the MLflow store"
     assert not (workdir / "checkpoints").exists()
+    assert _RAY_INITS == [], "a bad-usage exit must not start or join Ray"
     if not _RAY_WAS_UP:  # a slow test's session-wide Ray may already be up when the suites run together
         assert not ray.is_initialized(), "a bad-usage exit must not start Ray"
 

@@ -48,10 +48,25 @@ def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_r
                                       filter_string=f"tags.`{names.STAGE_TAG}` = 'compress'")
         methods = {r.data.tags.get(names.COMPRESS_METHOD_TAG): r for r in children}
         assert set(cfg.compress.methods) <= set(methods)
+        # every model timed alone: the fp32 baseline (eager and compiled) on the stage run, each speed-up the
+        # ratio of that baseline to the method's own latency, the drift between the start and the end logged
+        stage_run = next(r for r in client.search_runs(
+            [methods["prune"].info.experiment_id], filter_string=f"tags.`{names.STAGE_TAG}` = 'compress'")
+            if r.info.run_id == methods["prune"].data.tags["mlflow.parentRunId"])
+        base = stage_run.data.metrics
+        assert {names.COMPRESS_COMPILED_LATENCY_MS, names.COMPRESS_BASELINE_DRIFT} <= set(base)
+        assert [v.method for v in result.outputs["variants"][:2]] == ["fp32", "fp32_compiled"]
+        assert base[names.COMPRESS_LATENCY_MS] == pytest.approx(variants["fp32"].latency_b64)
         for method in cfg.compress.methods:
             metrics = methods[method].data.metrics
-            assert {names.COMPRESS_SIZE_BYTES, names.COMPRESS_SIZE_RATIO, names.COMPRESS_LATENCY_MS,
-                    names.COMPRESS_LATENCY_MS_B1, names.COMPRESS_SPEEDUP} <= set(metrics), method
+            assert metrics[names.COMPRESS_SPEEDUP] == pytest.approx(
+                base[names.COMPRESS_LATENCY_MS] / metrics[names.COMPRESS_LATENCY_MS], rel=1e-6), method
+            assert metrics[names.COMPRESS_SPEEDUP_VS_COMPILED] == pytest.approx(
+                base[names.COMPRESS_COMPILED_LATENCY_MS] / metrics[names.COMPRESS_LATENCY_MS], rel=1e-6), method
+            assert metrics[names.COMPRESS_SIZE_RATIO] == pytest.approx(
+                base[names.COMPRESS_SIZE_BYTES] / metrics[names.COMPRESS_SIZE_BYTES], rel=1e-6), method
+            assert names.COMPRESS_FALLBACK_TAG not in methods[method].data.tags, method  # int8 compiled here
+        assert names.COMPRESS_FAILED_TAG not in client.get_run(result.run_id).data.tags
         assert methods["onnx"].data.metrics[names.COMPRESS_ONNX_MAX_DIFF] < 1e-3
         assert methods["int8_qat"].data.metrics["compress/qat_steps"] == 20
         assert len(client.get_metric_history(methods["int8_qat"].info.run_id, "compress/qat_loss")) == 2

@@ -385,3 +385,9 @@ def test_dump_is_in_schema_order():
 def test_conf_dir_is_beside_the_code():
     assert CONF_DIR == Path(config.__file__).resolve().parents[2] / "conf"
     assert (CONF_DIR / "pipeline" / "quickstart.yaml").is_file()
+
+
+def test_compare_asha_without_asha_is_refused_naming_the_key():
+    message = _error(["tune.compare_asha=true", "tune.asha=false"], pipeline="sweep")
+    assert message.startswith("tune.compare_asha") and "tune.asha=true" in message
+    assert load_config("sweep", ["tune.compare_asha=true"]).tune.asha

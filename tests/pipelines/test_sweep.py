@@ -90,6 +90,11 @@ def test_an_absurd_learning_rate_ends_as_a_stopped_trial_not_a_failed_sweep(ray_
     assert trial.data.tags[names.TRIAL_STATUS_TAG] == "stopped_loss"
     assert "initial" in trial.data.tags["visionray.stopped"] or "diverged" in trial.data.tags["visionray.stopped"]
     assert client.get_run(result.run_id).data.metrics["sweep/trials_stopped_loss"] == 1
+    # the epoch the loss rule cut is compute all the same: the trial's wall time x the CPUs its one worker
+    # held, from Tune's start of it to its end (a Ray Train run does not start and stop inside a second)
+    row, = result.outputs["rows"]
+    held = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
+    assert row["cpu_s"] == pytest.approx(row["wall_s"] * held) and row["wall_s"] > 1.0
     assert "decision" not in result.outputs  # nothing worth registering
 
 

@@ -41,7 +41,9 @@ def test_zoo_trains_each_member_in_its_own_child_run(ray_local, mlflow_store) ->
         run = by_model[model]
         assert run.info.status == "FINISHED" and run.info.run_name == model
         m = run.data.metrics
-        assert 0.0 < m[names.TEST_ACCURACY] <= 1.0 and m[names.MODEL_PARAMS] > 0 and m[names.ZOO_SECONDS] > 0
+        # 5 steps of batch 64 lift a linear or small MLP digits classifier well above chance (0.1)
+        assert m[names.TEST_ACCURACY] > 0.3, (model, m[names.TEST_ACCURACY])
+        assert m[names.ZOO_SECONDS] > 0
     # softmax on 8x8x1 digits: 64*10 + 10 parameters, and no hidden layer for the init diagnostic.
     assert by_model["softmax"].data.metrics[names.MODEL_PARAMS] == 650
     assert not client.get_metric_history(by_model["softmax"].info.run_id, names.INIT_ACT_STD)
