@@ -33,7 +33,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
+    "segment": CLASSIFY_STAGES,
 }
+#: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
+DENSE_KINDS = {"segment": ("shapes",)}
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
@@ -52,6 +55,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         knn,
         retrain,
         rl,
+        segment,
         sweep,
         transfer,
         zoo,
@@ -60,7 +64,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow}[kind]
+            "caption": caption.flow, "segment": segment.flow}[kind]
 
 
 @dataclass
@@ -92,6 +96,7 @@ def preflight(cfg: Config) -> None:
         check(cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
+    check_dense(cfg)
     d = cfg.data
     own = {name for names_ in OWN_DATA_KINDS.values() for name in names_}
     takes = OWN_DATA_KINDS.get(cfg.kind)
@@ -131,6 +136,21 @@ def preflight(cfg: Config) -> None:
         raise DataError(f"data.path {d.path} does not exist.")
     if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
         raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
+
+
+def check_dense(cfg: Config) -> None:
+    """A segment pipeline needs a segmentation net and data with masks; other pipelines no segmentation net."""
+    from components.models import SEGMENTATION_MODELS
+
+    takes = DENSE_KINDS.get(cfg.kind)
+    if takes and cfg.data.name not in takes:
+        raise ConfigError(f"the {cfg.pipeline} pipeline reads data with masks: "
+                          + " or ".join(f"data={n}" for n in takes) + f", not data={cfg.data.name}.")
+    if takes and cfg.model.name not in SEGMENTATION_MODELS:
+        raise ConfigError(f"the {cfg.pipeline} pipeline trains a segmentation net: "
+                          + " or ".join(f"model={n}" for n in SEGMENTATION_MODELS) + f", not model={cfg.model.name}.")
+    if not takes and cfg.kind != "bench" and cfg.model.name in SEGMENTATION_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a segmentation net; train it with `visionray run segment`.")
 
 
 def run_pipeline(cfg: Config, command: str) -> PipelineResult:

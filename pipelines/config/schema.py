@@ -36,7 +36,9 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
                     # hand-made features + linear (kNN has its own pipeline)
-                    "hoglinear"]
+                    "hoglinear",
+                    # semantic segmentation (segment): per-pixel class scores
+                    "fcn", "unet"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -118,6 +120,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.width >= 0, "model.width", "must be >= 0")
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.name not in ("fcn", "unet") or 1 <= self.depth <= 5, "model.depth",
+               f"of {self.name} counts its down-samplings and must be 1..5")
         per = 6 if self.block == "basic" else 9
         _check(self.name != "resnet" or (self.depth - 2) % per == 0 and self.depth >= per + 2,
                "model.depth", f"must be {per}n+2 for a CIFAR-style ResNet with {self.block} blocks "
@@ -226,7 +230,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption"] = _doc(
+                  "charlm", "caption", "segment"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -264,7 +268,7 @@ class Config:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner"}.get(self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter"}.get(self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

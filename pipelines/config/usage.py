@@ -68,6 +68,8 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "wide_resnet": {"depth": 16, "width": 2},
     "densenet": {"depth": 40, "growth": 12},
     "hoglinear": {},
+    "fcn": {"width": 16, "depth": 3},
+    "unet": {"width": 16, "depth": 3},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")
