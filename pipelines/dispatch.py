@@ -36,7 +36,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "segment": CLASSIFY_STAGES,
 }
 #: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
-DENSE_KINDS = {"segment": ("shapes",)}
+DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
@@ -126,12 +126,12 @@ def preflight(cfg: Config) -> None:
 
         load_text_source(d.name, path=d.path)  # a missing, binary or empty corpus: exit 2, the file named
         return
-    if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
+    if d.name in ("fashion_mnist", "fashion_scenes") and locate_fashion_mnist(d.path) is None and not d.allow_download:
         where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
         raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "
                         f"dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
-    if d.name in ("image_folder", "cifar10") and d.path is None:
-        raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
+    if d.name in ("image_folder", "cifar10", "mask_folder") and d.path is None:
+        raise DataError(f"data={d.name} needs data.path (a {'tarball or URL' if d.name == 'cifar10' else 'folder'}).")
     if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
         raise DataError(f"data.path {d.path} does not exist.")
     if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:

@@ -31,7 +31,7 @@ DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
                       "fashion_grid", "coco_captions",
                       # dense targets (segment, detect): generated scenes with masks and boxes
-                      "shapes"]
+                      "shapes", "fashion_scenes", "mask_folder"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
@@ -64,8 +64,8 @@ class DataConfig:
     name: DatasetName = _doc("data source", "fashion_mnist")
     path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
     cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
-    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size; shapes: "
-                           "the scenes' size", 32)
+    image_size: int = _doc("image_folder, mask_folder and coco_captions: images are resized to this square "
+                           "size; shapes and fashion_scenes: the scenes' size", 32)
     channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
     image_root: str | None = _doc("coco_captions: the folder the annotation file's file_name entries are "
                                   "relative to (None: the annotation file's own folder)", None)
@@ -77,7 +77,8 @@ class DataConfig:
     max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
     allow_download: bool = _doc("download the source when it is not found locally", False)
-    num_images: int = _doc("shapes: scenes generated, split by data.val_fraction and data.test_fraction", 10000)
+    num_images: int = _doc("shapes and fashion_scenes: scenes generated, split by data.val_fraction and "
+                           "data.test_fraction", 10000)
     augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
     classes: tuple[str, ...] = _doc(
         "keep only these classes (indices or names), relabelled 0..k-1 in this order; a subset is a "

@@ -81,7 +81,7 @@ SOURCE_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "fashion_grid": (56, 56, 1)}
 
 #: Sources that generate their scenes (data.num_images of them).
-GENERATED_SOURCES = ("shapes",)
+GENERATED_SOURCES = ("shapes", "fashion_scenes")
 #: Data fields that only image sources read.
 _IMAGE_ONLY = ("image_size", "channels", "normalization", "augment", "classes")
 _TEXT_SOURCES = ("austen", "text")
@@ -154,10 +154,10 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name in ("image_folder", "coco_captions"):
+    if d.name in ("image_folder", "coco_captions", "mask_folder"):
         return (d.image_size, d.image_size, d.channels)
-    if d.name == "shapes":  # generated in colour at data.image_size
-        return (d.image_size, d.image_size, 3)
+    if d.name in GENERATED_SOURCES:  # generated at data.image_size: shapes in colour, Fashion-MNIST items grey
+        return (d.image_size, d.image_size, 3 if d.name == "shapes" else 1)
     return SOURCE_SHAPES.get(d.name)
 
 

@@ -75,3 +75,18 @@ def test_segmenter_is_registered_with_its_classes_and_serves_masks(segment_run):
         server.should_exit = True
         thread.join(timeout=10)
     assert np.array_equal(np.asarray(served["mask"]), local)
+
+
+@pytest.mark.slow
+def test_bench_segment_times_the_segmentation_loop(ray_local, mlflow_store):
+    from pipelines.dispatch import run_pipeline
+
+    cfg = shrunk_config("bench_segment", "data=shapes", "data.num_images=160", "data.image_size=32", "model.width=4",
+                        "model.depth=2", "bench.steps=3", "bench.warmup_steps=1", "bench.batch_size=16",
+                        "bench.preprocess_rows=64")
+    assert cfg.model.name == "unet"
+    result = run_pipeline(cfg, command="test")
+    metrics = mlflow_store.client().get_run(result.run_id).data.metrics
+    ray_ips, torch_ips = (metrics[names.bench_metric(f"train_{k}_images_per_s")] for k in ("ray", "torch"))
+    assert ray_ips > 0 and torch_ips > 0
+    assert metrics[names.bench_metric("train_ray_vs_torch")] == pytest.approx(ray_ips / torch_ips)
