@@ -33,7 +33,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
+    "segment": CLASSIFY_STAGES,
 }
+#: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
+DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
@@ -52,6 +55,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         knn,
         retrain,
         rl,
+        segment,
         sweep,
         transfer,
         zoo,
@@ -60,7 +64,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow}[kind]
+            "caption": caption.flow, "segment": segment.flow}[kind]
 
 
 @dataclass
@@ -93,6 +97,7 @@ def preflight(cfg: Config) -> None:
         check(cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
+    check_dense(cfg)
     d = cfg.data
     own = {name for names_ in OWN_DATA_KINDS.values() for name in names_}
     takes = OWN_DATA_KINDS.get(cfg.kind)
@@ -122,12 +127,12 @@ def preflight(cfg: Config) -> None:
 
         load_text_source(d.name, path=d.path)  # a missing, binary or empty corpus: exit 2, the file named
         return
-    if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
+    if d.name in ("fashion_mnist", "fashion_scenes") and locate_fashion_mnist(d.path) is None and not d.allow_download:
         where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
         raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "
                         f"dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
-    if d.name in ("image_folder", "cifar10") and d.path is None:
-        raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
+    if d.name in ("image_folder", "cifar10", "mask_folder") and d.path is None:
+        raise DataError(f"data={d.name} needs data.path (a {'tarball or URL' if d.name == 'cifar10' else 'folder'}).")
     if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
         raise DataError(f"data.path {d.path} does not exist.")
     if d.name == "image_folder":  # a file, no classes, an empty class: exit 2 here, not once Ray is up
@@ -159,6 +164,21 @@ def check_local_package(cfg: Config) -> None:
         check_package(package_in(folder))
     except UnsafePackage as e:
         raise UnsafePackage(f"{key}={value} is refused: {e}") from None
+
+
+def check_dense(cfg: Config) -> None:
+    """A segment pipeline needs a segmentation net and data with masks; other pipelines no segmentation net."""
+    from components.models import SEGMENTATION_MODELS
+
+    takes = DENSE_KINDS.get(cfg.kind)
+    if takes and cfg.data.name not in takes:
+        raise ConfigError(f"the {cfg.pipeline} pipeline reads data with masks: "
+                          + " or ".join(f"data={n}" for n in takes) + f", not data={cfg.data.name}.")
+    if takes and cfg.model.name not in SEGMENTATION_MODELS:
+        raise ConfigError(f"the {cfg.pipeline} pipeline trains a segmentation net: "
+                          + " or ".join(f"model={n}" for n in SEGMENTATION_MODELS) + f", not model={cfg.model.name}.")
+    if not takes and cfg.kind != "bench" and cfg.model.name in SEGMENTATION_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a segmentation net; train it with `visionray run segment`.")
 
 
 def run_pipeline(cfg: Config, command: str) -> PipelineResult:

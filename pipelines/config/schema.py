@@ -31,12 +31,16 @@ DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # text (charlm): Jane Austen's novels, any UTF-8 file or folder
                       "austen", "text",
                       # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
-                      "fashion_grid", "coco_captions"]
+                      "fashion_grid", "coco_captions",
+                      # dense targets (segment, detect): generated scenes with masks and boxes
+                      "shapes", "fashion_scenes", "mask_folder"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
                     # hand-made features + linear (kNN has its own pipeline)
-                    "hoglinear"]
+                    "hoglinear",
+                    # semantic segmentation (segment): per-pixel class scores
+                    "fcn", "unet"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -62,7 +66,8 @@ class DataConfig:
     name: DatasetName = _doc("data source", "fashion_mnist")
     path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
     cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
-    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size", 32)
+    image_size: int = _doc("image_folder, mask_folder and coco_captions: images are resized to this square "
+                           "size; shapes and fashion_scenes: the scenes' size", 32)
     channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
     image_root: str | None = _doc("coco_captions: the folder the annotation file's file_name entries are "
                                   "relative to (None: the annotation file's own folder)", None)
@@ -74,6 +79,8 @@ class DataConfig:
     max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
     allow_download: bool = _doc("download the source when it is not found locally", False)
+    num_images: int = _doc("shapes and fashion_scenes: scenes generated, split by data.val_fraction and "
+                           "data.test_fraction", 10000)
     augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
     classes: tuple[str, ...] = _doc(
         "keep only these classes (indices or names), relabelled 0..k-1 in this order; a subset is a "
@@ -90,6 +97,7 @@ class DataConfig:
         _check(self.split_seed >= 0, "data.split_seed", "must be >= 0")
         _check(self.path is None or len(self.path) <= MAX_PATH and all(len(p) <= 255 for p in self.path.split("/")),
                "data.path", f"is longer than a path can be ({MAX_PATH} characters, 255 per folder name)")
+        _check(self.num_images >= 3, "data.num_images", "must be >= 3 (train, val and test need a scene each)")
         _check(self.max_train_rows >= 0 and self.max_eval_rows >= 0, "data.max_train_rows",
                "and data.max_eval_rows must be >= 0")
         _check(len(set(self.classes)) == len(self.classes) and len(self.classes) != 1, "data.classes",
@@ -119,6 +127,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.width >= 0, "model.width", "must be >= 0")
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.name not in ("fcn", "unet") or 1 <= self.depth <= 5, "model.depth",
+               f"of {self.name} counts its down-samplings and must be 1..5")
         per = 6 if self.block == "basic" else 9
         _check(self.name != "resnet" or (self.depth - 2) % per == 0 and self.depth >= per + 2,
                "model.depth", f"must be {per}n+2 for a CIFAR-style ResNet with {self.block} blocks "
@@ -232,7 +242,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption"] = _doc(
+                  "charlm", "caption", "segment"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -271,7 +281,7 @@ class Config:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner"}.get(self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter"}.get(self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,6 +68,8 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "wide_resnet": {"depth": 16, "width": 2},
     "densenet": {"depth": 40, "growth": 12},
     "hoglinear": {},
+    "fcn": {"width": 16, "depth": 3},
+    "unet": {"width": 16, "depth": 3},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")
@@ -78,6 +80,8 @@ _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "gr
 SOURCE_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "fashion_grid": (56, 56, 1)}
 
+#: Sources that generate their scenes (data.num_images of them).
+GENERATED_SOURCES = ("shapes", "fashion_scenes")
 #: Data fields that only image sources read.
 _IMAGE_ONLY = ("image_size", "channels", "normalization", "augment", "classes")
 _TEXT_SOURCES = ("austen", "text")
@@ -150,8 +154,10 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name in ("image_folder", "coco_captions"):
+    if d.name in ("image_folder", "coco_captions", "mask_folder"):
         return (d.image_size, d.image_size, d.channels)
+    if d.name in GENERATED_SOURCES:  # generated at data.image_size: shapes in colour, Fashion-MNIST items grey
+        return (d.image_size, d.image_size, 3 if d.name == "shapes" else 1)
     return SOURCE_SHAPES.get(d.name)
 
 
@@ -160,6 +166,8 @@ def _resolve_data(cfg: Config, data: dict[str, Any]) -> None:
         for key in _IMAGE_ONLY:
             data.pop(key, None)
         return
+    if cfg.data.name not in GENERATED_SOURCES:
+        data.pop("num_images", None)
     shape = source_shape(cfg)
     if shape is not None:
         data["image_size"], data["channels"] = shape[0], shape[2]

@@ -16,6 +16,10 @@ Each comparison runs ``bench.rounds`` times alternating the contenders (A B A B 
 shared machine's load falls on both; a ratio is the median of the rounds' ratios, and
 ``bench/<name>_spread`` is the largest minus the smallest of them.
 
+With a segmentation net (``visionray run bench_segment``: shapes scenes, segment's U-Net and recipe) the
+training comparison times the segmentation loop: images with their masks, flipped alike, per-pixel
+cross-entropy; the same engine loop and task on both sides.
+
 On a text source (``visionray run bench_charlm``: Jane Austen, charlm's LSTM and recipe) the training
 comparison times the character language model's truncated-BPTT loop instead, in characters per second:
 each Ray Train rank reads its own slice of the token stream, as ``charlm`` trains; there is no Ray Data
@@ -152,7 +156,7 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     try:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        image = spec.task == "classification"
+        image = spec.task in ("classification", "segmentation")  # nets behind a Normalize
         model = spec.build(Normalize.identity(spec.in_channels) if image else None)
         model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
         per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size)

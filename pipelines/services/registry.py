@@ -229,6 +229,16 @@ def requirements() -> list[str]:
             f"numpy=={np.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
+def model_metadata(model_dir: str) -> dict[str, Any]:
+    """What a client reads in the logged model's ``MLmodel`` (``metadata``): its task and class names
+    (a segmenter's class id k is ``classes[k]``, background first)."""
+    try:
+        arch = json.loads((Path(model_dir) / "arch.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: arch[k] for k in ("task", "classes") if k in arch}
+
+
 def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = (),
               name: str = "model", model_id: str | None = None):
     """Log a model package as a pyfunc named ``name`` (into the logged model ``model_id`` if given)."""
@@ -239,7 +249,8 @@ def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tupl
         artifacts={"package": evaluation.model_dir},
         code_paths=code_paths(),
         signature=signature(evaluation, num_classes), input_example=evaluation.example,
-        pip_requirements=requirements() + list(extra_requirements))
+        pip_requirements=requirements() + list(extra_requirements),
+        metadata=model_metadata(evaluation.model_dir) or None)
 
 
 def current_champion(client, name: str):
