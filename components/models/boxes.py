@@ -89,7 +89,7 @@ def roi_align(features: Tensor, rois: Tensor | list[Tensor], output_size: int | 
     and samples further than one pixel outside it count as 0, as in torchvision's kernel."""
     ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
     rois = _rois(rois).to(features.dtype)
-    k, (n, c, h, w) = len(rois), features.shape
+    k, (_, c, h, w) = len(rois), features.shape
     out = features.new_zeros((k, c, ph, pw))
     if k == 0:
         return out
@@ -128,7 +128,7 @@ def roi_pool(features: Tensor, rois: Tensor | list[Tensor], output_size: int | t
     max over its cells (0 for an empty bin). (N, C, H, W), (K, 5) → (K, C, PH, PW)."""
     ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
     rois = _rois(rois).to(features.dtype)
-    k, (n, c, h, w) = len(rois), features.shape
+    k, (_, c, h, w) = len(rois), features.shape
     if k == 0:
         return features.new_zeros((0, c, ph, pw))
 
