@@ -9,6 +9,7 @@ per source, the way torchvision's datasets are laid out:
     text.py            your own UTF-8 text: a file or a folder of files (text, for char LMs)
     fashion_grid.py    captioned 2x2 grids of Fashion-MNIST items (images + captions, for captioning)
     coco_captions.py   a COCO-format caption file and its image folder (images + all their captions)
+    coco.py            a COCO-format detection file and its image folder (boxes + categories, for §11)
     shapes.py          procedural scenes of circles, squares, triangles (masks + boxes, for §11)
     common.py          what they share: the download cache and checksum-verified downloads
 
@@ -68,6 +69,7 @@ from components.data.sources.cifar10 import (
     CIFAR10_URL,
     cifar10,
 )
+from components.data.sources.coco import coco
 from components.data.sources.coco_captions import CocoCaptions, coco_captions
 from components.data.sources.common import (
     default_cache_dir,
@@ -113,6 +115,7 @@ __all__ = [
     "austen",
     "caption_for",
     "cifar10",
+    "coco",
     "coco_captions",
     "default_cache_dir",
     "digits",
@@ -134,7 +137,7 @@ __all__ = [
     "unserialize",
 ]
 
-KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes")
+KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes", "coco")
 TEXT_SOURCES = ("austen", "text")
 
 
@@ -149,6 +152,7 @@ def load_source(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    image_root: str | Path | None = None,
 ) -> RawDataset:
     """Read the source called ``name`` (one of ``KNOWN_SOURCES``; '-' and '_' are interchangeable).
 
@@ -166,6 +170,10 @@ def load_source(
         return digits()
     if key == "shapes":
         return shapes(num_images or 10_000, image_size or 64, seed, val_fraction, test_fraction)
+    if key == "coco":  # path: the instances_*.json; image_root: its images (None: the file's folder)
+        if path is None:
+            raise DataError("The coco source needs a path to a COCO-format instances file (instances_*.json).")
+        return coco(path, image_root, image_size or 64, channels or 3)
     if key == "image_folder":
         if path is None:
             raise DataError("The image_folder source needs a path to a folder with one sub-folder per class.")
