@@ -68,6 +68,9 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "wide_resnet": {"depth": 16, "width": 2},
     "densenet": {"depth": 40, "growth": 12},
     "hoglinear": {},
+    # detectors (components.models.detectors.DETECTOR_OPTIONS): the size of their ResNet backbone
+    "centernet": {"depth": 20, "width": 16}, "two_stage": {"depth": 20, "width": 16},
+    "localizer": {"depth": 20, "width": 16},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")
@@ -99,6 +102,8 @@ def _stage_sections(cfg: Config, stage: str) -> tuple[str, ...]:
         return ("data", "train", "charlm")
     if kind == "caption" and stage in ("ingest", "train", "evaluate"):
         return ("data", "caption") + (("model", "train") if stage != "ingest" else ())
+    if kind == "detect" and stage in ("train", "evaluate"):
+        return STAGE_SECTIONS[stage] + ("detect",)
     if kind == "bench" and stage == "bench" and cfg.data.name in _TEXT_SOURCES:
         return ("data", "train", "charlm", "bench")  # the bench times charlm's training loop
     return STAGE_SECTIONS[stage]
@@ -152,7 +157,7 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name in ("image_folder", "coco_captions"):
+    if d.name in ("image_folder", "coco_captions", "coco"):
         return (d.image_size, d.image_size, d.channels)
     if d.name == "shapes":  # generated in colour at data.image_size
         return (d.image_size, d.image_size, 3)

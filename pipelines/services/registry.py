@@ -201,7 +201,8 @@ def signature(evaluation: Evaluation, num_classes: int):
         return {bool: "boolean", int: "long", float: "double"}.get(type(value), "string")
 
     params = task.served_params()
-    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs),
+    # A task whose output no tensor spec describes (a detector's boxes per image, any number) declares none.
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs) if outputs else None,
                           params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
                           if params else None)
 
@@ -226,7 +227,16 @@ def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tupl
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=signature(evaluation, num_classes), input_example=evaluation.example,
-        pip_requirements=requirements() + list(extra_requirements))
+        metadata=package_metadata(evaluation.model_dir), pip_requirements=requirements() + list(extra_requirements))
+
+
+def package_metadata(model_dir: str) -> dict[str, Any]:
+    """The model's metadata (MLmodel ``metadata``): its task and class names, read from the package."""
+    from components.packaging import ARCH_FILE
+
+    arch_file = Path(model_dir) / ARCH_FILE
+    arch = json.loads(arch_file.read_text()) if arch_file.is_file() else {}
+    return {"task": arch.get("task", "classification"), "classes": list(arch.get("classes", []))}
 
 
 def current_champion(client, name: str):
