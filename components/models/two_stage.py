@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.models.boxes import box_iou, nms, roi_align
-from components.models.detectors import (
+from components.models.single_shot import (
     _PRIOR_BIAS,
     Backbone,
     Targets,
