@@ -33,8 +33,11 @@ KINDS: dict[str, tuple[str, ...]] = {
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
+    "segment": CLASSIFY_STAGES,
     "detect": CLASSIFY_STAGES,
 }
+#: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
+DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
 #: Sources with boxes (the detect pipeline reads only these).
 BOX_SOURCES = ("shapes", "fashion_scenes", "coco")
 #: The detectors (components.models.detectors.DETECTORS, named here so a check needs no torch), and the
@@ -60,6 +63,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         knn,
         retrain,
         rl,
+        segment,
         sweep,
         transfer,
         zoo,
@@ -68,7 +72,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow, "detect": detect.flow}[kind]
+            "caption": caption.flow, "segment": segment.flow, "detect": detect.flow}[kind]
 
 
 @dataclass
@@ -100,6 +104,7 @@ def preflight(cfg: Config) -> None:
         check(cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
+    check_dense(cfg)
     d = cfg.data
     if (cfg.kind == "detect") != (cfg.model.name in DETECTOR_MODELS) and cfg.kind in ("detect", *CLASSIFIER_KINDS):
         raise ConfigError(f"model={cfg.model.name} is not a detector; choose one of {', '.join(DETECTOR_MODELS)}."
@@ -139,16 +144,31 @@ def preflight(cfg: Config) -> None:
 
         load_text_source(d.name, path=d.path)  # a missing, binary or empty corpus: exit 2, the file named
         return
-    if d.name == "fashion_mnist" and locate_fashion_mnist(d.path) is None and not d.allow_download:
+    if d.name in ("fashion_mnist", "fashion_scenes") and locate_fashion_mnist(d.path) is None and not d.allow_download:
         where = d.path or "$VISIONRAY_DATA or /usr/share/datasets/fashion-mnist"
         raise DataError(f"Fashion-MNIST was not found in {where}; install the Debian package "
                         f"dataset-fashion-mnist, set data.path, or allow data.allow_download=true.")
-    if d.name in ("image_folder", "cifar10") and d.path is None:
-        raise DataError(f"data={d.name} needs data.path (a {'folder' if d.name == 'image_folder' else 'tarball or URL'}).")
+    if d.name in ("image_folder", "cifar10", "mask_folder") and d.path is None:
+        raise DataError(f"data={d.name} needs data.path (a {'tarball or URL' if d.name == 'cifar10' else 'folder'}).")
     if d.path and "://" not in d.path and not Path(d.path).expanduser().exists():
         raise DataError(f"data.path {d.path} does not exist.")
     if cfg.train.precision == "fp16" and not cfg.cluster.use_gpu:
         raise ConfigError("train.precision=fp16 needs cluster.use_gpu=true; use bf16 on CPU.")
+
+
+def check_dense(cfg: Config) -> None:
+    """A segment pipeline needs a segmentation net and data with masks; other pipelines no segmentation net."""
+    from components.models import SEGMENTATION_MODELS
+
+    takes = DENSE_KINDS.get(cfg.kind)
+    if takes and cfg.data.name not in takes:
+        raise ConfigError(f"the {cfg.pipeline} pipeline reads data with masks: "
+                          + " or ".join(f"data={n}" for n in takes) + f", not data={cfg.data.name}.")
+    if takes and cfg.model.name not in SEGMENTATION_MODELS:
+        raise ConfigError(f"the {cfg.pipeline} pipeline trains a segmentation net: "
+                          + " or ".join(f"model={n}" for n in SEGMENTATION_MODELS) + f", not model={cfg.model.name}.")
+    if not takes and cfg.kind != "bench" and cfg.model.name in SEGMENTATION_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a segmentation net; train it with `visionray run segment`.")
 
 
 def run_pipeline(cfg: Config, command: str) -> PipelineResult:

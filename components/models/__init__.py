@@ -25,6 +25,7 @@ Families (:data:`BUILDERS`; every net is built as ``Net(in_channels, num_classes
 * ``convnet``, ``alexnet``, ``vgg``, ``googlenet`` - cnn.py
 * ``resnet`` (basic or bottleneck blocks, ResNeXt with ``groups``), ``wide_resnet`` - resnet.py
 * ``densenet`` (DenseNet-BC) - densenet.py
+* ``fcn``, ``unet``: per-pixel class scores for segmentation (:data:`SEGMENTATION_MODELS`) - segmentation.py
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ from components.models.knn import build_knn
 from components.models.layers import ACTIVATIONS, INITS, Maxout
 from components.models.mlp import MLP, SoftmaxLinear
 from components.models.resnet import BasicBlock, Bottleneck, ResNet, WideResNet, resnet
+from components.models.segmentation import FCN, UNet
 
 __all__ = [
-    "MODEL_NAMES", "BUILDERS", "NORMALIZATION_MODES", "NormalizationMode", "ACTIVATIONS", "INITS",
+    "MODEL_NAMES", "BUILDERS", "SEGMENTATION_MODELS", "FCN", "UNet", "NORMALIZATION_MODES", "NormalizationMode", "ACTIVATIONS", "INITS",
     "Normalize", "accumulate_moments", "finalize_moments", "normalization_stats", "ImageClassifier",
     "SoftmaxLinear", "MLP", "Maxout", "ConvNet", "AlexNet", "VGG", "GoogLeNet", "Inception",
     "BasicBlock", "Bottleneck", "ResNet", "resnet", "WideResNet", "DenseNet",
@@ -117,6 +119,14 @@ def _hoglinear(c: int, k: int, s: int, *, dropout: float, batchnorm: bool) -> nn
     return build_hoglinear(in_channels=c, num_classes=k, image_size=s, dropout=dropout)
 
 
+def _fcn(c: int, k: int, s: int, *, width: int = 16, depth: int = 3, dropout: float, batchnorm: bool) -> nn.Module:
+    return FCN(c, k, width=width, depth=depth, dropout=dropout, batchnorm=batchnorm)  # any image size
+
+
+def _unet(c: int, k: int, s: int, *, width: int = 16, depth: int = 3, dropout: float, batchnorm: bool) -> nn.Module:
+    return UNet(c, k, width=width, depth=depth, dropout=dropout, batchnorm=batchnorm)
+
+
 #: The one dispatch: model name -> builder.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "softmax": _softmax,
@@ -130,7 +140,12 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "densenet": _densenet,
     "knn": _knn,
     "hoglinear": _hoglinear,
+    # semantic segmentation (§11): per-pixel class scores, models/segmentation.py
+    "fcn": _fcn,
+    "unet": _unet,
 }
+#: Families whose output is a score map per class (N, K, H, W): trained by the segmentation task.
+SEGMENTATION_MODELS: tuple[str, ...] = ("fcn", "unet")
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 
 _ALWAYS = ("dropout", "batchnorm")

@@ -23,12 +23,14 @@ from components.tasks.captioning import Captioning
 from components.tasks.classification import Classification
 from components.tasks.detection import Detection
 from components.tasks.language_model import LanguageModel
+from components.tasks.segmentation import Segmentation
 
 #: The one dispatch: task name → builder (keyword arguments: num_classes, loss, label_smoothing, ...).
 TASKS: dict[str, Callable[..., Task]] = {
     "classification": Classification.build,
     "language_model": LanguageModel.build,
     "captioning": Captioning.build,
+    "segmentation": Segmentation.build,
     "detection": Detection.build,
 }
 
@@ -39,5 +41,6 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Captioning", "Classification", "Detection", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
+__all__ = ["TASKS", "Captioning", "Classification", "Detection", "LanguageModel", "Meter", "Report", "Segmentation",
+           "Task", "TensorSpec", "build_task", "is_better",
            "select_best"]

@@ -72,19 +72,14 @@ class DetectionStats:
         return {**out, "map50": m["map50"], "map": m["map"]}
 
 
-def flip_boxes(boxes: Tensor, labels: Tensor, flip: Tensor, width: int) -> Tensor:
-    """Boxes of horizontally flipped images (``flip`` per image): x1, x2 → W - x2, W - x1."""
-    mirrored = torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], -1)
-    out = torch.where(flip[:, None, None], mirrored, boxes)
-    return torch.where((labels >= 0)[..., None], out, torch.zeros_like(out))
-
-
 @dataclass(frozen=True)
 class DetectionPrep:
-    """Rows → (float NCHW in [0, 1], (boxes (N, K, 4) float, labels (N, K) int64)); with ``flip``, half
-    the images mirrored left-right with their boxes (seeded per batch like components.batches)."""
+    """Rows → (float NCHW in [0, 1], (boxes (N, K, 4) float, labels (N, K) int64)); with ``augment``
+    (``data.augment``), crops and flips move the boxes with the pixels (components.dense_augment; a box
+    cropped away becomes padding) and brightness/contrast jitter the pixels, seeded per batch like
+    components.batches."""
 
-    flip: bool = False
+    augment: Any = None
     seed: int = 0
     epoch: int = 0
     channels_last: bool = False
@@ -95,12 +90,16 @@ class DetectionPrep:
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         boxes = torch.from_numpy(np.array(batch["boxes"], dtype=np.float32, copy=True))
         labels = torch.from_numpy(np.array(batch["box_labels"], dtype=np.int64, copy=True))
-        if self.flip:
+        a = self.augment
+        if a is not None and a.enabled:
+            from components.augment import color_jitter
+            from components.dense_augment import DenseAugment
+
             first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
             gen = generator_for(self.seed, self.epoch, 0, first)
-            flip = torch.rand(len(x), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            boxes = flip_boxes(boxes, labels, flip, x.shape[-1])
+            x, _, boxes, labels = DenseAugment(crop_padding=a.crop_padding, flip=a.flip)(x, None, boxes, labels, gen)
+            if a.brightness or a.contrast:
+                x = color_jitter(x, a.brightness, a.contrast, gen)
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
         return x, (boxes, labels)
 
@@ -120,7 +119,7 @@ class Detection(Task):
 
     def batch_prep(self, *, augment: Any = None, seed: int = 0, epoch: int = 0, channels_last: bool = False,
                    pin_memory: bool = False) -> DetectionPrep:
-        return DetectionPrep(bool(augment is not None and getattr(augment, "flip", False)), seed, epoch, channels_last)
+        return DetectionPrep(augment, seed, epoch, channels_last)
 
     def forward(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[Any, Tensor]:
         outputs = model(inputs, targets)  # a two-stage detector samples its RoIs with the ground truth

@@ -32,7 +32,7 @@ DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
                       "fashion_grid", "coco_captions",
                       # dense targets (segment, detect): generated scenes with masks and boxes
-                      "shapes",
+                      "shapes", "fashion_scenes", "mask_folder",
                       # COCO-format detection: instances_*.json + its image folder (detect)
                       "coco"]
 ModelName = Literal["softmax", "convnet", "resnet",
@@ -40,6 +40,8 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
                     # hand-made features + linear (kNN has its own pipeline)
                     "hoglinear",
+                    # semantic segmentation (segment): per-pixel class scores
+                    "fcn", "unet",
                     # detectors (detect): components.models.detectors and two_stage
                     "centernet", "two_stage", "localizer"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -67,8 +69,8 @@ class DataConfig:
     name: DatasetName = _doc("data source", "fashion_mnist")
     path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
     cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
-    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size; shapes: "
-                           "the scenes' size", 32)
+    image_size: int = _doc("image_folder, mask_folder and coco_captions: images are resized to this square "
+                           "size; shapes and fashion_scenes: the scenes' size", 32)
     channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
     image_root: str | None = _doc("coco_captions and coco: the folder the annotation file's file_name entries "
                                   "are relative to (None: the annotation file's own folder)", None)
@@ -80,7 +82,8 @@ class DataConfig:
     max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
     allow_download: bool = _doc("download the source when it is not found locally", False)
-    num_images: int = _doc("shapes: scenes generated, split by data.val_fraction and data.test_fraction", 10000)
+    num_images: int = _doc("shapes and fashion_scenes: scenes generated, split by data.val_fraction and "
+                           "data.test_fraction", 10000)
     augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
     classes: tuple[str, ...] = _doc(
         "keep only these classes (indices or names), relabelled 0..k-1 in this order; a subset is a "
@@ -126,6 +129,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.width >= 0, "model.width", "must be >= 0")
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.name not in ("fcn", "unet") or 1 <= self.depth <= 5, "model.depth",
+               f"of {self.name} counts its down-samplings and must be 1..5")
         per = 6 if self.block == "basic" else 9
         _check(self.name != "resnet" or (self.depth - 2) % per == 0 and self.depth >= per + 2,
                "model.depth", f"must be {per}n+2 for a CIFAR-style ResNet with {self.block} blocks "
@@ -235,7 +240,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption", "detect"] = _doc(
+                  "charlm", "caption", "segment", "detect"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -274,7 +279,8 @@ class Config:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner", "detect": "detector"}.get(self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter", "detect": "detector"}.get(
+            self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

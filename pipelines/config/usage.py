@@ -68,6 +68,8 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "wide_resnet": {"depth": 16, "width": 2},
     "densenet": {"depth": 40, "growth": 12},
     "hoglinear": {},
+    "fcn": {"width": 16, "depth": 3},
+    "unet": {"width": 16, "depth": 3},
     # detectors (components.models.detectors.DETECTOR_OPTIONS): the size of their ResNet backbone
     "centernet": {"depth": 20, "width": 16}, "two_stage": {"depth": 20, "width": 16},
     "localizer": {"depth": 20, "width": 16},
@@ -82,7 +84,7 @@ SOURCE_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "fashion_grid": (56, 56, 1)}
 
 #: Sources that generate their scenes (data.num_images of them).
-GENERATED_SOURCES = ("shapes",)
+GENERATED_SOURCES = ("shapes", "fashion_scenes")
 #: Data fields that only image sources read.
 _IMAGE_ONLY = ("image_size", "channels", "normalization", "augment", "classes")
 _TEXT_SOURCES = ("austen", "text")
@@ -157,10 +159,10 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name in ("image_folder", "coco_captions", "coco"):
+    if d.name in ("image_folder", "coco_captions", "mask_folder", "coco"):
         return (d.image_size, d.image_size, d.channels)
-    if d.name == "shapes":  # generated in colour at data.image_size
-        return (d.image_size, d.image_size, 3)
+    if d.name in GENERATED_SOURCES:  # generated at data.image_size: shapes in colour, Fashion-MNIST items grey
+        return (d.image_size, d.image_size, 3 if d.name == "shapes" else 1)
     return SOURCE_SHAPES.get(d.name)
 
 

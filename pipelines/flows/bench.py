@@ -8,6 +8,10 @@
 2. Preprocessing: Ray Data (read Parquet → decode → augment per batch) against a
    ``torch.utils.data.DataLoader`` with the same transforms and as many worker processes as CPUs.
 
+With a segmentation net (``visionray run bench_segment``: shapes scenes, segment's U-Net and recipe) the
+training comparison times the segmentation loop: images with their masks, flipped alike, per-pixel
+cross-entropy; the same engine loop and task on both sides.
+
 On a text source (``visionray run bench_charlm``: Jane Austen, charlm's LSTM and recipe) the training
 comparison times the character language model's truncated-BPTT loop instead, in characters per second:
 each Ray Train rank reads its own slice of the token stream, as ``charlm`` trains; there is no Ray Data
@@ -129,7 +133,7 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     try:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        image = spec.task == "classification"
+        image = spec.task in ("classification", "segmentation")  # nets behind a Normalize
         model = spec.build(Normalize.identity(spec.in_channels) if image else None)
         model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
         per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size)
@@ -140,14 +144,16 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     return loop_rate, (b.warmup_steps + b.steps) * per_step / total
 
 
-def _image_batches(cfg: Config, manifest: Manifest, rows: int) -> Callable[[], Iterable]:
+def _image_batches(cfg: Config, manifest: Manifest, rows: int, spec: ModelSpec) -> Callable[[], Iterable]:
+    """The train rows through the task's own batch prep (a segmenter's carries the masks), as the workers'."""
     def batches():
         from components.data.shards import read_split
-        from pipelines.stages.evaluate import numpy_batches
+        from pipelines.stages.evaluate import dense_columns, numpy_batches
 
-        split = read_split(manifest, "train")
-        prep = engine.BatchPrep(augment_from(cfg.data), cfg.seed, 0, cfg.train.channels_last)
-        return map(prep, numpy_batches(split.images[:rows], split.labels[:rows], cfg.bench.batch_size))
+        split = read_split(manifest, "train").take(np.arange(rows))
+        prep = build_task(cfg.train, spec).batch_prep(augment=augment_from(cfg.data), seed=cfg.seed, epoch=0,
+                                                      channels_last=cfg.train.channels_last)
+        return map(prep, numpy_batches(split.images, split.labels, cfg.bench.batch_size, dense_columns(split)))
     return batches
 
 
@@ -218,7 +224,7 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
-    torch_loop, torch_total = bench_torch_train(cfg, spec, _image_batches(cfg, manifest, rows))
+    torch_loop, torch_total = bench_torch_train(cfg, spec, _image_batches(cfg, manifest, rows, spec))
     say(f"bench: plain PyTorch training {torch_loop:,.0f} img/s in the loop ({torch_total:,.0f} with start-up)")
     ray_loop, ray_total = bench_ray_train(cfg, spec, {"train": image_dataset(manifest, "train", rows)}, workdir)
     say(f"bench: Ray Train {ray_loop:,.0f} img/s in the loop ({ray_total:,.0f} with start-up)")

@@ -26,6 +26,16 @@ def per_class_accuracy(split: str, cls: str) -> str:
     return f"{split}/accuracy_{cls}"
 
 
+# Segmentation (segment): the task's metrics are miou and pixel_accuracy under each split's prefix.
+def per_class_iou(split: str, cls: str) -> str:
+    """One class's IoU on a split: ``test/iou_<class>`` (``cls`` already safe for MLflow)."""
+    return f"{split}/iou_{cls}"
+
+
+SEGMENT_PREVIEW_DIR = "previews"  # prediction over ground truth: previews/epoch_NNN.png, previews/test.png
+SEGMENT_TEST_PREVIEW = "previews/test.png"
+
+
 # Data quality.
 QUARANTINED = "data/quarantined"
 INGEST_SECONDS = "data/ingest_seconds"
@@ -267,7 +277,8 @@ HEADLINE_METRICS = (BEST_EPOCH, IMAGES_PER_S, CHARS_PER_S, RL_EVAL_RETURN_MEAN, 
 def is_headline(key: str) -> bool:
     """Whether a stage's metric is repeated on its pipeline's parent run (see HEADLINE_METRICS)."""
     return (key in HEADLINE_METRICS or key.startswith(BEST_VAL_PREFIX)
-            or (key.startswith(metric(TEST, "")) and not key.startswith(per_class_accuracy(TEST, ""))))
+            or (key.startswith(metric(TEST, "")) and not key.startswith(per_class_accuracy(TEST, ""))
+                and not key.startswith(per_class_iou(TEST, ""))))
 
 
 def train_val_gap(primary: str) -> str:

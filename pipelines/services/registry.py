@@ -217,6 +217,16 @@ def requirements() -> list[str]:
             f"numpy=={np.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
 
 
+def model_metadata(model_dir: str) -> dict[str, Any]:
+    """What a client reads in the logged model's ``MLmodel`` (``metadata``): its task and class names
+    (a segmenter's class id k is ``classes[k]``, background first)."""
+    try:
+        arch = json.loads((Path(model_dir) / "arch.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: arch[k] for k in ("task", "classes") if k in arch}
+
+
 def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tuple[str, ...] = (),
               name: str = "model", model_id: str | None = None):
     """Log a model package as a pyfunc named ``name`` (into the logged model ``model_id`` if given)."""
@@ -227,16 +237,8 @@ def log_model(evaluation: Evaluation, num_classes: int, extra_requirements: tupl
         artifacts={"package": evaluation.model_dir},
         code_paths=[str(_ROOT / "components"), str(_ROOT / "pipelines")],
         signature=signature(evaluation, num_classes), input_example=evaluation.example,
-        metadata=package_metadata(evaluation.model_dir), pip_requirements=requirements() + list(extra_requirements))
-
-
-def package_metadata(model_dir: str) -> dict[str, Any]:
-    """The model's metadata (MLmodel ``metadata``): its task and class names, read from the package."""
-    from components.packaging import ARCH_FILE
-
-    arch_file = Path(model_dir) / ARCH_FILE
-    arch = json.loads(arch_file.read_text()) if arch_file.is_file() else {}
-    return {"task": arch.get("task", "classification"), "classes": list(arch.get("classes", []))}
+        pip_requirements=requirements() + list(extra_requirements),
+        metadata=model_metadata(evaluation.model_dir) or None)
 
 
 def current_champion(client, name: str):

@@ -580,6 +580,16 @@ class RunLogger:
 
         MlflowClient(self.uri).log_text(self.run_id, text, artifact_file)
 
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """A file's contents (a PNG drawn by a worker) as the artifact ``artifact_file``."""
+        from mlflow import MlflowClient
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_bytes(data)
+            parent = str(Path(artifact_file).parent)
+            MlflowClient(self.uri).log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
 
 def temp_artifact_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="visionray-")

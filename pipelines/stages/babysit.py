@@ -59,7 +59,7 @@ def overfit_dataset(manifest: Manifest, n: int):
     import ray.data
 
     batch = image_dataset(manifest, "train", n).take_batch(n, batch_format="numpy")
-    rows = [{"image": batch["image"][i], "label": batch["label"][i], "idx": batch["idx"][i]} for i in range(n)]
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(n)]  # masks and boxes too, where the data have them
     return ray.data.from_items(rows * OVERFIT_PASSES)
 
 
@@ -84,8 +84,9 @@ def report(cfg: Config, history: dict, extras: str | None) -> dict[str, float]:
         final = float(history[names.TRAIN_LOSS][-1][1])
         passed = final < OVERFIT_LOSS
         out[names.OVERFIT_FINAL_LOSS] = final
+        accuracy = history.get(names.TRAIN_ACCURACY)  # a classifier's; a segmenter has none
         tracking.log_metrics({names.OVERFIT_FINAL_LOSS: final,
-                              names.OVERFIT_FINAL_ACCURACY: float(history[names.TRAIN_ACCURACY][-1][1])})
+                              **({names.OVERFIT_FINAL_ACCURACY: float(accuracy[-1][1])} if accuracy else {})})
         tracking.set_tags({names.OVERFIT_TAG: "passed" if passed else "failed"})
         say(f"train: overfit check {'passed' if passed else 'FAILED'}: final training loss {final:.4f} "
             f"({'<' if passed else '>='} {OVERFIT_LOSS}) on {cfg.train.overfit_rows} images")

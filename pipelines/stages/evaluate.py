@@ -9,11 +9,13 @@ loop did.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from components import engine
 from components.data.shards import read_split
+from components.data.types import RawSplit
 from components.packaging import ModelSpec, load_package
 from components.tasks import Task, build_task
 from pipelines.config import Config
@@ -22,9 +24,23 @@ from pipelines.services import names, tracking
 from pipelines.services.progress import say
 
 
-def numpy_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
+def numpy_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                  extra: Mapping[str, np.ndarray] | None = None):
+    """Rows as the tasks' batch preps take them; ``extra`` adds columns sliced alike (``mask``, ``boxes``)."""
     for i in range(0, len(labels), batch_size):
-        yield {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+        yield {"image": images[i:i + batch_size], "label": labels[i:i + batch_size],
+               **{k: v[i:i + batch_size] for k, v in (extra or {}).items()}}
+
+
+def test_rows(prepared: Prepared) -> RawSplit:
+    """The test split with its dense targets (``data.max_eval_rows`` applied)."""
+    return read_split(prepared.manifest(), "test").take(np.arange(prepared.rows["test"]))
+
+
+def dense_columns(split: RawSplit) -> dict[str, np.ndarray]:
+    """A split's dense targets under their batch column names (``mask``, ``boxes``, ``box_labels``)."""
+    columns = {"mask": split.masks, "boxes": split.boxes, "box_labels": split.box_labels}
+    return {k: v for k, v in columns.items() if v is not None}
 
 
 def test_split(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +62,9 @@ def score_package(cfg: Config, prepared: Prepared, model_dir: str | Path) -> tup
     """
     model, spec = load_package(model_dir)
     task = task_of(cfg, spec)
-    images, labels = test_split(prepared)
-    meter, _, _ = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(images, labels, 512)))
+    test = test_rows(prepared)
+    meter, _, _ = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(
+        test.images, test.labels, 512, dense_columns(test))))
     metrics = meter.compute()
     return metrics["loss"], metrics[task.primary]
 
@@ -56,9 +73,10 @@ def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     manifest = prepared.manifest()
     model, spec = load_package(trained.best_checkpoint)
     task = task_of(cfg, spec)
-    images, labels = test_split(prepared)
-    meter, preds, true = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(images, labels, 512)),
-                                         collect=True)
+    test = test_rows(prepared)
+    images = test.images
+    meter, preds, true = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(
+        images, test.labels, 512, dense_columns(test))), collect=True)
     # The serving path (raw inputs, pre-processing inside the model) must predict what the loop did.
     served = task.predict(model, images[:256])
     if not np.array_equal(next(iter(served.values())), preds[:256]):

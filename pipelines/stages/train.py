@@ -48,8 +48,9 @@ MODEL_DIR = "model"
 
 
 def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
-    """The architecture from ``model.*``, sized for the dataset's images and classes."""
-    from components.models import option_defaults
+    """The architecture from ``model.*``, sized for the dataset's images and classes. A segmentation net
+    (``model=fcn|unet``) scores background and every class, and is trained by the segmentation task."""
+    from components.models import SEGMENTATION_MODELS, option_defaults
 
     m = cfg.model
     h, _, c = manifest.shape
@@ -61,10 +62,13 @@ def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
     opts = {k: getattr(m, k) for k in ("depth", "activation", "init", "hidden", "block", "groups", "growth")
             if k in takes}
     opts = {k: (None if k != "depth" and v == defaults[k] else v) for k, v in opts.items()}
-    return ModelSpec(name=m.name, in_channels=c, num_classes=len(manifest.classes), image_size=h,
-                     classes=tuple(manifest.classes), normalization=cfg.data.normalization,
+    dense = m.name in SEGMENTATION_MODELS  # mask id 0 is background, k the k-th class (components.data.types)
+    classes = ("background", *manifest.classes) if dense else tuple(manifest.classes)
+    return ModelSpec(name=m.name, in_channels=c, num_classes=len(classes), image_size=h,
+                     classes=classes, normalization=cfg.data.normalization,
                      width=(m.width or None) if "width" in takes else None,
-                     dropout=m.dropout, batchnorm=m.batchnorm, **opts)
+                     dropout=m.dropout, batchnorm=m.batchnorm, **opts,
+                     **({"task": "segmentation"} if dense else {}))
 
 
 def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> int:
@@ -294,8 +298,8 @@ def _run_epochs(w: _Worker) -> None:
                 ray.train.report(metrics, checkpoint=None)
         if rank == 0:
             progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
-            for path, text in w.task.epoch_artifacts(bare, epoch).items():  # a language model's samples
-                w.logger.log_text(text, path)
+            for path, content in w.task.epoch_artifacts(bare, epoch).items():  # samples, previews (PNG bytes)
+                (w.logger.log_bytes if isinstance(content, bytes) else w.logger.log_text)(content, path)
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, number):
@@ -507,12 +511,13 @@ def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
         spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
-        datasets: dict[str, Any] | None = None) -> Trained:
+        datasets: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
     ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
     (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
     TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
-    replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
+    replace the ones read from the shards (a sweep's trials share datasets materialised once);
+    ``task_options`` reach the task's builder on every worker (a segmenter's preview images)."""
     from ray.train import CheckpointConfig, FailureConfig
 
     text = isinstance(prepared, TextPrepared)
@@ -535,6 +540,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     trainer = torch_trainer(
         cfg, train_loop_per_worker,
         {**base_config, "init_state": init_state, "hooks": list(hooks or []),
+         **({"task_options": task_options} if task_options else {}),
          **({"spec": given_spec.to_dict()} if given_spec else {})},
         datasets, name=run_name, storage_path=str(storage_path(cfg)),
         checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=val_primary,

@@ -11,6 +11,7 @@ from torch import nn
 
 from components.models import (
     MODEL_NAMES,
+    SEGMENTATION_MODELS,
     ConvNet,
     ImageClassifier,
     Normalize,
@@ -33,8 +34,10 @@ SMALL = {"convnet": {"width": 8}, "resnet": {"width": 4, "depth": 8}, "mlp": {"h
          "wide_resnet": {"depth": 10, "width": 1}, "densenet": {"depth": 10, "growth": 4}}
 
 
-#: Nets trained by gradient descent: all but kNN, which memorises its training set (tests/components/test_knn.py).
-TRAINABLE = tuple(n for n in MODEL_NAMES if n != "knn")
+#: Classifiers trained by gradient descent: all but kNN, which memorises its training set
+#: (tests/components/test_knn.py), and the segmentation nets, which score every pixel
+#: (tests/components/test_segmentation.py).
+TRAINABLE = tuple(n for n in MODEL_NAMES if n != "knn" and n not in SEGMENTATION_MODELS)
 
 
 @pytest.mark.parametrize("name", TRAINABLE)

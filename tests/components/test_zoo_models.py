@@ -61,8 +61,13 @@ def test_every_model_conf_builds_and_trains_a_step(conf: str, channels: int, siz
     x = torch.rand(4, channels, size, size).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the train stage's bf16 + channels_last path
         out = model(x)
-    assert out.shape == (4, 10)
-    loss = nn.functional.cross_entropy(out.float(), torch.arange(4))
+    if spec.task == "segmentation":  # a score per pixel for background and each of the 10 classes
+        assert out.shape == (4, 11, size, size)
+        target = torch.randint(0, 11, (4, size, size))
+    else:
+        assert out.shape == (4, 10)
+        target = torch.arange(4)
+    loss = nn.functional.cross_entropy(out.float(), target)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

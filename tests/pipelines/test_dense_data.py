@@ -4,6 +4,7 @@ batches that carry the masks and boxes beside the images (what the segment and d
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from components.data.shards import read_split
 from pipelines.config import load_config
@@ -28,3 +29,27 @@ def test_ray_data_batches_carry_masks_and_boxes(ray_local, tmp_path, mlflow_stor
     assert np.array_equal(batch["boxes"][order], want.boxes[batch["idx"][order]])
     assert np.array_equal(batch["box_labels"][order], want.box_labels[batch["idx"][order]])
     assert np.array_equal(batch["image"][order], want.images[batch["idx"][order]])
+
+
+@pytest.mark.parametrize("pipeline,overrides,message", [
+    ("segment", ["data=digits"], "data=shapes or data=fashion_scenes or data=mask_folder, not data=digits"),
+    ("segment", ["model=resnet20"], "model=fcn or model=unet, not model=resnet"),
+    ("train", ["data=shapes", "model=unet"], "model=unet is a segmentation net"),
+    ("segment", ["data=mask_folder"], "data=mask_folder needs data.path"),
+    ("segment", ["model.depth=7"], "model.depth"),
+])
+def test_segment_config_errors_are_one_sentence_naming_the_key(pipeline, overrides, message):
+    from components.data.errors import DataError
+    from pipelines.config import ConfigError
+    from pipelines.dispatch import preflight
+
+    with pytest.raises((ConfigError, DataError)) as err:
+        preflight(load_config(pipeline, overrides))
+    assert message in str(err.value)
+
+
+def test_segment_defaults_and_registered_name():
+    cfg = load_config("segment", [])
+    assert (cfg.kind, cfg.data.name, cfg.model.name, cfg.registered_model_name) == (
+        "segment", "shapes", "unet", "shapes-segmenter")
+    assert load_config("segment", ["data=fashion_scenes"]).registered_model_name == "fashion-scenes-segmenter"

@@ -11,6 +11,8 @@ per source, the way torchvision's datasets are laid out:
     coco_captions.py   a COCO-format caption file and its image folder (images + all their captions)
     coco.py            a COCO-format detection file and its image folder (boxes + categories, for §11)
     shapes.py          procedural scenes of circles, squares, triangles (masks + boxes, for §11)
+    fashion_scenes.py  1-4 Fashion-MNIST items pasted on a canvas (masks + boxes, ten classes)
+    mask_folder.py     your own images/NAME.png|jpg + masks/NAME.png (+ classes.txt): masks
     common.py          what they share: the download cache and checksum-verified downloads
 
 Every reader returns the same in-memory contract (see ``components.data.types``): uint8
@@ -92,7 +94,9 @@ from components.data.sources.fashion_mnist import (
     parse_idx,
     read_idx,
 )
+from components.data.sources.fashion_scenes import fashion_scenes
 from components.data.sources.image_folder import IMAGE_EXTENSIONS, image_folder
+from components.data.sources.mask_folder import mask_folder
 from components.data.sources.shapes import SHAPE_CLASSES, shapes
 from components.data.sources.text import text_files
 from components.data.text import TextCorpus
@@ -123,12 +127,14 @@ __all__ = [
     "download_verified",
     "fashion_grid",
     "fashion_mnist",
+    "fashion_scenes",
     "file_digest",
     "image_folder",
     "load_source",
     "load_text_source",
     "locate_austen",
     "locate_fashion_mnist",
+    "mask_folder",
     "parse_idx",
     "read_idx",
     "read_rdb",
@@ -137,7 +143,8 @@ __all__ = [
     "unserialize",
 ]
 
-KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes", "coco")
+KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes", "fashion_scenes", "mask_folder",
+                 "coco")
 TEXT_SOURCES = ("austen", "text")
 
 
@@ -158,7 +165,7 @@ def load_source(
 
     ``path`` is the folder/tarball/URL for the source; ``image_size`` and ``channels`` are
     required for ``image_folder`` and ignored by the fixed-shape built-in datasets. The generated
-    sources (``shapes``) draw ``num_images`` scenes of ``image_size`` px from ``seed``, split by the
+    sources (``shapes``, ``fashion_scenes``) draw ``num_images`` scenes of ``image_size`` px from ``seed``, split by the
     two fractions.
     """
     key = name.strip().lower().replace("-", "_")
@@ -170,6 +177,13 @@ def load_source(
         return digits()
     if key == "shapes":
         return shapes(num_images or 10_000, image_size or 64, seed, val_fraction, test_fraction)
+    if key == "fashion_scenes":
+        return fashion_scenes(num_images or 10_000, image_size or 64, seed, val_fraction, test_fraction,
+                              path=str(path) if path else None, allow_download=allow_download)
+    if key == "mask_folder":
+        if path is None:
+            raise DataError("The mask_folder source needs a path to a folder with images/ and masks/.")
+        return mask_folder(path, image_size or 64, channels or 3)
     if key == "coco":  # path: the instances_*.json; image_root: its images (None: the file's folder)
         if path is None:
             raise DataError("The coco source needs a path to a COCO-format instances file (instances_*.json).")
