@@ -52,6 +52,7 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "train.bptt": ("charlm",),
     "train.clip_norm": ("charlm",),
     "train.freeze": ("transfer",),
+    "model.backbone_from": ("detect",),
 }
 
 #: Each model family's options (beside dropout and batchnorm) and their defaults: the keyword

@@ -153,7 +153,8 @@ def evaluate(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     # The served form (raw uint8 in, thresholds and NMS inside the model) must find what the loop did.
     served = task.predict(model, images[:64], {"score_threshold": EVAL_SCORE})
     for mine, theirs in zip(found, served):
-        if not (np.array_equal(mine[2], theirs["labels"]) and np.allclose(mine[0], theirs["boxes"], atol=0.01)):
+        if not (np.array_equal(mine[2], theirs["labels"])
+                and np.allclose(mine[0], np.asarray(theirs["boxes"], dtype=np.float64).reshape(-1, 4), atol=0.01)):
             raise RuntimeError("the serving path (raw uint8 images) disagrees with the evaluation loop; "
                                "preprocessing is not inside the model as it should be.")
     truth = [(b[c >= 0], c[c >= 0]) for b, c in zip(boxes, labels)]
