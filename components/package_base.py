@@ -73,6 +73,12 @@ class ModelSpec:
             return Captioner(self.num_classes, in_channels=self.in_channels, width=self.width or 32,
                              embed=self.embed or 64, hidden=self.decoder or 256, attention=bool(self.attention),
                              dropout=self.dropout)
+        if self.task == "detection":  # components.models.detectors: centernet, two_stage, localizer
+            from components.models.detectors import DetectionModel, build_detector
+
+            return DetectionModel(normalize or self._placeholder_normalize(),
+                                  build_detector(self.name, self.in_channels, self.num_classes, depth=self.depth,
+                                                 width=self.width, batchnorm=self.batchnorm))
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,

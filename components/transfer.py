@@ -69,3 +69,26 @@ class FreezeBackbone(TrainHook):
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith(prefix):
                 m.train = types.MethodType(_stay_in_eval, m)  # engine's model.train() reaches it and is ignored
                 m.eval()
+
+
+def backbone_state(source: nn.Module, target: nn.Module, part: str = "backbone") -> dict[str, Tensor]:
+    """``target``'s state dict with its ``part`` (a detector's ResNet backbone) taken from ``source`` (a
+    classifier of the same family, depth, width and channels: its ``stem.*`` and ``stages.*``).
+
+    Everything else of ``target`` (the detector's neck and heads) keeps its fresh initialisation. A
+    backbone tensor the source lacks, or has in another shape, is an error naming it."""
+    src = source.state_dict()
+    state = target.state_dict()
+    prefix, taken = part + ".", 0
+    for key, value in state.items():
+        inner = key[len(prefix):] if key.startswith(prefix) else None
+        if inner is None or not inner.startswith(("stem.", "stages.")):
+            continue
+        if inner not in src or src[inner].shape != value.shape:
+            raise ValueError(f"the classifier has no tensor {inner} of shape {tuple(value.shape)}; its backbone "
+                             f"must be the detector's (same ResNet depth and width, same image channels)")
+        state[key] = src[inner].clone()
+        taken += 1
+    if not taken:
+        raise ValueError(f"the target has no {part}.stem / {part}.stages to start from a classifier")
+    return state

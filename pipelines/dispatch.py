@@ -34,9 +34,16 @@ KINDS: dict[str, tuple[str, ...]] = {
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
     "segment": CLASSIFY_STAGES,
+    "detect": CLASSIFY_STAGES,
 }
 #: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
 DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
+#: Sources with boxes (the detect pipeline reads only these).
+BOX_SOURCES = ("shapes", "fashion_scenes", "coco")
+#: The detectors (components.models.detectors.DETECTORS, named here so a check needs no torch), and the
+#: kinds that build an image classifier from model.name.
+DETECTOR_MODELS = ("centernet", "two_stage", "localizer")
+CLASSIFIER_KINDS = ("classify", "retrain", "sweep", "ensemble", "compress", "bench")
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
@@ -51,6 +58,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         charlm,
         classify,
         compress,
+        detect,
         ensemble,
         knn,
         retrain,
@@ -64,7 +72,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow, "segment": segment.flow}[kind]
+            "caption": caption.flow, "segment": segment.flow, "detect": detect.flow}[kind]
 
 
 @dataclass
@@ -99,6 +107,16 @@ def preflight(cfg: Config) -> None:
         return
     check_dense(cfg)
     d = cfg.data
+    if (cfg.kind == "detect") != (cfg.model.name in DETECTOR_MODELS) and cfg.kind in ("detect", *CLASSIFIER_KINDS):
+        raise ConfigError(f"model={cfg.model.name} is not a detector; choose one of {', '.join(DETECTOR_MODELS)}."
+                          if cfg.kind == "detect" else
+                          f"model={cfg.model.name} is a detector: run it with `visionray run detect`.")
+    if cfg.kind == "detect" and d.name not in BOX_SOURCES:
+        raise ConfigError(f"the {cfg.pipeline} pipeline reads data with boxes ({', '.join(BOX_SOURCES)}), "
+                          f"not data={d.name}.")
+    if d.name == "coco" and (not d.path or not Path(d.path).expanduser().is_file()):
+        raise DataError(f"data=coco needs data.path, a COCO-format instances file (instances_*.json); "
+                        f"{d.path or 'none was given'} is not a file.")
     own = {name for names_ in OWN_DATA_KINDS.values() for name in names_}
     takes = OWN_DATA_KINDS.get(cfg.kind)
     text_bench = cfg.kind == "bench" and d.name in OWN_DATA_KINDS["charlm"]  # the bench times charlm's loop too

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipelines.config.base import GROUPS, _check, _doc, walk_key
+from pipelines.config.detect import DetectConfig
 from pipelines.config.rl import RLConfig
 from pipelines.config.sections import (
     BenchConfig,
@@ -33,14 +34,18 @@ DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
                       "fashion_grid", "coco_captions",
                       # dense targets (segment, detect): generated scenes with masks and boxes
-                      "shapes", "fashion_scenes", "mask_folder"]
+                      "shapes", "fashion_scenes", "mask_folder",
+                      # COCO-format detection: instances_*.json + its image folder (detect)
+                      "coco"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
                     # hand-made features + linear (kNN has its own pipeline)
                     "hoglinear",
                     # semantic segmentation (segment): per-pixel class scores
-                    "fcn", "unet"]
+                    "fcn", "unet",
+                    # detectors (detect): components.models.detectors and two_stage
+                    "centernet", "two_stage", "localizer"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -69,8 +74,8 @@ class DataConfig:
     image_size: int = _doc("image_folder, mask_folder and coco_captions: images are resized to this square "
                            "size; shapes and fashion_scenes: the scenes' size", 32)
     channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
-    image_root: str | None = _doc("coco_captions: the folder the annotation file's file_name entries are "
-                                  "relative to (None: the annotation file's own folder)", None)
+    image_root: str | None = _doc("coco_captions and coco: the folder the annotation file's file_name entries "
+                                  "are relative to (None: the annotation file's own folder)", None)
     split_seed: int = _doc("seed of the stratified train/val/test split (part of the dataset version)", 0)
     val_fraction: float = _doc("fraction of train held out for model selection", 0.1)
     test_fraction: float = _doc("fraction held out for the final test, when the source has no test split", 0.1)
@@ -121,6 +126,9 @@ class ModelConfig:
                                                 "basic")
     groups: int = _doc("resnet bottleneck only: groups of the 3x3 conv; > 1 makes it a ResNeXt", 1)
     growth: int = _doc("densenet only: growth rate k (new feature maps per layer)", 12)
+    backbone_from: str | None = _doc("detect: start the detector's ResNet backbone from a registered classifier "
+                                     "of the same depth and width (models:/NAME@alias, models:/NAME/VERSION)",
+                                     None)
     init_diagnostic: bool = _doc("train stage: log per-layer activation mean/std at initialisation on a real "
                                  "batch, with histograms (§6.1: is the init collapsing?)", True)
 
@@ -233,7 +241,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner)", None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner, -detector)",
+                            None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 
@@ -242,7 +251,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption", "segment"] = _doc(
+                  "charlm", "caption", "segment", "detect"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -266,6 +275,7 @@ class Config:
     rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
     charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
     caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
+    detect: DetectConfig = _doc("detect pipeline only: object detection", default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")
@@ -281,7 +291,8 @@ class Config:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter"}.get(self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter", "detect": "detector"}.get(
+            self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "train.bptt": ("charlm",),
     "train.clip_norm": ("charlm",),
     "train.freeze": ("transfer",),
+    "model.backbone_from": ("detect",),
 }
 
 #: Each model family's options (beside dropout and batchnorm) and their defaults: the keyword
@@ -70,6 +71,9 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "hoglinear": {},
     "fcn": {"width": 16, "depth": 3},
     "unet": {"width": 16, "depth": 3},
+    # detectors (components.models.detectors.DETECTOR_OPTIONS): the size of their ResNet backbone
+    "centernet": {"depth": 20, "width": 16}, "two_stage": {"depth": 20, "width": 16},
+    "localizer": {"depth": 20, "width": 16},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")
@@ -101,6 +105,8 @@ def _stage_sections(cfg: Config, stage: str) -> tuple[str, ...]:
         return ("data", "train", "charlm")
     if kind == "caption" and stage in ("ingest", "train", "evaluate"):
         return ("data", "caption") + (("model", "train") if stage != "ingest" else ())
+    if kind == "detect" and stage in ("train", "evaluate"):
+        return STAGE_SECTIONS[stage] + ("detect",)
     if kind == "bench" and stage == "bench" and cfg.data.name in _TEXT_SOURCES:
         return ("data", "train", "charlm", "bench")  # the bench times charlm's training loop
     return STAGE_SECTIONS[stage]
@@ -154,7 +160,7 @@ def effective(cfg: Config) -> dict[str, Any]:
 def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     """The (H, W, C) of the images ``data.name`` gives (as ingest reads them), None for text."""
     d = cfg.data
-    if d.name in ("image_folder", "coco_captions", "mask_folder"):
+    if d.name in ("image_folder", "coco_captions", "mask_folder", "coco"):
         return (d.image_size, d.image_size, d.channels)
     if d.name in GENERATED_SOURCES:  # generated at data.image_size: shapes in colour, Fashion-MNIST items grey
         return (d.image_size, d.image_size, 3 if d.name == "shapes" else 1)

@@ -202,10 +202,11 @@ def signature(evaluation: Evaluation, num_classes: int):
     if all(s.dtype == "uint8" for s in inputs):
         # Images: no input schema. MLflow's would cast a JSON 0.5 to uint8 0 (a black image, answered 200)
         # and refuse N×H×W×1 for a model logged with N×H×W; serving.raw_pixels checks the pixels instead.
-        return ModelSignature(inputs=None, outputs=schema(outputs),
+        # A task whose output no tensor spec describes (a detector's boxes per image, any number) declares none.
+        return ModelSignature(inputs=None, outputs=schema(outputs) if outputs else None,
                               params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
                               if params else None)
-    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs),
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs) if outputs else None,
                           params=ParamSchema([ParamSpec(k, param_type(v), v) for k, v in params.items()])
                           if params else None)
 

@@ -484,9 +484,10 @@ def root_cause(e: BaseException) -> BaseException:
     return getattr(e, "cause", None) or e
 
 
-def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[str, Any]:
+def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str, spec: ModelSpec | None = None) -> dict[str, Any]:
     mean, std = prepared.normalizer()
-    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared.manifest()).to_dict(),
+    spec = spec or model_spec(cfg, prepared.manifest())  # a detector's spec is the flow's, not model.*'s
+    return {"train": dataclasses.asdict(cfg.train), "spec": spec.to_dict(),
             "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
             "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
             "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id,
@@ -553,7 +554,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         if cfg.train.overfit_rows:
             datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
         given_spec, spec = spec, spec or model_spec(cfg, manifest)
-        base_config = loop_config(cfg, prepared, uri, run_id)
+        base_config = loop_config(cfg, prepared, uri, run_id, spec)
     c = cfg.cluster
     task = build_task(cfg.train, spec)
     val_primary = names.metric(names.VAL, task.primary)

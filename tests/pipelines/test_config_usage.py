@@ -107,11 +107,13 @@ def test_close_match_prefers_the_longer_shared_start():
 
 def test_family_options_are_the_builders_keyword_parameters():
     from components.models import option_defaults
+    from components.models.detectors import DETECTOR_OPTIONS, DETECTORS
 
     families = typing.get_args(ModelName)
     assert set(usage.FAMILY_OPTIONS) == set(families)
     for name in families:
-        assert usage.FAMILY_OPTIONS[name] == option_defaults(name), name
+        expected = DETECTOR_OPTIONS if name in DETECTORS else option_defaults(name)
+        assert usage.FAMILY_OPTIONS[name] == expected, name
 
 
 def test_source_shapes_are_what_the_readers_give():

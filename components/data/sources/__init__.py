@@ -9,6 +9,7 @@ per source, the way torchvision's datasets are laid out:
     text.py            your own UTF-8 text: a file or a folder of files (text, for char LMs)
     fashion_grid.py    captioned 2x2 grids of Fashion-MNIST items (images + captions, for captioning)
     coco_captions.py   a COCO-format caption file and its image folder (images + all their captions)
+    coco.py            a COCO-format detection file and its image folder (boxes + categories, for §11)
     shapes.py          procedural scenes of circles, squares, triangles (masks + boxes, for §11)
     fashion_scenes.py  1-4 Fashion-MNIST items pasted on a canvas (masks + boxes, ten classes)
     mask_folder.py     your own images/NAME.png|jpg + masks/NAME.png (+ classes.txt): masks
@@ -70,6 +71,7 @@ from components.data.sources.cifar10 import (
     CIFAR10_URL,
     cifar10,
 )
+from components.data.sources.coco import coco
 from components.data.sources.coco_captions import CocoCaptions, coco_captions
 from components.data.sources.common import (
     default_cache_dir,
@@ -117,6 +119,7 @@ __all__ = [
     "austen",
     "caption_for",
     "cifar10",
+    "coco",
     "coco_captions",
     "default_cache_dir",
     "digits",
@@ -140,7 +143,8 @@ __all__ = [
     "unserialize",
 ]
 
-KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes", "fashion_scenes", "mask_folder")
+KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes", "fashion_scenes", "mask_folder",
+                 "coco")
 TEXT_SOURCES = ("austen", "text")
 
 
@@ -155,6 +159,7 @@ def load_source(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    image_root: str | Path | None = None,
 ) -> RawDataset:
     """Read the source called ``name`` (one of ``KNOWN_SOURCES``; '-' and '_' are interchangeable).
 
@@ -179,6 +184,10 @@ def load_source(
         if path is None:
             raise DataError("The mask_folder source needs a path to a folder with images/ and masks/.")
         return mask_folder(path, image_size or 64, channels or 3)
+    if key == "coco":  # path: the instances_*.json; image_root: its images (None: the file's folder)
+        if path is None:
+            raise DataError("The coco source needs a path to a COCO-format instances file (instances_*.json).")
+        return coco(path, image_root, image_size or 64, channels or 3)
     if key == "image_folder":
         if path is None:
             raise DataError("The image_folder source needs a path to a folder with one sub-folder per class.")
