@@ -33,11 +33,13 @@ KINDS: dict[str, tuple[str, ...]] = {
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
+    "explain": ("ingest", "explain"),
+    "style": ("style",),
 }
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
-NO_DATA_KINDS = ("rl",)
+NO_DATA_KINDS = ("rl", "style")
 
 
 def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, Any]]:
@@ -49,9 +51,11 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         classify,
         compress,
         ensemble,
+        explain,
         knn,
         retrain,
         rl,
+        style,
         sweep,
         transfer,
         zoo,
@@ -60,7 +64,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow}[kind]
+            "caption": caption.flow, "explain": explain.flow, "style": style.flow}[kind]
 
 
 @dataclass
@@ -90,6 +94,10 @@ def preflight(cfg: Config) -> None:
         from pipelines.flows.rl import check
 
         check(cfg)
+    if cfg.kind in ("explain", "style"):  # the model and images named exist
+        from pipelines.flows import explain, style
+
+        {"explain": explain.check, "style": style.check}[cfg.kind](cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
     d = cfg.data

@@ -24,7 +24,7 @@ from components.explain import embedding as emb
 
 
 def attributions(model: nn.Module, x: Tensor, y: Tensor, *, methods: Sequence[str] = attr.METHODS, grid: int = 8,
-                 masks: Tensor | None = None, patch: int = 4, stride: int = 2, samples: int = 16,
+                 masks: Tensor | None = None, tolerance: int = 1, patch: int = 4, stride: int = 2, samples: int = 16,
                  sigma: float = 0.15, steps: int = 32, curve_steps: int = 16, batch: int = 64,
                  seed: int = 0) -> dict[str, Any]:
     """Every method on every image, scored; the target is the true class.
@@ -46,7 +46,7 @@ def attributions(model: nn.Module, x: Tensor, y: Tensor, *, methods: Sequence[st
             dele.append(attr.deletion_auc(model, xb, yb, heat, curve_steps))
             ins.append(attr.insertion_auc(model, xb, yb, heat, curve_steps))
             if masks is not None:
-                hits.append(attr.pointing_game(heat, masks[s:s + batch]))
+                hits.append(attr.pointing_game(heat, masks[s:s + batch], tolerance))
         row = {"method": method, "deletion_auc": float(torch.cat(dele).mean()),
                "insertion_auc": float(torch.cat(ins).mean()), "seconds": time.perf_counter() - started}
         if masks is not None:

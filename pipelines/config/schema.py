@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipelines.config.base import GROUPS, _check, _doc, walk_key
+from pipelines.config.explain import ExplainConfig, StyleConfig
 from pipelines.config.rl import RLConfig
 from pipelines.config.sections import (
     BenchConfig,
@@ -221,7 +222,8 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption"] = _doc(
+                  "charlm", "caption",
+                  "explain", "style"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -245,6 +247,10 @@ class Config:
     rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
     charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
     caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
+    explain: ExplainConfig = _doc("explain pipeline only: what a registered classifier learned",
+                                  default_factory=ExplainConfig)
+    style: StyleConfig = _doc("style pipeline only: style transfer, texture synthesis, DeepDream",
+                              default_factory=StyleConfig)
 
     def __post_init__(self) -> None:
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
