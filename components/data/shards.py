@@ -26,6 +26,12 @@ int64``, ``idx: int64`` (row number within the split); the schema metadata carri
 ``visionray.shape`` (json [H, W, C]) and ``visionray.classes``.  ``decode_images`` turns an
 image column (Arrow or numpy batch, e.g. inside a Ray Data ``map_batches``) back into an
 (N, H, W, C) uint8 array without copying when it can.
+
+Dense sources (``components.data.types``: masks, boxes) add columns, listed in the manifest's
+``targets``: ``mask: fixed_size_binary(H*W)`` (uint8 class ids), ``boxes: list<float32>``
+(x1, y1, x2, y2 of each object, flattened) and ``box_labels: list<int64>``; ``decode_targets``
+turns them into (N, H, W) masks and boxes padded to the dataset's most objects per image
+(``targets["max_boxes"]``), so every batch of a dataset has the same shapes.
 """
 
 from __future__ import annotations
@@ -57,7 +63,9 @@ __all__ = [
     "Manifest",
     "dataset_version",
     "decode_images",
+    "decode_targets",
     "image_schema",
+    "target_columns",
     "read_split",
     "shape_from_schema",
     "split_dataset",
@@ -75,6 +83,10 @@ _SCHEMA_DESCRIPTION = (
     f"visionray-images/v{SCHEMA_VERSION}: image fixed_size_binary(H*W*C) uint8 HWC row-major, "
     "label int64, idx int64 (row within split); metadata visionray.shape=[H,W,C], visionray.classes"
 )
+_TARGETS_DESCRIPTION = {
+    "mask": "mask fixed_size_binary(H*W) uint8 class ids (0 background, k classes[k-1], 255 ignored)",
+    "boxes": "boxes list<float32> x1,y1,x2,y2 pixels per object, box_labels list<int64> class index",
+}
 # Extra stream id so the final per-split shuffle never reuses a per-class stream.
 _SHUFFLE_STREAM = 2**32 - 1
 
@@ -143,7 +155,7 @@ def stratified_split(
 
 
 def _take(split: RawSplit, idx: np.ndarray) -> RawSplit:
-    return RawSplit(images=split.images[idx], labels=split.labels[idx])
+    return split.take(idx)
 
 
 def split_dataset(
@@ -152,8 +164,11 @@ def split_dataset(
     """``{"train", "val", "test"}`` RawSplits for ``raw``.
 
     With an official test split only val is carved out of train and ``test_fraction`` is
-    ignored; otherwise all three are carved out of ``"all"``.
+    ignored; a source that made all three splits (``raw.premade``) keeps them; otherwise all
+    three are carved out of ``"all"``.
     """
+    if raw.premade:
+        return dict(raw.splits)
     if raw.has_official_test:
         train = raw.splits["train"]
         idx = stratified_split(train.labels, seed=seed, val_fraction=val_fraction, test_fraction=0.0)
@@ -212,6 +227,8 @@ class Manifest:
     test_fraction: float | None
     root: str
     cached: bool = field(default=False, compare=False)
+    # Dense targets the shards carry: {"mask": true, "boxes": true, "max_boxes": K}; {} for images only.
+    targets: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of everything except ``cached``."""
@@ -232,6 +249,7 @@ class Manifest:
                 "test_fraction": self.test_fraction,
             },
             "root": self.root,
+            **({"targets": self.targets} if self.targets else {}),
         }
 
     def to_json(self) -> str:
@@ -255,6 +273,7 @@ class Manifest:
             val_fraction=float(params["val_fraction"]),
             test_fraction=None if params["test_fraction"] is None else float(params["test_fraction"]),
             root=root if root is not None else data["root"],
+            targets=dict(data.get("targets", {})),
         )
 
     @classmethod
@@ -298,13 +317,25 @@ def _load_complete(version_dir: Path) -> Manifest | None:
 # --------------------------------------------------------------------------- writing
 
 
-def image_schema(shape: tuple[int, int, int], classes: Sequence[str]) -> pa.Schema:
-    """The Arrow schema of every shard for images of ``shape`` (H, W, C)."""
+def image_schema(shape: tuple[int, int, int], classes: Sequence[str], targets: Sequence[str] = ()) -> pa.Schema:
+    """The Arrow schema of every shard for images of ``shape`` (H, W, C), with the columns of
+    ``targets`` ("mask", "boxes") after the three every shard has."""
     h, w, c = shape
+    columns = [("image", pa.binary(h * w * c)), ("label", pa.int64()), ("idx", pa.int64())]
+    if "mask" in targets:
+        columns.append(("mask", pa.binary(h * w)))
+    if "boxes" in targets:
+        columns += [("boxes", pa.list_(pa.float32())), ("box_labels", pa.list_(pa.int64()))]
     return pa.schema(
-        [("image", pa.binary(h * w * c)), ("label", pa.int64()), ("idx", pa.int64())],
+        columns,
         metadata={SHAPE_KEY: json.dumps([h, w, c]).encode(), CLASSES_KEY: json.dumps(list(classes)).encode()},
     )
+
+
+def target_columns(targets: dict[str, Any] | Sequence[str]) -> list[str]:
+    """The Parquet columns that hold ``targets`` (a manifest's ``targets``, or target names)."""
+    names = [k for k in ("mask", "boxes") if (targets.get(k) if isinstance(targets, dict) else k in targets)]
+    return (["mask"] if "mask" in names else []) + (["boxes", "box_labels"] if "boxes" in names else [])
 
 
 def shape_from_schema(schema: pa.Schema) -> tuple[int, int, int]:
@@ -322,16 +353,20 @@ def _write_split(split: RawSplit, directory: Path, schema: pa.Schema, rows_per_s
     width = schema.field("image").type.byte_width
     flat = np.ascontiguousarray(split.images).reshape(n, width)
     labels = np.ascontiguousarray(split.labels)
+    masks = None if split.masks is None else np.ascontiguousarray(split.masks).reshape(n, -1)
     paths = []
     # Always at least one file, so an empty split still has a readable schema.
     for shard in range(max(1, math.ceil(n / rows_per_shard))):
         lo, hi = shard * rows_per_shard, min(n, (shard + 1) * rows_per_shard)
         # Zero-copy: the contiguous uint8 rows *are* the fixed_size_binary data buffer.
         images = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), hi - lo, [None, pa.py_buffer(flat[lo:hi])])
-        table = pa.Table.from_arrays(
-            [images, pa.array(labels[lo:hi], pa.int64()), pa.array(np.arange(lo, hi, dtype=np.int64))],
-            schema=schema,
-        )
+        columns = [images, pa.array(labels[lo:hi], pa.int64()), pa.array(np.arange(lo, hi, dtype=np.int64))]
+        if masks is not None:
+            columns.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(masks.shape[1]), hi - lo,
+                                                                [None, pa.py_buffer(masks[lo:hi])]))
+        if split.boxes is not None and split.box_labels is not None:
+            columns += _box_columns(split.boxes[lo:hi], split.box_labels[lo:hi])
+        table = pa.Table.from_arrays(columns, schema=schema)
         path = directory / f"part-{shard:05d}.parquet"
         pq.write_table(
             table,
@@ -343,6 +378,16 @@ def _write_split(split: RawSplit, directory: Path, schema: pa.Schema, rows_per_s
         )
         paths.append(path)
     return paths
+
+
+def _box_columns(boxes: np.ndarray, box_labels: np.ndarray) -> list[pa.Array]:
+    """Padded (n, K, 4) boxes and (n, K) labels (-1 padding) → two list columns of each image's objects."""
+    keep = box_labels >= 0
+    counts = keep.sum(1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    flat_boxes = pa.array(np.ascontiguousarray(boxes[keep], dtype=np.float32).reshape(-1))
+    return [pa.ListArray.from_arrays(pa.array(offsets * 4), flat_boxes),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(box_labels[keep].astype(np.int64)))]
 
 
 def write_dataset(
@@ -383,8 +428,12 @@ def write_dataset(
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the dataset should be shareable
         shape = raw.shape
-        schema = image_schema(shape, raw.classes)
+        schema = image_schema(shape, raw.classes, raw.targets)
         splits = split_dataset(raw, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        targets: dict[str, Any] = {t: True for t in raw.targets}
+        if "boxes" in targets:  # batches pad to the most objects of any image, so they all have one shape
+            targets["max_boxes"] = max(int((s.box_labels >= 0).sum(1).max(initial=0)) for s in splits.values()
+                                       if s.box_labels is not None)
         entries: dict[str, dict[str, Any]] = {}
         for name in SPLIT_NAMES:
             paths = _write_split(splits[name], tmp / name, schema, rows_per_shard)
@@ -404,11 +453,12 @@ def write_dataset(
             splits=entries,
             quarantine=tuple({"path": q.path, "reason": q.reason} for q in raw.quarantine),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            schema=_SCHEMA_DESCRIPTION,
+            schema="; ".join([_SCHEMA_DESCRIPTION, *(_TARGETS_DESCRIPTION[t] for t in raw.targets)]),
             seed=params["seed"],
             val_fraction=params["val_fraction"],
             test_fraction=params["test_fraction"],
             root=str(final),
+            targets=targets,
         )
         # The manifest is written last: its presence is what marks the folder complete.
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
@@ -512,8 +562,43 @@ def decode_images(column: Any, shape: Sequence[int]) -> np.ndarray:
     raise DataError(f"Cannot decode an image batch of dtype {arr.dtype}; expected Arrow binary or bytes.")
 
 
+def _padded(column: Any, width: int, rows: int, fill: float | int, dtype: Any) -> np.ndarray:
+    """A list column (each row a list of ``width``-tuples) → (N, rows, width) array, ``fill`` past each row's end."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    n = len(column)
+    out = np.full((n, rows, width), fill, dtype=dtype)
+    if n == 0:
+        return out
+    offsets = column.offsets.to_numpy()  # a sliced list array's offsets start where its slice does
+    values = column.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]].astype(dtype, copy=False)
+    counts = np.diff(offsets) // width
+    if counts.max(initial=0) > rows:
+        raise DataError(f"A row holds {int(counts.max())} objects, more than the dataset's max_boxes {rows}.")
+    row = np.repeat(np.arange(n), counts)
+    slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[row, slot] = values.reshape(-1, width)
+    return out
+
+
+def decode_targets(table: Any, shape: Sequence[int], targets: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The dense targets of a batch (``pa.Table`` or a dict of Arrow columns): ``mask`` (N, H, W) uint8,
+    ``boxes`` (N, K, 4) float32 and ``box_labels`` (N, K) int64 (-1: no object) with K
+    ``targets["max_boxes"]``; only those the manifest's ``targets`` names."""
+    h, w, _ = (int(x) for x in shape)
+    get = table.column if isinstance(table, pa.Table) else table.__getitem__
+    out: dict[str, np.ndarray] = {}
+    if targets.get("mask"):
+        out["mask"] = decode_images(get("mask"), (h, w, 1))[..., 0]
+    if targets.get("boxes"):
+        k = int(targets.get("max_boxes", 0))
+        out["boxes"] = _padded(get("boxes"), 4, k, 0.0, np.float32)
+        out["box_labels"] = _padded(get("box_labels"), 1, k, -1, np.int64)[..., 0]
+    return out
+
+
 def read_split(manifest: Manifest, split: str) -> RawSplit:
-    """Read every shard of ``split`` back into memory as a RawSplit (rows in written order)."""
+    """Read every shard of ``split`` back into memory as a RawSplit (rows in written order, targets included)."""
     paths = manifest.files(split)
     tables = []
     for path in paths:
@@ -522,7 +607,7 @@ def read_split(manifest: Manifest, split: str) -> RawSplit:
                 f"Shard {path} listed in the manifest of {manifest.name}/{manifest.version} is missing."
             )
         try:
-            tables.append(pq.read_table(path, columns=["image", "label"]))
+            tables.append(pq.read_table(path, columns=["image", "label", *target_columns(manifest.targets)]))
         except (OSError, pa.ArrowException) as err:
             raise DataError(f"Shard {path} is unreadable ({err}).") from err
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -533,4 +618,6 @@ def read_split(manifest: Manifest, split: str) -> RawSplit:
         raise DataError(
             f"Split {split!r} of {manifest.root} has {len(labels)} rows but its manifest says {expected}."
         )
-    return RawSplit(images=images, labels=labels.astype(np.int64, copy=False))
+    dense = decode_targets(table, manifest.shape, manifest.targets)
+    return RawSplit(images=images, labels=labels.astype(np.int64, copy=False), masks=dense.get("mask"),
+                    boxes=dense.get("boxes"), box_labels=dense.get("box_labels"))

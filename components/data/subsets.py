@@ -39,6 +39,9 @@ def class_indices(classes: Sequence[str], wanted: Sequence[str]) -> list[int]:
 
 def subset_classes(raw: RawDataset, wanted: Sequence[str]) -> RawDataset:
     """Only the rows of the ``wanted`` classes, relabelled 0..k-1 in the order given."""
+    if raw.targets:  # masks and boxes would keep naming the dropped classes
+        raise DataError(f"data.classes picks classes of a classification dataset; {raw.name} carries "
+                        f"{' and '.join(raw.targets)} targets of every class, so it cannot be subset.")
     keep = class_indices(list(raw.classes), wanted)
     lookup = np.full(len(raw.classes), -1, dtype=np.int64)
     lookup[keep] = np.arange(len(keep))

@@ -30,7 +30,9 @@ DatasetName = Literal["fashion_mnist", "cifar10", "image_folder", "digits",
                       # text (charlm): Jane Austen's novels, any UTF-8 file or folder
                       "austen", "text",
                       # captioned images (caption): Fashion-MNIST grids, COCO-format caption files
-                      "fashion_grid", "coco_captions"]
+                      "fashion_grid", "coco_captions",
+                      # dense targets (segment, detect): generated scenes with masks and boxes
+                      "shapes"]
 ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
@@ -61,7 +63,8 @@ class DataConfig:
     name: DatasetName = _doc("data source", "fashion_mnist")
     path: str | None = _doc("source directory, file or URL (None: the source's default location)", None)
     cache_dir: str = _doc("where ingested Parquet shards go, relative to the working directory", "data")
-    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size", 32)
+    image_size: int = _doc("image_folder and coco_captions: images are resized to this square size; shapes: "
+                           "the scenes' size", 32)
     channels: int = _doc("image_folder and coco_captions: 1 (grey) or 3 (RGB)", 3)
     image_root: str | None = _doc("coco_captions: the folder the annotation file's file_name entries are "
                                   "relative to (None: the annotation file's own folder)", None)
@@ -73,6 +76,7 @@ class DataConfig:
     max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
     allow_download: bool = _doc("download the source when it is not found locally", False)
+    num_images: int = _doc("shapes: scenes generated, split by data.val_fraction and data.test_fraction", 10000)
     augment: AugmentConfig = _doc("train-time augmentation (§7.2)", default_factory=AugmentConfig)
     classes: tuple[str, ...] = _doc(
         "keep only these classes (indices or names), relabelled 0..k-1 in this order; a subset is a "
@@ -85,6 +89,7 @@ class DataConfig:
                "plus data.val_fraction must stay below 1")
         _check(self.channels in (1, 3), "data.channels", "must be 1 or 3")
         _check(self.image_size >= 8, "data.image_size", "must be >= 8")
+        _check(self.num_images >= 3, "data.num_images", "must be >= 3 (train, val and test need a scene each)")
         _check(self.max_train_rows >= 0 and self.max_eval_rows >= 0, "data.max_train_rows",
                "and data.max_eval_rows must be >= 0")
         _check(len(set(self.classes)) == len(self.classes) and len(self.classes) != 1, "data.classes",

@@ -80,6 +80,8 @@ _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "gr
 SOURCE_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "fashion_grid": (56, 56, 1)}
 
+#: Sources that generate their scenes (data.num_images of them).
+GENERATED_SOURCES = ("shapes",)
 #: Data fields that only image sources read.
 _IMAGE_ONLY = ("image_size", "channels", "normalization", "augment", "classes")
 _TEXT_SOURCES = ("austen", "text")
@@ -154,6 +156,8 @@ def source_shape(cfg: Config) -> tuple[int, int, int] | None:
     d = cfg.data
     if d.name in ("image_folder", "coco_captions"):
         return (d.image_size, d.image_size, d.channels)
+    if d.name == "shapes":  # generated in colour at data.image_size
+        return (d.image_size, d.image_size, 3)
     return SOURCE_SHAPES.get(d.name)
 
 
@@ -162,6 +166,8 @@ def _resolve_data(cfg: Config, data: dict[str, Any]) -> None:
         for key in _IMAGE_ONLY:
             data.pop(key, None)
         return
+    if cfg.data.name not in GENERATED_SOURCES:
+        data.pop("num_images", None)
     shape = source_shape(cfg)
     if shape is not None:
         data["image_size"], data["channels"] = shape[0], shape[2]

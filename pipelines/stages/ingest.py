@@ -29,7 +29,8 @@ def run(cfg: Config) -> Manifest:
     d = cfg.data
     started = time.perf_counter()
     raw = load_source(d.name, path=d.path, image_size=d.image_size, channels=d.channels,
-                      allow_download=d.allow_download)
+                      allow_download=d.allow_download, num_images=d.num_images, seed=d.split_seed,
+                      val_fraction=d.val_fraction, test_fraction=d.test_fraction)
     if d.classes:  # a class subset is its own dataset version (components.data.subsets)
         raw = subset_classes(raw, d.classes)
     manifest = write_dataset(raw, Path(d.cache_dir), seed=d.split_seed, val_fraction=d.val_fraction,

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from components.augment import Augment, generator_for
-from components.data.shards import Manifest, decode_images
+from components.data.shards import (
+    Manifest,
+    decode_images,
+    decode_targets,
+    target_columns,
+)
 from components.models import accumulate_moments, finalize_moments
 from pipelines.config import Config, DataConfig
 from pipelines.records import Prepared
@@ -31,11 +36,14 @@ def augment_from(cfg: DataConfig) -> Augment:
                    contrast=a.contrast, cutout=a.cutout)
 
 
-def decode_batch(table: Any, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """A Ray Data batch (pyarrow) of Parquet rows → uint8 NHWC images, labels and row ids."""
+def decode_batch(table: Any, shape: tuple[int, int, int], targets: dict[str, Any] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """A Ray Data batch (pyarrow) of Parquet rows → uint8 NHWC images, labels and row ids, and the dense
+    targets the manifest lists (``mask`` N×H×W, ``boxes`` N×K×4, ``box_labels`` N×K)."""
     return {"image": decode_images(table.column("image"), shape),
             "label": table.column("label").to_numpy(),
-            "idx": table.column("idx").to_numpy()}
+            "idx": table.column("idx").to_numpy(),
+            **(decode_targets(table, shape, targets) if targets else {})}
 
 
 def split_rows(cfg: DataConfig, manifest: Manifest, split: str) -> int:
@@ -45,13 +53,14 @@ def split_rows(cfg: DataConfig, manifest: Manifest, split: str) -> int:
 
 
 def image_dataset(manifest: Manifest, split: str, limit: int = 0):
-    """A streaming Ray Dataset of one split: decoded uint8 images, labels, row ids."""
+    """A streaming Ray Dataset of one split: decoded uint8 images, labels, row ids (and masks, boxes)."""
     import ray.data
 
-    ds = ray.data.read_parquet([str(p) for p in manifest.files(split)], columns=["image", "label", "idx"])
+    ds = ray.data.read_parquet([str(p) for p in manifest.files(split)],
+                               columns=["image", "label", "idx", *target_columns(manifest.targets)])
     if limit and limit < manifest.splits[split]["rows"]:
         ds = ds.limit(limit)  # shards are written class-shuffled, so a prefix is a fair sample
-    return ds.map_batches(partial(decode_batch, shape=manifest.shape), batch_format="pyarrow",
+    return ds.map_batches(partial(decode_batch, shape=manifest.shape, targets=manifest.targets), batch_format="pyarrow",
                           batch_size=4096, zero_copy_batch=True)
 
 

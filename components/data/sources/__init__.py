@@ -9,6 +9,7 @@ per source, the way torchvision's datasets are laid out:
     text.py            your own UTF-8 text: a file or a folder of files (text, for char LMs)
     fashion_grid.py    captioned 2x2 grids of Fashion-MNIST items (images + captions, for captioning)
     coco_captions.py   a COCO-format caption file and its image folder (images + all their captions)
+    shapes.py          procedural scenes of circles, squares, triangles (masks + boxes, for §11)
     common.py          what they share: the download cache and checksum-verified downloads
 
 Every reader returns the same in-memory contract (see ``components.data.types``): uint8
@@ -21,6 +22,7 @@ writer uses as the dataset version.  Pick a source by name::
     raw = load_source("cifar10", path="/data/cifar-10-python.tar.gz")
     raw = load_source("image_folder", path="/data/pets", image_size=64, channels=3)
     raw = load_source("digits")                              # bundled with scikit-learn
+    raw = load_source("shapes", num_images=10_000, image_size=64, seed=0)   # generated, with masks + boxes
     raw.splits["train"].images.shape                         # (60000, 28, 28, 1)
 
 or call a reader directly (``fashion_mnist``, ``cifar10``, ``image_folder``, ``digits``).
@@ -89,6 +91,7 @@ from components.data.sources.fashion_mnist import (
     read_idx,
 )
 from components.data.sources.image_folder import IMAGE_EXTENSIONS, image_folder
+from components.data.sources.shapes import SHAPE_CLASSES, shapes
 from components.data.sources.text import text_files
 from components.data.text import TextCorpus
 from components.data.types import RawDataset
@@ -102,6 +105,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_URL",
     "IMAGE_EXTENSIONS",
+    "SHAPE_CLASSES",
     "KNOWN_SOURCES",
     "TEXT_SOURCES",
     "CaptionedImages",
@@ -125,11 +129,12 @@ __all__ = [
     "parse_idx",
     "read_idx",
     "read_rdb",
+    "shapes",
     "text_files",
     "unserialize",
 ]
 
-KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits")
+KNOWN_SOURCES = ("fashion_mnist", "cifar10", "image_folder", "digits", "shapes")
 TEXT_SOURCES = ("austen", "text")
 
 
@@ -140,11 +145,17 @@ def load_source(
     image_size: int | None = None,
     channels: int | None = None,
     allow_download: bool = False,
+    num_images: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
 ) -> RawDataset:
     """Read the source called ``name`` (one of ``KNOWN_SOURCES``; '-' and '_' are interchangeable).
 
     ``path`` is the folder/tarball/URL for the source; ``image_size`` and ``channels`` are
-    required for ``image_folder`` and ignored by the fixed-shape built-in datasets.
+    required for ``image_folder`` and ignored by the fixed-shape built-in datasets. The generated
+    sources (``shapes``) draw ``num_images`` scenes of ``image_size`` px from ``seed``, split by the
+    two fractions.
     """
     key = name.strip().lower().replace("-", "_")
     if key == "fashion_mnist":
@@ -153,6 +164,8 @@ def load_source(
         return cifar10(path, allow_download=allow_download)
     if key == "digits":
         return digits()
+    if key == "shapes":
+        return shapes(num_images or 10_000, image_size or 64, seed, val_fraction, test_fraction)
     if key == "image_folder":
         if path is None:
             raise DataError("The image_folder source needs a path to a folder with one sub-folder per class.")
