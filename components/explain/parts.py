@@ -85,8 +85,9 @@ def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, eps: Sequence[float] 
     with torch.no_grad():
         before = float(nn.functional.cross_entropy(model(x), y))
     fgsm_eps = 0.1 if 0.1 in radii else radii[-1]
+    attacked = adv.fgsm(model, x, y, fgsm_eps)
     with torch.no_grad():
-        after = float(nn.functional.cross_entropy(model(adv.fgsm(model, x, y, fgsm_eps)), y))
+        after = float(nn.functional.cross_entropy(model(attacked), y))
     fooling = [adv.fooling_image(model, int(c), tuple(x.shape[1:]), confidence, fool_steps, seed=seed + int(c))
                for c in fool_classes]
     return {"eps": radii, "accuracy": accuracy, "rows": rows, "titles": titles, "predictions": predictions,

@@ -97,11 +97,12 @@ def _part(which: str, model, images: np.ndarray, labels: np.ndarray, masks, opti
 
     torch.set_num_threads(1)
     torch.manual_seed(options.pop("seed", 0))
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    x = torch.tensor(images)  # a copy: Ray hands arrays over read-only
+    x = x.permute(0, 3, 1, 2).float().div(255)
+    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
     started = time.perf_counter()
     if which == "attributions":
-        result = parts.attributions(model, x, y, masks=None if masks is None else torch.from_numpy(masks), **options)
+        result = parts.attributions(model, x, y, masks=None if masks is None else torch.tensor(masks), **options)
     elif which == "class_models":
         result = parts.class_models(model, **options)
     else:
@@ -120,7 +121,8 @@ def run(cfg: Config, name: str, version: int, manifest, workdir: Path) -> dict[s
     model, spec = _load(cfg, name, version, manifest, workdir)
     test = read_split(manifest, "test")
     images, labels = test.images, test.labels
-    masks = explain_log.test_masks(manifest, len(labels))
+    # the pointing game's object: the pixels of the true class (mask ids are class + 1, 0 background)
+    masks = None if test.masks is None else test.masks == (labels[:, None, None] + 1)
     order = np.random.default_rng(cfg.seed).permutation(len(labels))  # the same random test images for every part
     classes = list(spec.classes)
     fool = list(e.fool_classes) or list(range(spec.num_classes))

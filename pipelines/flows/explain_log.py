@@ -21,23 +21,6 @@ def eps_step(eps: float) -> int:
     return int(round(1000 * eps))
 
 
-def test_masks(manifest, rows: int) -> np.ndarray | None:
-    """The test split's object masks (N×H×W bool) when its shards carry a ``mask`` column, else None."""
-    import pyarrow.parquet as pq
-
-    from components.data.shards import decode_images
-
-    paths = manifest.files("test")
-    if not paths or "mask" not in pq.read_schema(paths[0]).names:
-        return None
-    h, w, _ = manifest.shape
-    column = [pq.read_table(p, columns=["mask"]).column("mask") for p in paths]
-    import pyarrow as pa
-
-    masks = decode_images(pa.chunked_array([c for col in column for c in col.chunks]), (h, w, 1))
-    return (np.asarray(masks)[:rows, ..., 0] > 0) if len(masks) else None
-
-
 def log_attributions(result: dict[str, Any], classes: Sequence[str]) -> None:
     from components.explain.figures import attribution_figure, faithfulness_figure
 
