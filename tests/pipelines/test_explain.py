@@ -137,3 +137,14 @@ def test_style_logs_each_mode_step_by_step_with_its_images(styled):
     stage_files = {f.path for f in client.list_artifacts(stage.info.run_id, "style")}
     assert {names.style_result(m) for m in modes} <= stage_files
     assert result.outputs["summary"]["transfer"]["content_loss_ratio"] >= 0
+
+
+@pytest.mark.slow
+def test_a_missing_alias_or_version_is_named(quickstart_run):
+    from pipelines.dispatch import preflight
+
+    with store_context(quickstart_run.store):
+        with pytest.raises(ConfigError, match="digits-classifier has no alias 'nope' \\(it has: champion\\)"):
+            preflight(shrunk_config("explain", "explain.model=models:/digits-classifier@nope"))
+        with pytest.raises(ConfigError, match="digits-classifier has no version 99"):
+            preflight(shrunk_config("explain", "explain.model=models:/digits-classifier/99"))
