@@ -35,6 +35,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "caption": ("ingest", "train", "evaluate", "register"),
     "segment": CLASSIFY_STAGES,
     "detect": CLASSIFY_STAGES,
+    "explain": ("ingest", "explain"),
+    "style": ("style",),
 }
 #: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
 DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
@@ -47,7 +49,7 @@ CLASSIFIER_KINDS = ("classify", "retrain", "sweep", "ensemble", "compress", "ben
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
 #: Kinds that read no image dataset (no data checks before they start).
-NO_DATA_KINDS = ("rl",)
+NO_DATA_KINDS = ("rl", "style")
 
 
 def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, Any]]:
@@ -60,10 +62,12 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         compress,
         detect,
         ensemble,
+        explain,
         knn,
         retrain,
         rl,
         segment,
+        style,
         sweep,
         transfer,
         zoo,
@@ -72,7 +76,8 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow, "segment": segment.flow, "detect": detect.flow}[kind]
+            "caption": caption.flow, "segment": segment.flow, "detect": detect.flow,
+            "explain": explain.flow, "style": style.flow}[kind]
 
 
 @dataclass
@@ -103,6 +108,10 @@ def preflight(cfg: Config) -> None:
         from pipelines.flows.rl import check
 
         check(cfg)
+    if cfg.kind in ("explain", "style"):  # the model and images named exist
+        from pipelines.flows import explain, style
+
+        {"explain": explain.check, "style": style.check}[cfg.kind](cfg)
     if cfg.kind in NO_DATA_KINDS:
         return
     check_dense(cfg)

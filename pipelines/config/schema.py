@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pipelines.config.base import GROUPS, _check, _doc, walk_key
 from pipelines.config.detect import DetectConfig
+from pipelines.config.explain import ExplainConfig, StyleConfig
 from pipelines.config.rl import RLConfig
 from pipelines.config.sections import (
     BenchConfig,
@@ -251,7 +252,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption", "segment", "detect"] = _doc(
+                  "charlm", "caption", "segment", "detect", "explain", "style"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -276,6 +277,10 @@ class Config:
     charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
     caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
     detect: DetectConfig = _doc("detect pipeline only: object detection", default_factory=DetectConfig)
+    explain: ExplainConfig = _doc("explain pipeline only: what a registered classifier learned",
+                                  default_factory=ExplainConfig)
+    style: StyleConfig = _doc("style pipeline only: style transfer, texture synthesis, DeepDream",
+                              default_factory=StyleConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")

@@ -40,6 +40,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "compress": ("data", "model", "train", "registry", "compress"),  # the source: <registry name>@champion
     "report": (),
     "bench": ("data", "model", "train", "bench"),
+    "explain": ("data", "explain"),  # the architecture comes from explain.model
+    "style": ("style",),
 }
 
 #: Sections that only some fields of are read by a kind: (kind, section) -> those fields.

@@ -313,3 +313,61 @@ NGRAM_K = "baseline/k"  # its add-k smoothing, chosen on val
 CHARLM_VOCAB = "data/vocabulary"
 CHARLM_REPLACED = "data/replaced_bytes"
 CHARLM_SAMPLES_DIR = "samples"
+
+# Explain (§12): what a registered classifier learned; on the explain stage's run.
+EXPLAINS_TAG = "explains"  # NAME/version of the model explained, on the explain run and its pipeline's parent
+EXPLAIN_BEST_METHOD_TAG = "visionray.explain.best_method"  # lowest deletion AUC (the random baseline excluded)
+EXPLAIN_CLEAN_ACCURACY = "explain/clean_accuracy"  # on the attacked test images, before any attack
+EXPLAIN_ADV_ACCURACY = "explain/adv_accuracy"  # FGSM, step = 1000·ε (ε in pixels of [0, 1]; step 100 is ε = 0.1)
+EXPLAIN_PGD_ACCURACY = "explain/pgd_accuracy"  # PGD, the same steps
+EXPLAIN_LOSS_CLEAN = "explain/loss_clean"  # mean cross-entropy of the attacked images, before and after FGSM
+EXPLAIN_LOSS_FGSM = "explain/loss_fgsm"
+EXPLAIN_FOOLING_CONFIDENCE_MIN = "explain/fooling_confidence_min"  # the least confident fooling image
+EXPLAIN_CLASS_MODEL_CONFIDENCE = "explain/class_model_confidence_mean"  # p(class) of its own visualisation
+EXPLAIN_FEATURE_KNN = "explain/feature_knn_accuracy"  # leave-one-out kNN in the full penultimate space
+EXPLAIN_PIXEL_KNN = "explain/pixel_knn_accuracy"  # the same in pixel space
+EXPLAIN_EMBEDDED_POINTS = "explain/embedded_points"
+EXPLAIN_NEIGHBOUR_AGREEMENT_FEATURE = "explain/neighbour_same_class_feature"  # shown neighbours of the queries
+EXPLAIN_NEIGHBOUR_AGREEMENT_PIXEL = "explain/neighbour_same_class_pixel"
+EXPLAIN_FAITHFULNESS_TABLE = "explain/faithfulness.json"
+EXPLAIN_ATTRIBUTION_PLOT = "explain/attribution.png"
+EXPLAIN_FAITHFULNESS_PLOT = "explain/faithfulness.png"
+EXPLAIN_ADVERSARIAL_PLOT = "explain/adversarial_examples.png"
+EXPLAIN_ADV_CURVE_PLOT = "explain/accuracy_vs_eps.png"
+EXPLAIN_FOOLING_PLOT = "explain/fooling_images.png"
+EXPLAIN_CLASS_MODELS_PLOT = "explain/class_models.png"
+EXPLAIN_NEIGHBOURS_PLOT = "explain/neighbours.png"
+EXPLAIN_SUMMARY = "explain/summary.json"
+
+
+def explain_method_metric(key: str, method: str) -> str:
+    """An attribution method's faithfulness: ``explain/<deletion_auc|insertion_auc|pointing_game>_<method>``."""
+    return f"explain/{key}_{method}"
+
+
+def explain_embedding_metric(embedding: str, key: str) -> str:
+    """A 2-D map's quality: ``explain/<tsne|umap>_<knn_accuracy|trustworthiness|seconds>``."""
+    return f"explain/{embedding}_{key}"
+
+
+def explain_embedding_plot(embedding: str) -> str:
+    return f"explain/{embedding}.png"
+
+
+# Style (§12): one nested run per mode (transfer, texture, dream) under the style stage's run.
+STYLE_MODE_TAG = "visionray.style.mode"
+STYLE_LOSS = "style/style_loss"  # per step; Gram matrices of the features, weighted
+STYLE_CONTENT_LOSS = "style/content_loss"
+STYLE_TV_LOSS = "style/tv_loss"
+STYLE_TOTAL_LOSS = "style/total_loss"
+STYLE_DREAM_OBJECTIVE = "style/dream_objective"  # dream: the mean squared activation being amplified
+STYLE_LOSS_REDUCTION = "style/style_loss_reduction"  # first step's style loss / the last's
+STYLE_CONTENT_LOSS_RATIO = "style/content_loss_ratio"  # final content loss / the style image's own
+STYLE_SECONDS = "style/seconds"
+STYLE_IMAGE_KEY = "style/image"  # the image every style.log_every steps (MLflow's step-wise images)
+STYLE_RESULT = "style/result.png"  # the final image of each mode
+
+
+def style_result(mode: str) -> str:
+    """The final image of a mode on the style stage's run: ``style/<mode>.png``."""
+    return f"style/{mode}.png"

@@ -465,6 +465,19 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+def log_series(rows: Sequence[Mapping[str, float]], first_step: int = 1) -> None:
+    """Per-step metrics of a finished loop on the active run, ``rows[i]`` at step ``first_step + i``, in
+    batches (one call per 1,000 values instead of one per step)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    values = [Metric(k, float(v), now, first_step + i) for i, row in enumerate(rows) for k, v in row.items()]
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(values), 1000):
+        mlflow.MlflowClient().log_batch(run_id, metrics=values[start:start + 1000])
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     import mlflow
 
@@ -476,6 +489,17 @@ def log_figure(fig: Any, artifact_file: str) -> None:
 
     mlflow.log_figure(fig, artifact_file)
     fig.clear()
+
+
+def log_image(image: Any, artifact_file: str | None = None, key: str | None = None, step: int | None = None) -> None:
+    """An H×W(×C) uint8 or [0, 1] float image: as a file (``artifact_file``) or, with ``key`` and ``step``,
+    as one of a series MLflow shows step by step."""
+    import mlflow
+
+    if key is not None:
+        mlflow.log_image(image, key=key, step=step)
+    else:
+        mlflow.log_image(image, artifact_file)
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

@@ -35,6 +35,8 @@ SHARED = ("cluster", "tracking")
     ("caption", [], ("data", "model", "train", "registry", "caption")),
     ("bench", [], ("data", "model", "train", "bench")),
     ("bench_charlm", [], ("data", "train", "bench", "charlm")),
+    ("explain", [], ("data", "explain")),
+    ("style", [], ("style",)),
 ])
 def test_used_sections(pipeline, overrides, sections):
     cfg = load_config(pipeline, overrides)
