@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "detect": CLASSIFY_STAGES,
     "explain": ("ingest", "explain"),
     "style": ("style",),
+    "generate": CLASSIFY_STAGES,
 }
 #: Kinds that train segmentation nets on datasets with masks (and the datasets that have them).
 DENSE_KINDS = {"segment": ("shapes", "fashion_scenes", "mask_folder")}
@@ -63,6 +64,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         detect,
         ensemble,
         explain,
+        generate,
         knn,
         retrain,
         rl,
@@ -77,7 +79,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
             "caption": caption.flow, "segment": segment.flow, "detect": detect.flow,
-            "explain": explain.flow, "style": style.flow}[kind]
+            "generate": generate.flow, "explain": explain.flow, "style": style.flow}[kind]
 
 
 @dataclass
@@ -95,12 +97,29 @@ def validate_stages(cfg: Config) -> None:
                           f"needs the output of the one before it.")
 
 
+def check_model_kind(cfg: Config) -> None:
+    """Generative models train only in the generate pipeline, and it trains only them."""
+    from pipelines.config.schema import GENERATIVE_MODELS
+
+    if cfg.kind == "generate" and cfg.model.name not in GENERATIVE_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is not a generative model; the generate pipeline trains "
+                          + " or ".join(f"model={m}" for m in GENERATIVE_MODELS) + ".")
+    if (cfg.kind == "generate" and cfg.model.name == "vae" and cfg.data.name == "image_folder"
+            and cfg.data.image_size % 4):
+        raise ConfigError(f"data.image_size={cfg.data.image_size}: the VAE halves the image twice, so it must be "
+                          f"a multiple of 4.")
+    if cfg.kind in ("classify", "retrain", "sweep", "ensemble", "bench") and cfg.model.name in GENERATIVE_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a generative model; run it with the generate pipeline "
+                          f"(visionray run generate model={cfg.model.name}).")
+
+
 def preflight(cfg: Config) -> None:
     """User errors that need no Ray and no MLflow run: caught before anything starts."""
     from components.data.errors import DataError
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
+    check_model_kind(cfg)
     if cfg.kind == "transfer" and not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
     check_local_package(cfg)

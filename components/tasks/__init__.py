@@ -22,6 +22,7 @@ from components.tasks.base import (
 from components.tasks.captioning import Captioning
 from components.tasks.classification import Classification
 from components.tasks.detection import Detection
+from components.tasks.generation import Generation
 from components.tasks.language_model import LanguageModel
 from components.tasks.segmentation import Segmentation
 
@@ -32,6 +33,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "captioning": Captioning.build,
     "segmentation": Segmentation.build,
     "detection": Detection.build,
+    "generation": Generation.build,
 }
 
 
@@ -41,6 +43,6 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Captioning", "Classification", "Detection", "LanguageModel", "Meter", "Report", "Segmentation",
-           "Task", "TensorSpec", "build_task", "is_better",
+__all__ = ["TASKS", "Captioning", "Classification", "Detection", "Generation", "LanguageModel", "Meter", "Report",
+           "Segmentation", "Task", "TensorSpec", "build_task", "is_better",
            "select_best"]

@@ -20,6 +20,7 @@ from pipelines.config.sections import (
     CharLMConfig,
     CompressConfig,
     EnsembleConfig,
+    GenerateConfig,
     KnnConfig,
     RetrainConfig,
     TransferConfig,
@@ -46,7 +47,11 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # semantic segmentation (segment): per-pixel class scores
                     "fcn", "unet",
                     # detectors (detect): components.models.detectors and two_stage
-                    "centernet", "two_stage", "localizer"]
+                    "centernet", "two_stage", "localizer",
+                    # generative models (the generate pipeline only), components.models.generative
+                    "vae", "pixelcnn"]
+#: The ModelName values that only the generate pipeline trains.
+GENERATIVE_MODELS = ("vae", "pixelcnn")
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -242,8 +247,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner, -detector)",
-                            None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner, -segmenter, "
+                            "-detector; generate: <dataset>-<model>, e.g. fashion-mnist-vae)", None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 
@@ -252,7 +257,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption", "segment", "detect", "explain", "style"] = _doc(
+                  "charlm", "caption", "segment", "detect", "generate", "explain", "style"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -281,6 +286,7 @@ class Config:
                                   default_factory=ExplainConfig)
     style: StyleConfig = _doc("style pipeline only: style transfer, texture synthesis, DeepDream",
                               default_factory=StyleConfig)
+    generate: GenerateConfig = _doc("generate pipeline only: generative models", default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")
@@ -290,14 +296,15 @@ class Config:
 
     @property
     def registered_model_name(self) -> str:
-        """``registry.name``, else ``<dataset>-classifier`` (``-charlm``, ``-captioner``); an RL policy:
+        """``registry.name``, else ``<dataset>-classifier`` (``-charlm``, ``-captioner``, ``-<model>`` for a
+        generative model: ``fashion-mnist-vae``); an RL policy:
         ``<env id lowercased>-<algo>`` ('/' becomes '-': ALE/Pong-v5 → ale-pong-v5-ppo)."""
         if self.registry.name:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter", "detect": "detector"}.get(
-            self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "segment": "segmenter", "detect": "detector",
+                "generate": self.model.name}.get(self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -105,7 +105,8 @@ def build_task(tc: TrainConfig, spec: ModelSpec, **options: Any) -> Task:
     """The task the spec's net is trained for, with the loss of ``train.*`` and a pipeline's ``options``
     (a language model's per-epoch samples)."""
     return tasks.build_task(spec.task, num_classes=spec.num_classes, classes=spec.classes, loss=tc.loss,
-                            label_smoothing=tc.label_smoothing, seq_len=tc.bptt, clip=tc.clip_norm, **options)
+                            label_smoothing=tc.label_smoothing, seq_len=tc.bptt, clip=tc.clip_norm,
+                            model=spec.name, **options)
 
 
 def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec, **task_options: Any):
@@ -319,8 +320,13 @@ def _run_epochs(w: _Worker) -> None:
                 ray.train.report(metrics, checkpoint=None)
         if rank == 0:
             progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
-            for path, content in w.task.epoch_artifacts(bare, epoch).items():  # samples, previews (PNG bytes)
-                (w.logger.log_bytes if isinstance(content, bytes) else w.logger.log_text)(content, path)
+            for path, content in w.task.epoch_artifacts(bare, epoch).items():  # samples, previews, grids
+                if isinstance(content, str):
+                    w.logger.log_text(content, path)
+                elif isinstance(content, bytes):  # a PNG drawn on the worker (a segmenter's previews)
+                    w.logger.log_bytes(content, path)
+                else:  # a uint8 image (a generative model's sample grid), stepped by the epoch's number
+                    w.logger.log_image(content, path, number)
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, number):
@@ -538,7 +544,8 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
     TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
     replace the ones read from the shards (a sweep's trials share datasets materialised once);
-    ``task_options`` reach the task's builder on every worker (a segmenter's preview images)."""
+    ``task_options`` reach the task's builder on every worker (a segmenter's preview images, a generative
+    model's sample-grid period)."""
     from ray.train import CheckpointConfig, FailureConfig
 
     text = isinstance(prepared, TextPrepared)
