@@ -491,17 +491,6 @@ def log_figure(fig: Any, artifact_file: str) -> None:
     fig.clear()
 
 
-def log_image(image: Any, artifact_file: str | None = None, key: str | None = None, step: int | None = None) -> None:
-    """An H×W(×C) uint8 or [0, 1] float image: as a file (``artifact_file``) or, with ``key`` and ``step``,
-    as one of a series MLflow shows step by step."""
-    import mlflow
-
-    if key is not None:
-        mlflow.log_image(image, key=key, step=step)
-    else:
-        mlflow.log_image(image, artifact_file)
-
-
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 
@@ -524,7 +513,8 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 def log_image(image: Any, artifact_file: str | None = None, key: str | None = None, step: int | None = None) -> None:
-    """A uint8 image (H×W or H×W×3) as a file (``artifact_file``) or as MLflow's stepped image ``key``."""
+    """An H×W(×C) uint8 or [0, 1] float image: as a file (``artifact_file``) or, with ``key`` and ``step``,
+    as one of a series MLflow shows step by step."""
     import mlflow
 
     mlflow.log_image(image, artifact_file=artifact_file, key=key, step=step, synchronous=True)
