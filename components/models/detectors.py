@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -77,7 +78,7 @@ class DetectionModel(nn.Module):
     @torch.no_grad()
     def detect_uint8(self, images: Any, score_threshold: float = 0.3, nms_threshold: float = 0.5,
                      max_dets: int = 100) -> list[tuple[Tensor, Tensor, Tensor]]:
-        x = torch.as_tensor(images)
+        x = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: served arrays may be read-only
         x = (x.unsqueeze(-1) if x.ndim == 3 else x).permute(0, 3, 1, 2).float().div(255)
         self.eval()
         return decode(self(x), score_threshold, nms_threshold, max_dets)

@@ -102,3 +102,31 @@ def test_detect_refuses_data_without_boxes_and_a_classifier_model():
 
     with pytest.raises(DataError, match="data=coco needs data.path"):
         preflight(shrunk_config("detect", "data=coco"))
+
+
+def test_the_backbone_starts_from_a_classifier_package(mlflow_store, tmp_path):
+    """model.backbone_from: a ResNet classifier's stem and stages start the detector, its heads stay fresh;
+    a classifier of another shape is refused in one sentence naming the key."""
+    import mlflow
+    import torch
+
+    from components.models import Normalize
+    from components.package_base import ModelSpec, save_package
+    from pipelines.flows.detect import backbone_init
+
+    classifier_spec = ModelSpec(name="resnet", in_channels=3, num_classes=4, image_size=32, classes=tuple("abcd"),
+                                width=8, depth=8)
+    torch.manual_seed(1)
+    classifier = classifier_spec.build(Normalize.identity(3))
+    save_package(tmp_path / "resnet8", classifier, classifier_spec)
+    detector = ModelSpec(name="centernet", in_channels=3, num_classes=3, image_size=32, classes=("x", "y", "z"),
+                         width=8, depth=8, task="detection")
+    cfg = shrunk_config("detect", "data=shapes", "model.width=8", "model.depth=8",
+                        f"model.backbone_from={tmp_path / 'resnet8'}")
+    with mlflow.start_run():
+        state = backbone_init(cfg, detector)
+    assert torch.equal(state["backbone.stages.0.conv1.weight"], classifier.net.stages[0].conv1.weight)
+    assert "fc.weight" not in state and "heat.2.bias" in state
+    wider = ModelSpec(**{**detector.to_dict(), "width": 16, "classes": detector.classes})
+    with mlflow.start_run(), pytest.raises(ConfigError, match="model.backbone_from=.*same ResNet depth and width"):
+        backbone_init(cfg, wider)
