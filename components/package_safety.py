@@ -97,9 +97,11 @@ def check_program(source: str | Path | bytes, name: str | None = None) -> None:
 
 
 def load_program(source: str | Path | bytes, name: str | None = None) -> torch.export.ExportedProgram:
-    """A torch.export program from an archive that :func:`check_program` accepted."""
-    check_program(source, name)
-    return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source)
+    """A torch.export program from an archive that :func:`check_program` accepted (the same bytes: a file
+    swapped between the check and the load is never read)."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    check_program(data, name or str(source))
+    return torch.export.load(io.BytesIO(data))
 
 
 def check_onnx(path: str | Path) -> None:

@@ -239,10 +239,12 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
     with tracking.pipeline_run(cfg, command, resume_id) as parent:
         say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
             f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
-        # retrain starts Ray itself, once it knows there is something to train (a no-op stays quick)
-        ray = contextlib.nullcontext() if cfg.kind == "retrain" else runtime.ray_session(cfg.cluster)
+        # retrain starts Ray itself, once it knows there is something to train (a no-op stays quick); through
+        # ray:// its flow runs on the cluster, so the client connects first
+        local_retrain = cfg.kind == "retrain" and not runtime.client_mode(cfg.cluster)
+        ray = contextlib.nullcontext() if local_retrain else runtime.ray_session(cfg.cluster)
         with runtime.MemoryWatcher() as memory, ray:
-            if cfg.kind != "retrain":  # retrain runs this check right after it starts Ray
+            if not local_retrain:  # retrain runs this check right after it starts Ray
                 # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
                 runtime.check_shared_storage(shared_paths(cfg))
             # Through ray:// the flow runs as a task on the cluster (runtime.client_mode says why)

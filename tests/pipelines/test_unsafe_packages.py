@@ -36,15 +36,19 @@ def _package(fmt: str, directory, marker, archive: bytes):
         return malicious.plain_package(directory, marker)
     if fmt == "ensemble":
         return malicious.ensemble_package(directory, marker)
+    if fmt == "onnx":  # its weights read from a file outside the package
+        marker.with_name("secret.bin").write_bytes(b"\0" * 64)
+        return malicious.onnx_package(directory, marker.with_name("secret.bin"))
     return malicious.int8_package(directory, marker, fmt.split("-", 1)[1], archive=archive)
 
 
 @pytest.mark.parametrize("pipeline, key", [("transfer", "transfer.source"), ("retrain", "retrain.init_from")])
-@pytest.mark.parametrize("fmt", ["plain", "ensemble", "int8-weight", "int8-sample_inputs", "int8-expression"])
+@pytest.mark.parametrize("fmt", ["plain", "ensemble", "int8-weight", "int8-sample_inputs", "int8-expression", "onnx"])
 def test_a_malicious_package_is_refused_with_exit_2_and_runs_nothing(capsys, isolated, archive, pipeline, key, fmt):
     marker = isolated / "created-by-the-package"
     package = _package(fmt, isolated / "evil", marker, archive)
     line = _usage_error(capsys, ["run", pipeline, "data=digits", f"{key}={package}"])
-    assert f"{key}={package} is refused" in line and "visionray refuses" in line
+    assert f"{key}={package} is refused" in line
+    assert ("external file" if fmt == "onnx" else "visionray refuses") in line
     assert not marker.exists()
     _assert_nothing_started(isolated)
