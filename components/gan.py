@@ -9,8 +9,9 @@ The losses (Goodfellow et al. 2014; §13): D maximises log D(x) + log(1 - D(G(z)
 log(1 - D(G(z))) (``minimax``: its gradient vanishes while D confidently rejects the samples, early in
 training) or maximises log D(G(z)) (``nonsaturating``, the default: the same fixed point, strong gradients
 early). The usual tricks, each an option and off unless set: one-sided label smoothing (Salimans et al.
-2016: D's target for real images is 1 - s, fakes stay 0), instance noise (Gaussian noise on both D
-inputs, annealed by the caller), and several D updates per G update.
+2016: D's target for real images is 1 - s, fakes stay 0), instance noise (Gaussian noise on both of D's
+inputs, so their distributions overlap; Sønderby et al. 2017), several D updates per G update, and a
+faster discriminator (two time-scale updates) through :meth:`PairOptimizer.build`.
 
 DDP-safe without DDP's hooks: the step runs the bare nets (under a DDP wrapper it reaches
 ``model.module``) and averages the gradients of the net about to be stepped over all ranks itself, so
@@ -146,11 +147,11 @@ def average_gradients(net: nn.Module) -> None:
 
 
 def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: PairOptimizer,
-             recipe: GanRecipe, noise_scale: float = 1.0) -> tuple[dict[str, Tensor], Tensor]:
+             recipe: GanRecipe) -> tuple[dict[str, Tensor], Tensor]:
     """``recipe.d_steps`` discriminator updates then one generator update on a batch of real images in
     [0, 1] (``labels``: their classes, for a conditional GAN; ignored otherwise). Returns the step's
     statistics (``d_loss``, ``g_loss``, ``d_real``, ``d_fake``: D's mean probabilities) and the loss the
-    engine tracks (D's plus G's). ``noise_scale`` anneals the instance noise (1 at the start, 0 at the end)."""
+    engine tracks (D's plus G's)."""
     if not isinstance(optimizer, PairOptimizer):
         raise TypeError("a GAN trains with one optimiser per net (components.gan.PairOptimizer), got "
                         f"{type(optimizer).__name__}")
@@ -158,7 +159,7 @@ def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: P
     g, d = gan.generator, gan.discriminator
     y = labels if gan.conditional else None
     x = real * 2 - 1  # the generator's Tanh range
-    std = recipe.instance_noise * noise_scale
+    std = recipe.instance_noise
     for _ in range(recipe.d_steps):
         z = torch.randn(len(x), gan.latent, device=x.device)
         with torch.no_grad():  # D's update: G is a fixed sampler here, no graph through it

@@ -101,13 +101,15 @@ class Diffusion(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.unet(x, t)
 
-    def loss(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """E_t,ε ||ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)||² for images in [0, 1] (t uniform, one per image)."""
+    def loss(self, images: Tensor, generator: torch.Generator | None = None, per_example: bool = False) -> Tensor:
+        """E_t,ε ||ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)||² (mean over pixels) for images in [0, 1], t uniform,
+        one per image: the batch's mean, or each image's (``per_example``)."""
         x0 = images * 2 - 1
         t = torch.randint(0, self.timesteps, (len(x0),), device=x0.device, generator=generator)
         eps = torch.randn(x0.shape, device=x0.device, generator=generator)
         a = self.alpha_bar[t].view(-1, 1, 1, 1)
-        return F.mse_loss(self(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps)
+        errors = (self(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).pow(2).flatten(1).mean(1)
+        return errors if per_example else errors.mean()
 
     def noise(self, seeds: Tensor | list[int]) -> Tensor:
         """x_T for each seed, each from its own generator: an image depends on its seed alone."""
