@@ -57,6 +57,12 @@ class ModelSpec:
     # words', ``decoder`` the LSTM's size.
     decoder: int | None = None
     attention: bool | None = None
+    # Generative models (task "generation"; components.models.generative): ``name`` the model (vae,
+    # pixelcnn, ...), ``width``/``depth`` its size, ``levels`` the values a pixel takes (256; 2 binarised),
+    # ``latent`` a latent code's size, ``beta`` the VAE's KL weight.
+    levels: int | None = None
+    latent: int | None = None
+    beta: float | None = None
 
     def build(self, normalize: Normalize | None = None) -> torch.nn.Module:
         if self.task == "language_model":
@@ -71,6 +77,12 @@ class ModelSpec:
             return Captioner(self.num_classes, in_channels=self.in_channels, width=self.width or 32,
                              embed=self.embed or 64, hidden=self.decoder or 256, attention=bool(self.attention),
                              dropout=self.dropout)
+        if self.task == "generation":
+            from components.models.generative import build_generator
+
+            return build_generator(self.name, in_channels=self.in_channels, image_size=self.image_size,
+                                   levels=self.levels or 256, num_classes=self.num_classes, width=self.width,
+                                   depth=self.depth, latent=self.latent, beta=self.beta)
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,

@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "rl": ("train", "evaluate", "register"),
     "charlm": ("ingest", "baseline", "train", "evaluate", "register"),
     "caption": ("ingest", "train", "evaluate", "register"),
+    "generate": CLASSIFY_STAGES,
 }
 #: Kinds that read their own data (the datasets each takes), not an image dataset.
 OWN_DATA_KINDS = {"charlm": ("austen", "text"), "caption": ("fashion_grid", "coco_captions")}
@@ -49,6 +50,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
         classify,
         compress,
         ensemble,
+        generate,
         knn,
         retrain,
         rl,
@@ -60,7 +62,7 @@ def flow_for(kind: str) -> Callable[[Config, tracking.PipelineRun], dict[str, An
     return {"classify": classify.flow, "retrain": retrain.flow, "bench": bench.flow, "knn": knn.flow,
             "zoo": zoo.flow, "transfer": transfer.flow, "sweep": sweep.flow, "ensemble": ensemble.flow,
             "compress": compress.flow, "rl": rl.flow, "charlm": charlm.flow,
-            "caption": caption.flow}[kind]
+            "caption": caption.flow, "generate": generate.flow}[kind]
 
 
 @dataclass
@@ -78,12 +80,25 @@ def validate_stages(cfg: Config) -> None:
                           f"needs the output of the one before it.")
 
 
+def check_model_kind(cfg: Config) -> None:
+    """Generative models train only in the generate pipeline, and it trains only them."""
+    from pipelines.config.schema import GENERATIVE_MODELS
+
+    if cfg.kind == "generate" and cfg.model.name not in GENERATIVE_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is not a generative model; the generate pipeline trains "
+                          + " or ".join(f"model={m}" for m in GENERATIVE_MODELS) + ".")
+    if cfg.kind in ("classify", "retrain", "sweep", "ensemble", "bench") and cfg.model.name in GENERATIVE_MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a generative model; run it with the generate pipeline "
+                          f"(visionray run generate model={cfg.model.name}).")
+
+
 def preflight(cfg: Config) -> None:
     """User errors that need no Ray and no MLflow run: caught before anything starts."""
     from components.data.errors import DataError
     from components.data.sources import locate_fashion_mnist
 
     validate_stages(cfg)
+    check_model_kind(cfg)
     if cfg.kind == "transfer" and not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
     if cfg.kind == "rl":  # an unknown env id or an unsupported algo/env pair

@@ -21,6 +21,7 @@ from components.tasks.base import (
 )
 from components.tasks.captioning import Captioning
 from components.tasks.classification import Classification
+from components.tasks.generation import Generation
 from components.tasks.language_model import LanguageModel
 
 #: The one dispatch: task name → builder (keyword arguments: num_classes, loss, label_smoothing, ...).
@@ -28,6 +29,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "classification": Classification.build,
     "language_model": LanguageModel.build,
     "captioning": Captioning.build,
+    "generation": Generation.build,
 }
 
 
@@ -37,5 +39,5 @@ def build_task(name: str, **options: Any) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Captioning", "Classification", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
+__all__ = ["TASKS", "Captioning", "Classification", "Generation", "LanguageModel", "Meter", "Report", "Task", "TensorSpec", "build_task", "is_better",
            "select_best"]

@@ -18,6 +18,7 @@ from pipelines.config.sections import (
     CharLMConfig,
     CompressConfig,
     EnsembleConfig,
+    GenerateConfig,
     KnnConfig,
     RetrainConfig,
     TransferConfig,
@@ -34,7 +35,11 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # the CS231n families, components.models.BUILDERS
                     "mlp", "alexnet", "vgg", "googlenet", "wide_resnet", "densenet",
                     # hand-made features + linear (kNN has its own pipeline)
-                    "hoglinear"]
+                    "hoglinear",
+                    # generative models (the generate pipeline only), components.models.generative
+                    "vae", "pixelcnn"]
+#: The ModelName values that only the generate pipeline trains.
+GENERATIVE_MODELS = ("vae", "pixelcnn")
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -212,7 +217,8 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner)", None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner; generate: "
+                            "<dataset>-<model>, e.g. fashion-mnist-vae)", None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 
@@ -221,7 +227,7 @@ class Config:
     pipeline: str = _doc("pipeline name (conf/pipeline/<name>.yaml)")
     description: str = _doc("one line shown by `visionray list`", "")
     kind: Literal["classify", "bench", "retrain", "knn", "zoo", "transfer", "sweep", "ensemble", "compress", "rl",
-                  "charlm", "caption"] = _doc(
+                  "charlm", "caption", "generate"] = _doc(
         "which flow runs the stages (pipelines.flows.KINDS)", "classify")
     stages: tuple[str, ...] = _doc("stages in order", ("ingest", "preprocess", "train", "evaluate", "register"))
     seed: int = _doc("seeds model init, shuffling and augmentation", 0)
@@ -245,6 +251,7 @@ class Config:
     rl: RLConfig = _doc("rl pipeline only: RLlib agents", default_factory=RLConfig)
     charlm: CharLMConfig = _doc("charlm pipeline only: character language models", default_factory=CharLMConfig)
     caption: CaptionConfig = _doc("caption pipeline only: image captioning", default_factory=CaptionConfig)
+    generate: GenerateConfig = _doc("generate pipeline only: generative models", default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
@@ -253,13 +260,14 @@ class Config:
 
     @property
     def registered_model_name(self) -> str:
-        """``registry.name``, else ``<dataset>-classifier`` (``-charlm``, ``-captioner``); an RL policy:
+        """``registry.name``, else ``<dataset>-classifier`` (``-charlm``, ``-captioner``, ``-<model>`` for a
+        generative model: ``fashion-mnist-vae``); an RL policy:
         ``<env id lowercased>-<algo>`` ('/' becomes '-': ALE/Pong-v5 → ale-pong-v5-ppo)."""
         if self.registry.name:
             return self.registry.name
         if self.kind == "rl" or (self.kind == "sweep" and self.tune.base == "rl"):
             return f"{self.rl.env.lower().replace('/', '-')}-{self.rl.algo}"
-        what = {"charlm": "charlm", "caption": "captioner"}.get(self.kind, "classifier")
+        what = {"charlm": "charlm", "caption": "captioner", "generate": self.model.name}.get(self.kind, "classifier")
         return f"{self.data.name.replace('_', '-')}-{what}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Per-pipeline config sections: each belongs to one pipeline family (``bench.*``, ``retrain.*``,
-``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``, ``charlm.*``, ``caption.*``); keep additions
+``knn.*``, ``zoo.*``, ``transfer.*``, ``tune.*``, ``ensemble.*``, ``compress.*``, ``charlm.*``, ``caption.*``,
+``generate.*``); keep additions
 inside your own section. RL's (``rl.*``) are in :mod:`.rl`.
 """
 
@@ -277,3 +278,24 @@ class CaptionConfig:
         _check(min(self.width, self.embed, self.hidden, self.beam_size) >= 1, "caption.width",
                "width, embed, hidden and beam_size must be >= 1")
         _check(self.max_len >= 4, "caption.max_len", "must be >= 4")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    binarize: bool = _doc("generate: train and score on binarised images (pixel > 127, two levels); their "
+                          "bits/dim do not compare with 256-level figures", False)
+    latent: int = _doc("generate, vae: size of the latent code", 16)
+    beta: float = _doc("generate, vae: weight of the KL term in the training loss (1: the ELBO); the bound "
+                       "reported is always the ELBO's", 1.0)
+    iw_samples: int = _doc("generate, vae: importance samples of the test bound (Burda et al.; 1: the ELBO)", 100)
+    iw_rows: int = _doc("generate, vae: test images the importance-weighted bound is computed on (0: all)", 1000)
+    sample_every: int = _doc("generate: log the 8x8 sample grid after every this many epochs (0: only the "
+                             "final model's, at evaluation)", 1)
+    interpolations: int = _doc("generate, vae: pairs of test images whose latent interpolation is logged", 8)
+
+    def __post_init__(self) -> None:
+        _check(self.latent >= 1, "generate.latent", "must be >= 1")
+        _check(self.beta >= 0, "generate.beta", "must be >= 0")
+        _check(self.iw_samples >= 1, "generate.iw_samples", "must be >= 1")
+        _check(min(self.iw_rows, self.sample_every, self.interpolations) >= 0, "generate.iw_rows",
+               "generate.sample_every and generate.interpolations must be >= 0")

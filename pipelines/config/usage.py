@@ -45,6 +45,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 #: Sections that only some fields of are read by a kind: (kind, section) -> those fields.
 PARTLY_USED: dict[tuple[str, str], tuple[str, ...]] = {
     ("caption", "model"): ("dropout",),  # the captioner's own sizes are caption.*
+    ("generate", "model"): ("name", "width", "depth"),
 }
 
 #: Fields that only some kinds read: dotted key -> those kinds (a bench of text data counts as charlm).
@@ -68,6 +69,9 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "wide_resnet": {"depth": 16, "width": 2},
     "densenet": {"depth": 40, "growth": 12},
     "hoglinear": {},
+    # generative models (components.models.generative: each class's keyword defaults)
+    "vae": {"width": 32},
+    "pixelcnn": {"width": 64, "depth": 5},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")
@@ -95,6 +99,8 @@ def _stage_sections(cfg: Config, stage: str) -> tuple[str, ...]:
         return ("data",)  # the fitted neighbours predict; no net, no recipe
     if kind == "charlm" and stage in ("train", "evaluate"):
         return ("data", "train", "charlm")
+    if kind == "generate" and stage in ("train", "evaluate"):
+        return ("data", "model", "train", "generate")
     if kind == "caption" and stage in ("ingest", "train", "evaluate"):
         return ("data", "caption") + (("model", "train") if stage != "ingest" else ())
     if kind == "bench" and stage == "bench" and cfg.data.name in _TEXT_SOURCES:

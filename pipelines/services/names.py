@@ -211,6 +211,18 @@ def rl_learner_metric(key: str) -> str:
     """An RLlib learner result (policy_loss, vf_loss, qf_loss, ...) as a metric: rl/<key>."""
     return f"rl/{key}"
 
+# Generative models (generate): the task's metric keys (test/bits_per_dim, ...) plus these.
+BITS_PER_DIM = "bits_per_dim"
+BITS_PER_DIM_IW = "bits_per_dim_iw"  # vae: the importance-weighted bound (k = generate.iw_samples) ...
+BITS_PER_DIM_ELBO_IW_ROWS = "bits_per_dim_elbo_iw_rows"  # ... and the ELBO on the same test images
+BASELINE_CATEGORICAL_BITS = "baseline_categorical_bits_per_dim"  # independent per-pixel histogram of train
+BASELINE_XZ_BITS = "baseline_xz_bits_per_dim"  # `xz -9` of the raw test bytes
+PIXEL_LEVELS = "levels"  # test/levels: 256, or 2 for binarised images (their bits/dim do not compare)
+SAMPLE_GRID = "samples/grid"  # an MLflow image with step = the epoch (8x8 samples from fixed seeds)
+FINAL_SAMPLE_GRID = "samples/final_grid.png"  # the registered model's grid, from the served form
+INTERPOLATION_GRID = "samples/interpolations.png"  # vae: a row per pair of test images
+GENERATE_SECONDS = "perf/generate_seconds"  # the served form: wall seconds to draw the final 64 samples
+
 # Registry aliases.
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -114,7 +114,8 @@ def policy_metric(eval_return: float) -> PrimaryMetric:
 
 #: How a version's description names each task (components.tasks), and a policy.
 TASK_WORDS = {"classification": "image classifier", "language_model": "character language model",
-              "captioning": "image captioner", "policy": "reinforcement-learning policy"}
+              "captioning": "image captioner", "generation": "image generator",
+              "policy": "reinforcement-learning policy"}
 
 
 @dataclass(frozen=True)
@@ -188,10 +189,15 @@ def signature(evaluation: Evaluation, num_classes: int):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+    from components.packaging import ARCH_FILE
     from components.tasks import build_task
 
-    task = build_task(evaluation.task, num_classes=num_classes)
-    inputs, outputs = task.served_schema(evaluation.example, {"num_classes": num_classes})
+    arch_file = Path(evaluation.model_dir) / ARCH_FILE
+    arch = json.loads(arch_file.read_text()) if arch_file.is_file() else {}
+    task = build_task(evaluation.task, num_classes=num_classes, model=arch.get("name"))
+    size, channels = arch.get("image_size"), arch.get("in_channels")
+    shape = ((size, size) if channels == 1 else (size, size, channels)) if size and channels else None
+    inputs, outputs = task.served_schema(evaluation.example, {"num_classes": num_classes, "image_shape": shape})
 
     def schema(specs) -> Schema:
         return Schema([ColSpec("string", s.name) if s.dtype == "string" else

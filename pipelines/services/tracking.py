@@ -480,6 +480,13 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
+def log_image(image: Any, artifact_file: str | None = None, key: str | None = None, step: int | None = None) -> None:
+    """A uint8 image (H×W or H×W×3) as a file (``artifact_file``) or as MLflow's stepped image ``key``."""
+    import mlflow
+
+    mlflow.log_image(image, artifact_file=artifact_file, key=key, step=step, synchronous=True)
+
+
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -579,6 +586,12 @@ class RunLogger:
         from mlflow import MlflowClient
 
         MlflowClient(self.uri).log_text(self.run_id, text, artifact_file)
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """A uint8 image as MLflow's image ``key`` at ``step`` (the UI shows them with a step slider)."""
+        from mlflow import MlflowClient
+
+        MlflowClient(self.uri).log_image(self.run_id, image, key=key, step=step, synchronous=True)
 
 
 def temp_artifact_dir() -> tempfile.TemporaryDirectory:

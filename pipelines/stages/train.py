@@ -80,7 +80,8 @@ def build_task(tc: TrainConfig, spec: ModelSpec, **options: Any) -> Task:
     """The task the spec's net is trained for, with the loss of ``train.*`` and a pipeline's ``options``
     (a language model's per-epoch samples)."""
     return tasks.build_task(spec.task, num_classes=spec.num_classes, classes=spec.classes, loss=tc.loss,
-                            label_smoothing=tc.label_smoothing, seq_len=tc.bptt, clip=tc.clip_norm, **options)
+                            label_smoothing=tc.label_smoothing, seq_len=tc.bptt, clip=tc.clip_norm,
+                            model=spec.name, **options)
 
 
 def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec, **task_options: Any):
@@ -294,8 +295,11 @@ def _run_epochs(w: _Worker) -> None:
                 ray.train.report(metrics, checkpoint=None)
         if rank == 0:
             progress.done(metrics)  # after the report: "epoch N done" means epoch N is checkpointed
-            for path, text in w.task.epoch_artifacts(bare, epoch).items():  # a language model's samples
-                w.logger.log_text(text, path)
+            for path, content in w.task.epoch_artifacts(bare, epoch).items():  # samples: text, or images
+                if isinstance(content, str):
+                    w.logger.log_text(content, path)
+                else:  # a uint8 image (a generative model's sample grid), stepped by the epoch's number
+                    w.logger.log_image(content, path, number)
             # Logged after the checkpoint: a restart re-runs an epoch that was not logged yet and
             # backfills one that was checkpointed but not logged, so no step is lost or doubled.
             if not w.logger.log_epoch(logged, number):
@@ -459,9 +463,9 @@ def root_cause(e: BaseException) -> BaseException:
     return getattr(e, "cause", None) or e
 
 
-def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str) -> dict[str, Any]:
+def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str, spec: ModelSpec | None = None) -> dict[str, Any]:
     mean, std = prepared.normalizer()
-    return {"train": dataclasses.asdict(cfg.train), "spec": model_spec(cfg, prepared.manifest()).to_dict(),
+    return {"train": dataclasses.asdict(cfg.train), "spec": (spec or model_spec(cfg, prepared.manifest())).to_dict(),
             "augment": dataclasses.asdict(augment_from(cfg.data)), "seed": cfg.seed,
             "mean": mean.tolist(), "std": std.tolist(), "threads": worker_threads(cfg.cluster),
             "train_rows": prepared.rows["train"], "tracking_uri": uri, "run_id": run_id,
@@ -506,12 +510,13 @@ def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
         spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
-        datasets: dict[str, Any] | None = None) -> Trained:
+        datasets: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
     ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
     (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
     TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
-    replace the ones read from the shards (a sweep's trials share datasets materialised once)."""
+    replace the ones read from the shards (a sweep's trials share datasets materialised once);
+    ``task_options`` reach the task's builder in every worker (a generative model's sample-grid period)."""
     from ray.train import CheckpointConfig, FailureConfig
 
     text = isinstance(prepared, TextPrepared)
@@ -527,7 +532,9 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         if cfg.train.overfit_rows:
             datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
         given_spec, spec = spec, spec or model_spec(cfg, manifest)
-        base_config = loop_config(cfg, prepared, uri, run_id)
+        base_config = loop_config(cfg, prepared, uri, run_id, given_spec)
+        if task_options:
+            base_config["task_options"] = dict(task_options)
     c = cfg.cluster
     task = build_task(cfg.train, spec)
     val_primary = names.metric(names.VAL, task.primary)

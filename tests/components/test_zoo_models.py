@@ -34,8 +34,9 @@ from components.models.layers import init_linear, init_std
 from components.packaging import ModelSpec, load_package, save_package
 from components.plots import activation_stats_figure, zoo_figure
 from pipelines.config import ConfigError, available, load_config
+from pipelines.config.schema import GENERATIVE_MODELS
 
-MODEL_CONFS = available("model")
+MODEL_CONFS = [m for m in available("model") if m not in GENERATIVE_MODELS]  # classifiers (generate has its own)
 
 
 def _spec(conf: str, channels: int, size: int, *overrides: str) -> ModelSpec:

@@ -6,6 +6,7 @@ each field's help; its copies of the model families' options and the sources' sh
 
 from __future__ import annotations
 
+import inspect
 import typing
 
 import pytest
@@ -107,10 +108,17 @@ def test_close_match_prefers_the_longer_shared_start():
 
 def test_family_options_are_the_builders_keyword_parameters():
     from components.models import option_defaults
+    from components.models.generative import generator_class
+    from pipelines.config.schema import GENERATIVE_MODELS
 
     families = typing.get_args(ModelName)
     assert set(usage.FAMILY_OPTIONS) == set(families)
     for name in families:
+        if name in GENERATIVE_MODELS:  # a generative model's width/depth defaults: its class's keywords
+            defaults = inspect.signature(generator_class(name)).parameters
+            assert usage.FAMILY_OPTIONS[name] == {k: defaults[k].default for k in ("width", "depth")
+                                                  if k in generator_class(name).OPTIONS}, name
+            continue
         assert usage.FAMILY_OPTIONS[name] == option_defaults(name), name
 
 
