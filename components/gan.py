@@ -128,22 +128,23 @@ def _noisy(x: Tensor, std: float) -> Tensor:
     return x + std * torch.randn_like(x) if std > 0 else x
 
 
-def average_gradients(net: nn.Module) -> None:
-    """Mean of ``net``'s gradients over the DDP ranks (one all-reduce of one flat buffer); alone, nothing."""
+def average_gradients(net: nn.Module, loss: Tensor) -> bool:
+    """Mean of ``net``'s gradients over the DDP ranks (one all-reduce of one flat buffer, alone: nothing);
+    whether every rank's ``loss`` was finite, which every rank learns from the same all-reduce, so all of
+    them stop at the same step (one rank stopping alone would leave the others waiting in the next one)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
     grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(torch.isfinite(loss.detach()))
+    flat = torch.cat([*(g.reshape(-1) for g in grads), loss.detach().reshape(1).to(grads[0].dtype)])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+    return bool(torch.isfinite(flat[-1]))
 
 
 def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: PairOptimizer,
@@ -151,7 +152,8 @@ def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: P
     """``recipe.d_steps`` discriminator updates then one generator update on a batch of real images in
     [0, 1] (``labels``: their classes, for a conditional GAN; ignored otherwise). Returns the step's
     statistics (``d_loss``, ``g_loss``, ``d_real``, ``d_fake``: D's mean probabilities) and the loss the
-    engine tracks (D's plus G's)."""
+    engine tracks (D's plus G's); a non-finite loss on any rank returns NaN on every rank, before that
+    net steps, and the engine stops there."""
     if not isinstance(optimizer, PairOptimizer):
         raise TypeError("a GAN trains with one optimiser per net (components.gan.PairOptimizer), got "
                         f"{type(optimizer).__name__}")
@@ -168,14 +170,16 @@ def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: P
         loss_d = d_loss(real_logits, fake_logits, recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss_d.backward()
-        average_gradients(d)
+        if not average_gradients(d, loss_d):  # diverged: the engine stops on the non-finite loss
+            return {}, torch.tensor(float("nan"))
         optimizer.step("discriminator")
     z = torch.randn(len(x), gan.latent, device=x.device)
     fake_logits_g = d(_noisy(g(z, y), std), y)
     loss_g = g_loss(fake_logits_g, recipe.loss)
     optimizer.zero_grad(set_to_none=True)
     loss_g.backward()  # D's gradients from this pass are dropped: only G steps
-    average_gradients(g)
+    if not average_gradients(g, loss_g):
+        return {}, torch.tensor(float("nan"))
     optimizer.step("generator")
     optimizer.zero_grad(set_to_none=True)
     stats = {"d_loss": loss_d.detach(), "g_loss": loss_g.detach(),

@@ -37,9 +37,9 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # hand-made features + linear (kNN has its own pipeline)
                     "hoglinear",
                     # generative models (the generate pipeline only), components.models.generative
-                    "vae", "pixelcnn"]
+                    "vae", "pixelcnn", "dcgan", "cdcgan", "ddpm"]
 #: The ModelName values that only the generate pipeline trains.
-GENERATIVE_MODELS = ("vae", "pixelcnn")
+GENERATIVE_MODELS = ("vae", "pixelcnn", "dcgan", "cdcgan", "ddpm")
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]

@@ -120,3 +120,12 @@ def test_samples_depend_on_their_seed_only():
     b = gan.sample_uint8([7, 3])
     assert a.dtype == torch.uint8 and a.shape == (3, 8, 8)
     assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0])
+
+
+def test_a_diverged_step_returns_nan_before_stepping():
+    gan = GAN(1, 8, latent=8, width=8)
+    opt = PairOptimizer.build(gan, "adam", lr=1e-3)
+    before = _snapshot(gan)
+    stats, loss = gan_step(gan, torch.full((4, 1, 8, 8), float("nan")), None, opt, GanRecipe())
+    assert torch.isnan(loss) and stats == {}
+    assert not _changed(before, gan)  # nothing stepped on a non-finite loss
