@@ -20,6 +20,7 @@ against the test split.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -78,7 +79,9 @@ class ClassifierFeatures(nn.Module):
 
 def as_nchw(images: np.ndarray | Tensor) -> Tensor:
     """uint8 N×H×W or N×H×W×C → uint8 N×C×H×W tensor."""
-    x = torch.as_tensor(np.asarray(images))
+    if isinstance(images, np.ndarray):
+        images = np.array(images)  # a copy: a memory-mapped or read-only array cannot back a tensor
+    x = torch.as_tensor(images)
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {x.dtype}")
     return (x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).contiguous()
@@ -99,8 +102,12 @@ def distances(module: ClassifierFeatures, real: np.ndarray, sets: Mapping[str, n
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(subset_size, len(real), *(len(s) for s in sets.values()))
-    fid = FrechetInceptionDistance(feature=module, reset_real_features=False)
-    kid = KernelInceptionDistance(feature=module, subsets=subsets, subset_size=size, reset_real_features=False)
+    # sync_on_compute off: inside a DDP worker torchmetrics would gather across ranks, and only one measures
+    fid = FrechetInceptionDistance(feature=module, reset_real_features=False, sync_on_compute=False)
+    with warnings.catch_warnings():  # "KID keeps every feature in memory": ≤ 2 × 10,000 × 512 doubles here
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=module, subsets=subsets, subset_size=size, reset_real_features=False,
+                                      sync_on_compute=False)
     for x in _batches(real):
         fid.update(x, real=True)
         kid.update(x, real=True)

@@ -28,6 +28,7 @@ from pipelines.config import Config
 from pipelines.flows.kit import prepare, register, stage, test_metrics, workdir_for
 from pipelines.records import Prepared
 from pipelines.services import names, tracking
+from pipelines.services.progress import say
 
 
 def spec_for(cfg: Config, prepared: Prepared):
@@ -60,9 +61,13 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     judged_by_fid = generator_class(cfg.model.name).primary == names.FID
     # the judge first: a run that cannot be scored stops before it trains
     fid_model = generate_fid.feature_model(cfg, prepared, workdir) if judged_by_fid else None
+    g = cfg.generate
+    if generator_class(cfg.model.name).train_step is not None:  # the train stage's line says train.lr
+        say(f"generate: {cfg.model.name} updates D {g.d_steps}x then G per batch, {cfg.train.optimizer} per net at "
+            f"generate.gan_lr {g.gan_lr:g} (D x{g.d_lr_ratio:g}), beta1 {g.beta1:g}, {g.gan_loss} loss; "
+            f"train.lr is not used")
     if "train" in cfg.stages:
         with stage("train", parent, cfg) as run_id:
-            g = cfg.generate
             trained = out["trained"] = train.run(
                 cfg, prepared, parent.uri, run_id, f"{cfg.pipeline}-{parent.run_id}", workdir,
                 spec=spec_for(cfg, prepared),

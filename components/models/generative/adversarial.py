@@ -59,6 +59,8 @@ class DCGAN(GenerativeModel):
         """The game's statistics on a batch without updating anything (validation): real images ``x`` in
         [0, 1] against as many generated ones."""
         gan = self.gan
+        if self.conditional and labels is None:  # a profile pass (count_macs) sends images alone
+            labels = torch.zeros(len(x), dtype=torch.long, device=x.device)
         y = labels if self.conditional else None
         z = torch.randn(len(x), gan.latent, device=x.device)
         real, fake = gan.discriminator(x * 2 - 1, y), gan.discriminator(gan.generator(z, y), y)
