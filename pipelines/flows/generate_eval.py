@@ -121,9 +121,10 @@ def run(cfg: Config, prepared: Prepared, trained: Trained, fid_model: Path | Non
     report = task.report(np.zeros(0), np.zeros(0), spec.classes, trained.history, f"{spec.name} on {cfg.data.name}")
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)
-    say(f"evaluate: test {task.primary} {metrics[task.primary]:.4f} on {len(images):,} images "
-        f"({levels} levels); baselines on the same images: per-pixel categorical "
-        f"{base[names.BASELINE_CATEGORICAL_BITS]:.4f}, xz -9 {base[names.BASELINE_XZ_BITS]:.4f}")
+    if fid_model is None:  # (a model judged by FID said its figures above, in generate_fid)
+        say(f"evaluate: test {task.primary} {metrics[task.primary]:.4f} on {len(images):,} images "
+            f"({levels} levels); baselines on the same images: per-pixel categorical "
+            f"{base[names.BASELINE_CATEGORICAL_BITS]:.4f}, xz -9 {base[names.BASELINE_XZ_BITS]:.4f}")
     return Evaluation(trained.best_checkpoint, {**metrics, **base, names.PIXEL_LEVELS: float(levels)},
                       seeds[:4].copy(), task=task.name, primary=task.primary, higher_is_better=task.higher_is_better)
 
