@@ -51,7 +51,7 @@ class DCGAN(GenerativeModel):
     loss_floor: ClassVar[float] = 10.0
 
     def __init__(self, in_channels: int, image_size: int, levels: int = 256, num_classes: int = 0,
-                 width: int = 32, latent: int = 64):
+                 width: int = 24, latent: int = 64):
         super().__init__(in_channels, image_size, levels, num_classes)
         self.gan = GAN(in_channels, image_size, latent, width, num_classes if self.conditional else 0)
 
@@ -105,7 +105,7 @@ class DDPM(GenerativeModel):
     OPTIONS: ClassVar[tuple[str, ...]] = ("width", "sample_steps")
 
     def __init__(self, in_channels: int, image_size: int, levels: int = 256, num_classes: int = 0,
-                 width: int = 32, sample_steps: int = 50):
+                 width: int = 16, sample_steps: int = 50):
         super().__init__(in_channels, image_size, levels, num_classes)
         self.diffusion = Diffusion(in_channels, image_size, width=width, timesteps=1000, sample_steps=sample_steps)
 
