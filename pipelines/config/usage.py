@@ -71,7 +71,7 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "hoglinear": {},
     # generative models (components.models.generative: each class's keyword defaults)
     "vae": {"width": 32},
-    "pixelcnn": {"width": 64, "depth": 5},
+    "pixelcnn": {"width": 32, "depth": 5},
     "dcgan": {"width": 24},
     "cdcgan": {"width": 24},
     "ddpm": {"width": 16},

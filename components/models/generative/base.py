@@ -48,7 +48,10 @@ class GenerativeModel(nn.Module):
         """Pixel values in [0, levels-1] (float means allowed) → uint8 0..255."""
         return (x.float() * (255.0 / (self.levels - 1))).round().clamp(0, 255).to(torch.uint8)
 
-    # Set by a model that owns its step (a GAN); the generation task calls it with the engine's arguments.
+    #: A model that owns its step (a GAN) defines ``train_step(self, model, inputs, targets, optimizer, *, task,
+    #: precision, device) -> (outputs, loss)``: ``model`` is what the engine holds (DDP-wrapped on several
+    #: workers: run forward passes through it so gradients are all-reduced), ``inputs`` is ``(images, labels)``,
+    #: ``outputs`` a dict holding the task's ``stats`` per example. The generation task hands it to the engine.
     train_step: Any = None
 
 

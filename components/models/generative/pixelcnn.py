@@ -73,7 +73,7 @@ class PixelCNN(GenerativeModel):
     OPTIONS: ClassVar[tuple[str, ...]] = ("width", "depth")
 
     def __init__(self, in_channels: int, image_size: int, levels: int = 256, num_classes: int = 0,
-                 width: int = 64, depth: int = 5):
+                 width: int = 32, depth: int = 5):
         super().__init__(in_channels, image_size, levels, num_classes)
         g = in_channels
         width = max(2 * g, width // (2 * g) * (2 * g))  # whole colour groups, halvable in the blocks
