@@ -107,6 +107,8 @@ def train_one_epoch(
         x, y = _to(x, device), _to(y, device)
         if task.train_step is not None:  # a task that owns its step (several optimisers)
             outputs, loss = task.train_step(model, x, y, optimizer, precision=precision, device=device)
+            if not math.isfinite(float(loss.detach())):  # the step says so on every rank at once
+                raise LossExplosion(f"training diverged (non-finite loss) at step {step}; lower the learning rate.")
         else:
             with autocast(precision, device):
                 outputs, loss = task.forward(model, x, y)

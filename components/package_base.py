@@ -65,6 +65,7 @@ class ModelSpec:
     levels: int | None = None
     latent: int | None = None
     beta: float | None = None
+    sample_steps: int | None = None  # ddpm: DDIM steps of the served sampler
 
     def build(self, normalize: Normalize | None = None) -> torch.nn.Module:
         if self.task == "language_model":
@@ -90,7 +91,8 @@ class ModelSpec:
 
             return build_generator(self.name, in_channels=self.in_channels, image_size=self.image_size,
                                    levels=self.levels or 256, num_classes=self.num_classes, width=self.width,
-                                   depth=self.depth, latent=self.latent, beta=self.beta)
+                                   depth=self.depth, latent=self.latent, beta=self.beta,
+                                   sample_steps=self.sample_steps)
         net = build_model(self.name, in_channels=self.in_channels, num_classes=self.num_classes,
                           image_size=self.image_size, width=self.width, depth=self.depth,
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,

@@ -104,10 +104,10 @@ def check_model_kind(cfg: Config) -> None:
     if cfg.kind == "generate" and cfg.model.name not in GENERATIVE_MODELS:
         raise ConfigError(f"model={cfg.model.name} is not a generative model; the generate pipeline trains "
                           + " or ".join(f"model={m}" for m in GENERATIVE_MODELS) + ".")
-    if (cfg.kind == "generate" and cfg.model.name == "vae" and cfg.data.name == "image_folder"
-            and cfg.data.image_size % 4):
-        raise ConfigError(f"data.image_size={cfg.data.image_size}: the VAE halves the image twice, so it must be "
-                          f"a multiple of 4.")
+    if (cfg.kind == "generate" and cfg.model.name in ("vae", "dcgan", "cdcgan", "ddpm")
+            and cfg.data.name == "image_folder" and cfg.data.image_size % 4):
+        raise ConfigError(f"data.image_size={cfg.data.image_size}: model={cfg.model.name} halves the image twice, "
+                          f"so it must be a multiple of 4.")
     if cfg.kind in ("classify", "retrain", "sweep", "ensemble", "bench") and cfg.model.name in GENERATIVE_MODELS:
         raise ConfigError(f"model={cfg.model.name} is a generative model; run it with the generate pipeline "
                           f"(visionray run generate model={cfg.model.name}).")

@@ -86,6 +86,8 @@ class Generation(Task):
     sample_every: int = 1  # log the sample grid every this many epochs (0: never)
     grid_key: str = ""  # the MLflow image key of the per-epoch grid (the pipeline's name for it; "": none)
     stats: tuple[str, ...] = ()
+    #: Training options of a model that owns its step (a GAN's recipe: generate.gan_loss, d_steps, ...)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from components.models.generative import generator_class
@@ -100,9 +102,9 @@ class Generation(Task):
 
     @classmethod
     def build(cls, num_classes: int, classes: Sequence[str] = (), model: str = "vae", sample_every: int = 1,
-              grid_key: str = "", **_: Any) -> "Generation":
+              grid_key: str = "", options: Mapping[str, Any] | None = None, **_: Any) -> "Generation":
         return cls(model=model, classes=tuple(classes) or tuple(str(i) for i in range(num_classes)),
-                   sample_every=sample_every, grid_key=grid_key)
+                   sample_every=sample_every, grid_key=grid_key, options=dict(options or {}))
 
     # -- training
     def batch_prep(self, *, augment: Any = None, seed: int = 0, epoch: int = 0, channels_last: bool = False,
@@ -127,7 +129,11 @@ class Generation(Task):
         return GenStats(tuple(self.stats))
 
     def loss_floor(self) -> float:
-        return 1.0  # bits/dim of a uniform guess over 2 levels: the smallest untrained loss of any variant
+        from components.models.generative import generator_class
+
+        # bits/dim of a uniform guess over 2 levels: the smallest untrained loss of any likelihood model; a
+        # GAN sets its own (its losses rise and fall as a game's do)
+        return float(getattr(generator_class(self.model), "loss_floor", 1.0))
 
     def predictions(self, outputs: Mapping[str, Tensor]) -> Tensor:
         return outputs[self.stats[0]]

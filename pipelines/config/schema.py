@@ -49,9 +49,9 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # detectors (detect): components.models.detectors and two_stage
                     "centernet", "two_stage", "localizer",
                     # generative models (the generate pipeline only), components.models.generative
-                    "vae", "pixelcnn"]
+                    "vae", "pixelcnn", "dcgan", "cdcgan", "ddpm"]
 #: The ModelName values that only the generate pipeline trains.
-GENERATIVE_MODELS = ("vae", "pixelcnn")
+GENERATIVE_MODELS = ("vae", "pixelcnn", "dcgan", "cdcgan", "ddpm")
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
 Precision = Literal["fp32", "bf16", "fp16"]

@@ -302,6 +302,29 @@ class GenerateConfig:
     sample_every: int = _doc("generate: log the 8x8 sample grid after every this many epochs (0: only the "
                              "final model's, at evaluation)", 1)
     interpolations: int = _doc("generate, vae: pairs of test images whose latent interpolation is logged", 8)
+    # dcgan, cdcgan, ddpm: judged by Fashion-FID (pipelines.flows.generate_fid)
+    fid_model: str = _doc("generate, dcgan/cdcgan/ddpm: the registered classifier whose features FID and KID are "
+                          "measured in (models:/NAME@alias or models:/NAME/VERSION)",
+                          "models:/fashion-mnist-classifier@champion")
+    fid_samples: int = _doc("generate, dcgan/cdcgan/ddpm: generated images scored against as many test images "
+                            "(and the calibration's sets)", 5000)
+    fid_val_samples: int = _doc("generate, dcgan/cdcgan/ddpm: generated images against as many val images after "
+                                "each epoch (val/fid picks the best epoch)", 1000)
+    blur_sigma: float = _doc("generate, dcgan/cdcgan/ddpm: the Gaussian blur (px) of the blurred test images "
+                             "FID is calibrated with", 1.0)
+    class_samples: int = _doc("generate, cdcgan: images generated of each class for the classifier's accuracy", 100)
+    gan_latent: int = _doc("generate, dcgan/cdcgan: size of z", 64)
+    gan_loss: str = _doc("generate, dcgan/cdcgan: the generator's loss, nonsaturating (-log D(G(z))) or minimax "
+                         "(log(1 - D(G(z))))", "nonsaturating")
+    gan_lr: float = _doc("generate, dcgan/cdcgan: both nets' learning rate (train.lr is the other models')", 0.0002)
+    beta1: float = _doc("generate, dcgan/cdcgan: Adam's beta1 for both nets (the DCGAN paper's 0.5)", 0.5)
+    d_lr_ratio: float = _doc("generate, dcgan/cdcgan: the discriminator's learning rate over the generator's", 1.0)
+    d_steps: int = _doc("generate, dcgan/cdcgan: discriminator updates per generator update", 1)
+    label_smoothing: float = _doc("generate, dcgan/cdcgan: one-sided label smoothing (D's target for real "
+                                  "images is 1 minus this)", 0.0)
+    instance_noise: float = _doc("generate, dcgan/cdcgan: std of Gaussian noise added to both of D's inputs "
+                                 "(images in [-1, 1])", 0.0)
+    ddim_steps: int = _doc("generate, ddpm: DDIM sampling steps (of the 1,000 of the noise schedule)", 50)
 
     def __post_init__(self) -> None:
         _check(self.latent >= 1, "generate.latent", "must be >= 1")
@@ -309,3 +332,16 @@ class GenerateConfig:
         _check(self.iw_samples >= 1, "generate.iw_samples", "must be >= 1")
         _check(min(self.iw_rows, self.sample_every, self.interpolations) >= 0, "generate.iw_rows",
                "generate.sample_every and generate.interpolations must be >= 0")
+        _check(self.fid_model.startswith("models:/"), "generate.fid_model",
+               "must name a registered model: models:/NAME@alias or models:/NAME/VERSION")
+        _check(min(self.fid_samples, self.fid_val_samples, self.class_samples) >= 2, "generate.fid_samples",
+               "generate.fid_val_samples and generate.class_samples must be >= 2")
+        _check(self.blur_sigma > 0, "generate.blur_sigma", "must be > 0")
+        _check(self.gan_latent >= 1, "generate.gan_latent", "must be >= 1")
+        _check(self.gan_loss in ("nonsaturating", "minimax"), "generate.gan_loss", "must be nonsaturating or minimax")
+        _check(self.gan_lr > 0 and self.d_lr_ratio > 0, "generate.gan_lr", "and generate.d_lr_ratio must be > 0")
+        _check(0 <= self.beta1 < 1, "generate.beta1", "must be in [0, 1)")
+        _check(self.d_steps >= 1, "generate.d_steps", "must be >= 1")
+        _check(0 <= self.label_smoothing < 0.5, "generate.label_smoothing", "must be in [0, 0.5)")
+        _check(self.instance_noise >= 0, "generate.instance_noise", "must be >= 0")
+        _check(1 <= self.ddim_steps <= 1000, "generate.ddim_steps", "must be in [1, 1000]")

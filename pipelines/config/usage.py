@@ -80,6 +80,9 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     # generative models (components.models.generative: each class's keyword defaults)
     "vae": {"width": 32},
     "pixelcnn": {"width": 32, "depth": 5},
+    "dcgan": {"width": 24},
+    "cdcgan": {"width": 24},
+    "ddpm": {"width": 16},
 }
 #: ModelConfig fields that are family options (the others apply to every family).
 _OPTION_FIELDS = ("width", "depth", "hidden", "activation", "init", "block", "groups", "growth")

@@ -14,6 +14,7 @@ images for the same seeds), a VAE's latent interpolations, the training curves.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -61,7 +62,9 @@ def _to_tensor(images: np.ndarray):
     return x.permute(0, 3, 1, 2).float().div(255)
 
 
-def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
+def run(cfg: Config, prepared: Prepared, trained: Trained, fid_model: Path | None = None) -> Evaluation:
+    """The evaluate stage; ``fid_model`` (the judge's package) for a model judged by FID
+    (pipelines.flows.generate_fid: dcgan, cdcgan, ddpm)."""
     import torch
 
     from components import engine
@@ -79,6 +82,10 @@ def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     torch.manual_seed(cfg.seed)  # a VAE's ELBO draws one posterior sample per image
     meter, _, _ = engine.evaluate(model, task, map(task.batch_prep(), numpy_batches(images, labels, 256)))
     metrics = meter.compute()
+    if fid_model is not None:
+        from pipelines.flows import generate_fid
+
+        metrics.update(generate_fid.evaluate(cfg, prepared, model, task, images, fid_model))
     if hasattr(model, "iw_bound") and g.iw_samples > 1:
         rows = images[:g.iw_rows] if g.iw_rows else images
         started = time.perf_counter()
@@ -114,9 +121,10 @@ def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     report = task.report(np.zeros(0), np.zeros(0), spec.classes, trained.history, f"{spec.name} on {cfg.data.name}")
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)
-    say(f"evaluate: test {task.primary} {metrics[task.primary]:.4f} on {len(images):,} images "
-        f"({levels} levels); baselines on the same images: per-pixel categorical "
-        f"{base[names.BASELINE_CATEGORICAL_BITS]:.4f}, xz -9 {base[names.BASELINE_XZ_BITS]:.4f}")
+    if fid_model is None:  # (a model judged by FID said its figures above, in generate_fid)
+        say(f"evaluate: test {task.primary} {metrics[task.primary]:.4f} on {len(images):,} images "
+            f"({levels} levels); baselines on the same images: per-pixel categorical "
+            f"{base[names.BASELINE_CATEGORICAL_BITS]:.4f}, xz -9 {base[names.BASELINE_XZ_BITS]:.4f}")
     return Evaluation(trained.best_checkpoint, {**metrics, **base, names.PIXEL_LEVELS: float(levels)},
                       seeds[:4].copy(), task=task.name, primary=task.primary, higher_is_better=task.higher_is_better)
 

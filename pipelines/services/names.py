@@ -248,6 +248,22 @@ FINAL_SAMPLE_GRID = "samples/final_grid.png"  # the registered model's grid, fro
 INTERPOLATION_GRID = "samples/interpolations.png"  # vae: a row per pair of test images
 GENERATE_SECONDS = "perf/generate_seconds"  # the served form: wall seconds to draw the final 64 samples
 
+# Implicit generative models (generate model=dcgan|cdcgan|ddpm): Fashion-FID/KID against the test split
+# in the registered classifier's features (test/fid, test/kid; per epoch val/fid, val/kid) and the same
+# distances of the run's reference sets: test/fid_real_train (the floor), _blurred, _noise (the ceiling).
+FID = "fid"
+KID = "kid"
+FID_OVER_BLURRED = "fid_over_blurred"  # test/: the model's FID over that of blurred test images (target <= 3)
+CLASS_ACCURACY = "class_accuracy"  # cdcgan: the classifier's accuracy on images generated of each class
+NN_COPY_RATIO = "nn_copy_ratio"  # samples' median distance to the nearest train image over test images'
+NEAREST_PLOT = "samples/nearest_train.png"  # a grid's samples above their nearest training images
+
+
+def reference_distance(metric_key: str, reference: str) -> str:
+    """A calibration distance: ``fid_real_train``, ``kid_blurred``, ``fid_noise`` (under test/)."""
+    return f"{metric_key}_{reference}"
+
+
 # Registry aliases.
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -759,3 +759,35 @@ def version_run_id(uri: str, name: str, version: int) -> str | None:
         except MlflowException:
             return None
         return dict(v.tags or {}).get(names.RUN_ID) or v.run_id or None
+
+
+# --------------------------------------------------------------------------- a registered model as a tool
+
+
+def fetch_registered(uri: str, dst: Path, key: str, hint: str = "") -> Path:
+    """The package of the registered model ``uri`` (``models:/NAME@alias`` or ``models:/NAME/version``) in
+    the configured registry, downloaded under ``dst``: a model another pipeline uses as a tool (the
+    generator's FID judge, ``generate.fid_model``). A ConfigError naming ``key`` when it is not there."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.config import ConfigError
+
+    if not uri.startswith("models:/"):
+        raise ConfigError(f"{key}={uri} must name a registered model: models:/NAME@alias or models:/NAME/VERSION.")
+    import os
+
+    # a logged model is ~150 files (the package and the code that serves it): no progress bar per file
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key}={uri} is not registered in {registry_uri()} ({first}){hint}") from None
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+    return package_in(root)

@@ -110,9 +110,14 @@ def build_task(tc: TrainConfig, spec: ModelSpec, **options: Any) -> Task:
 
 
 def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: ModelSpec, **task_options: Any):
-    """Optimiser, per-step schedule and task: one recipe for Ray workers and the bench baseline."""
-    optimizer = build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
-                                weight_decay=tc.weight_decay)
+    """Optimiser, per-step schedule and task: one recipe for Ray workers and the bench baseline. A model
+    that owns its optimisers (a GAN: one per net, components.gan) builds them from ``train.*`` and its
+    task's ``options``."""
+    owner = getattr(unwrap(model), "build_optimizer", None)
+    optimizer = owner(tc.optimizer, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
+                      options=task_options.get("options")) if owner else \
+        build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
+                        weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
                                 warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
                                 gamma=tc.gamma, cycles=tc.snapshots)

@@ -150,3 +150,14 @@ def test_sample_grid_tiles_colour_and_grey():
     colour = sample_grid(np.zeros((4, 3, 4, 4), np.uint8), side=2)
     assert grey.shape == (14, 14) and colour.shape == (14, 14, 3)
     assert GenStats(("bits_per_dim",)).compute() == {"loss": 0.0, "bits_per_dim": 0.0}
+
+
+def test_binarised_variant_is_pixel_above_127_and_scored_over_two_levels():
+    from components.likelihood import to_levels
+
+    x = torch.tensor([0, 127, 128, 255], dtype=torch.float32).view(1, 1, 2, 2) / 255
+    assert to_levels(x, 2).flatten().tolist() == [0, 0, 1, 1]
+    assert to_levels(x, 256).flatten().tolist() == [0, 127, 128, 255]
+    net = build_generator("pixelcnn", in_channels=1, image_size=2, levels=2, width=4, depth=1)
+    assert 0 < float(net(x)["bits_per_dim"]) < 4  # two levels: a fresh net's guess is about 1 bit/dim
+    assert set(net.generate([0, 1]).unique().tolist()) <= {0, 255}

@@ -5,12 +5,14 @@
 
 * ``vae``: convolutional variational autoencoder, 256-way categorical decoder, β configurable - vae.py
 * ``pixelcnn``: masked convolutions (type A then B), 256-way softmax per pixel value - pixelcnn.py
+* ``dcgan``, ``cdcgan`` (class-conditional), ``ddpm`` (U-Net, DDIM sampling): judged by FID - adversarial.py
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from components.models.generative.adversarial import CDCGAN, DCGAN, DDPM
 from components.models.generative.base import GenerativeModel
 from components.models.generative.pixelcnn import MaskedConv2d, PixelCNN
 from components.models.generative.vae import VAE
@@ -19,6 +21,9 @@ from components.models.generative.vae import VAE
 GENERATORS: dict[str, Callable[..., GenerativeModel]] = {
     "vae": VAE,
     "pixelcnn": PixelCNN,
+    "dcgan": DCGAN,
+    "cdcgan": CDCGAN,
+    "ddpm": DDPM,
 }
 
 
@@ -37,4 +42,4 @@ def generator_class(name: str) -> type[GenerativeModel]:
     return GENERATORS[name]  # type: ignore[return-value]
 
 
-__all__ = ["GENERATORS", "GenerativeModel", "MaskedConv2d", "PixelCNN", "VAE", "build_generator", "generator_class"]
+__all__ = ["CDCGAN", "DCGAN", "DDPM", "GENERATORS", "GenerativeModel", "MaskedConv2d", "PixelCNN", "VAE", "build_generator", "generator_class"]
