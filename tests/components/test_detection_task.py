@@ -21,6 +21,16 @@ from components.tasks.detection import DetectionPrep, DetectionStats
 from components.transfer import backbone_state
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These nets are tiny: one intra-op thread is fastest, and on a busy machine a second one spends its
+    time spinning at OpenMP barriers (50x slower per step here under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _scene(n: int = 4, size: int = 32):
     """Images with one white rectangle each (and a -1 padding row): rows as Ray Data gives them."""
     rng = np.random.default_rng(0)
@@ -117,7 +127,7 @@ def test_the_localizer_learns_one_box_with_the_l2_loss():
     first = None
     for _ in range(100):
         _, loss = task.forward(model, x, targets)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
