@@ -112,10 +112,17 @@ class Detection(Task):
 
     num_classes: int = 0
     classes: tuple[str, ...] = ()
+    preview: Mapping[str, Any] | None = None  # a few val images with their boxes and labels, drawn per epoch
+    preview_every: int = 0  # draw after every this many epochs, and after the last (0: never)
+    epochs: int = 0
+    preview_score: float = SERVED_PARAMS["score_threshold"]
 
     @classmethod
-    def build(cls, num_classes: int, classes: Sequence[str] = (), **_: Any) -> "Detection":
-        return cls(num_classes, tuple(classes) or tuple(str(i) for i in range(num_classes)))
+    def build(cls, num_classes: int, classes: Sequence[str] = (), preview: Mapping[str, Any] | None = None,
+              preview_every: int = 0, epochs: int = 0, preview_score: float = SERVED_PARAMS["score_threshold"],
+              **_: Any) -> "Detection":
+        return cls(num_classes, tuple(classes) or tuple(str(i) for i in range(num_classes)), preview,
+                   preview_every, epochs, preview_score)
 
     def batch_prep(self, *, augment: Any = None, seed: int = 0, epoch: int = 0, channels_last: bool = False,
                    pin_memory: bool = False) -> DetectionPrep:
@@ -144,6 +151,21 @@ class Detection(Task):
 
     def predictions(self, outputs: Any) -> Any:
         return outputs[1]
+
+    def epoch_artifacts(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """Predicted boxes beside the ground truth on the preview images, as PNG bytes, every few epochs."""
+        number = epoch + 1
+        if not self.preview or not self.preview_every or (number % self.preview_every and number != self.epochs):
+            return {}
+        from components.dense_plots import png_bytes
+        from components.detection_plots import boxes_grid
+
+        was_training = model.training
+        images = np.asarray(self.preview["images"], dtype=np.uint8)
+        found = model.detect_uint8(images, self.preview_score)
+        model.train(was_training)
+        truth = (np.asarray(self.preview["boxes"]), np.asarray(self.preview["labels"]))
+        return {f"predictions/epoch_{number:03d}.png": png_bytes(boxes_grid(images, truth, found, self.classes))}
 
     # -- serving
     def predict(self, model: nn.Module, raw: np.ndarray, params: Mapping[str, Any] | None = None) -> list[dict]:

@@ -9,8 +9,8 @@ Each Ray Train worker streams its shard of scenes with their boxes (``boxes``, `
 mirrors half of them with their boxes (``data.augment.flip``) and trains the detector's own loss through
 the one engine; every epoch decodes the val split and logs ``val/map50`` (the primary metric: it picks the
 checkpoint) and ``val/map`` (COCO mAP@[.5:.95]) from score histograms the ranks add. Predictions on a few
-val images are kept every ``detect.image_every`` epochs and drawn over the ground truth on the train run
-when training ends. The test split is scored exactly (``components.detection_metrics.coco_map``) from the
+val images are drawn beside the ground truth every ``detect.image_every`` epochs
+(``predictions/epoch_NNN.png`` on the train run). The test split is scored exactly (``components.detection_metrics.coco_map``) from the
 served form's own detections: ``test/map50``, ``test/map``, ``test/map75``, a per-class AP table and figure.
 Registered as ``<dataset>-detector`` (``shapes-detector``), gated on test mAP@0.5; served: uint8 N×H×W×3 →
 per image ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...], "scores": [...]}``.
@@ -77,9 +77,22 @@ def backbone_init(cfg: Config, spec) -> dict[str, Any]:
     return state
 
 
-def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
+def preview_options(cfg: Config, prepared: Prepared) -> dict[str, Any]:
+    """The detection task's options on the workers: the first val images and their boxes, drawn with the
+    predictions every ``detect.image_every`` epochs."""
     from components.data.shards import read_split
-    from components.detection_snapshots import PredictionSnapshots
+
+    if not cfg.detect.image_every:
+        return {}
+    val = read_split(prepared.manifest(), "val")
+    k = min(cfg.detect.images, len(val))
+    return {"preview": {"images": val.images[:k].copy(), "boxes": val.boxes[:k].copy(),
+                        "labels": val.box_labels[:k].copy()},
+            "preview_every": cfg.detect.image_every, "epochs": cfg.train.epochs,
+            "preview_score": cfg.detect.score_threshold}
+
+
+def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     from pipelines.stages import train
 
     out: dict[str, Any] = {}
@@ -91,30 +104,15 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
         return out
     with stage("train", parent, cfg) as run_id:
         init_state = backbone_init(cfg, spec) if cfg.model.backbone_from else None
-        val = read_split(manifest, "val")
-        k = min(cfg.detect.images, len(val))
-        hooks = [(PredictionSnapshots, {"images": val.images[:k].tolist(), "every": cfg.detect.image_every,
-                                        "epochs": cfg.train.epochs, "score_threshold": cfg.detect.score_threshold})
-                 ] if cfg.detect.image_every else []
         trained = out["trained"] = train.run(cfg, prepared, parent.uri, run_id, f"{cfg.pipeline}-{parent.run_id}",
-                                             workdir, init_state=init_state, hooks=hooks, spec=spec)
-        log_snapshots(trained, val.images[:k], (val.boxes[:k], val.box_labels[:k]), spec.classes)
+                                             workdir, init_state=init_state, spec=spec,
+                                             task_options=preview_options(cfg, prepared))
     if "evaluate" in cfg.stages:
         with stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate(cfg, prepared, trained)
         tracking.log_metrics(test_metrics(evaluation))
         register(cfg, parent, evaluation, spec.num_classes, out, manifest.version)
     return out
-
-
-def log_snapshots(trained: Trained, images: np.ndarray, truth: tuple[np.ndarray, np.ndarray],
-                  classes: tuple[str, ...]) -> None:
-    """One figure per kept epoch, ``predictions/epoch_NNN.png`` on the train run."""
-    from components.detection_snapshots import prediction_figure, read_snapshots
-
-    for epoch, predictions in sorted(read_snapshots(trained.extras).items()):
-        tracking.log_figure(prediction_figure(images, truth, predictions, classes, f"val, epoch {epoch}"),
-                            f"predictions/epoch_{epoch:03d}.png")
 
 
 def _split_arrays(prepared: Prepared, split: str):
@@ -130,8 +128,9 @@ def evaluate(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     form returns (score >= the evaluation cut, NMS inside), a per-class AP table and figures."""
     import torch
 
+    from components.dense_plots import png_bytes
     from components.detection_metrics import coco_map
-    from components.detection_snapshots import per_class_ap_figure, prediction_figure
+    from components.detection_plots import boxes_grid, per_class_ap_figure
     from components.models.detectors import decode, detection_loss
     from components.packaging import load_package
     from components.tasks import build_task
@@ -170,9 +169,11 @@ def evaluate(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
                                             f"{spec.name} on {prepared.manifest().name}: test AP per class"),
                         "plots/per_class_ap.png")
     k = min(FIGURE_IMAGES, len(images))
-    tracking.log_figure(prediction_figure(images[:k], (boxes[:k], labels[:k]),
-                                          task.predict(model, images[:k], {"score_threshold": cfg.detect.score_threshold}),
-                                          spec.classes, "test"), "plots/test_predictions.png")
+    shown = task.predict(model, images[:k], {"score_threshold": cfg.detect.score_threshold})
+    with tempfile.TemporaryDirectory(prefix="visionray-detect-") as tmp:
+        path = Path(tmp) / "test_predictions.png"  # ground truth beside predictions, first test images
+        path.write_bytes(png_bytes(boxes_grid(images[:k], (boxes[:k], labels[:k]), shown, spec.classes)))
+        tracking.log_artifact(path, "plots")
     report = task.report(np.zeros(0), np.zeros(0), spec.classes, trained.history, f"{spec.name} detector")
     for path, figure in report.figures.items():
         tracking.log_figure(figure, path)

@@ -21,6 +21,16 @@ from components.tasks.detection import DetectionPrep, DetectionStats
 from components.transfer import backbone_state
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These nets are tiny: one intra-op thread is fastest, and on a busy machine a second one spends its
+    time spinning at OpenMP barriers (50x slower per step here under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _scene(n: int = 4, size: int = 32):
     """Images with one white rectangle each (and a -1 padding row): rows as Ray Data gives them."""
     rng = np.random.default_rng(0)
@@ -117,7 +127,7 @@ def test_the_localizer_learns_one_box_with_the_l2_loss():
     first = None
     for _ in range(100):
         _, loss = task.forward(model, x, targets)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -182,3 +192,28 @@ def test_the_backbone_starts_from_a_resnet_classifier_and_refuses_another():
     assert torch.equal(state["heat.2.bias"], fresh.state_dict()["heat.2.bias"])  # heads keep their init
     with pytest.raises(ValueError, match="same ResNet depth and width"):
         backbone_state(ResNet(1, 10, 32, depth=8, width=8), detector)  # grey classifier, colour detector
+
+
+def test_previews_are_pngs_on_the_epochs_asked_for():
+    import io
+
+    from PIL import Image
+
+    torch.manual_seed(0)
+    rows = _scene(2)
+    preview = {"images": rows["image"], "boxes": rows["boxes"], "labels": rows["box_labels"]}
+    task = build_task("detection", num_classes=2, classes=("a", "b"), preview=preview, preview_every=2, epochs=3)
+    model = ModelSpec(name="centernet", in_channels=3, num_classes=2, image_size=32, classes=("a", "b"), width=8,
+                      depth=8, task="detection").build(Normalize.identity(3))
+    model.train()
+    assert task.epoch_artifacts(model, 0) == {}  # epoch 1
+    drawn = task.epoch_artifacts(model, 1)  # epoch 2
+    assert list(drawn) == ["predictions/epoch_002.png"] and model.training
+    picture = np.asarray(Image.open(io.BytesIO(drawn["predictions/epoch_002.png"])))
+    assert picture.shape[:2] == (2 * 96 + 4, 2 * 96 + 4)  # two rows of [truth | predictions], 3x
+    assert list(task.epoch_artifacts(model, 2)) == ["predictions/epoch_003.png"]  # the last epoch too
+    # the ground-truth box of the first image is drawn in class 0's colour on the left panel
+    x1, y1, x2, y2 = (int(v) * 3 for v in rows["boxes"][0, 0])
+    from components.dense_plots import PALETTE
+
+    assert (picture[y1, x1:x2 - 3] == PALETTE[1]).all()
