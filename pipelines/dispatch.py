@@ -120,6 +120,10 @@ def preflight(cfg: Config) -> None:
 
     validate_stages(cfg)
     check_model_kind(cfg)
+    if cfg.kind == "generate":  # a model judged by FID needs its judge registered
+        from pipelines.flows.generate_fid import check_registered
+
+        check_registered(cfg)
     if cfg.kind == "transfer" and not cfg.transfer.source:
         raise ConfigError("transfer.source is required: models:/NAME@alias, models:/NAME/VERSION or a run id.")
     check_local_package(cfg)

@@ -56,11 +56,13 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     workdir = workdir_for(cfg, parent.run_id)
+    judged_by_fid = generator_class(cfg.model.name).primary == names.FID
+    # the judge first: a run that cannot be scored stops before anything runs
+    fid_model = generate_fid.feature_model(cfg, workdir) if judged_by_fid else None
     prepared = prepare(cfg, parent, workdir, out)
     manifest = out["manifest"]
-    judged_by_fid = generator_class(cfg.model.name).primary == names.FID
-    # the judge first: a run that cannot be scored stops before it trains
-    fid_model = generate_fid.feature_model(cfg, prepared, workdir) if judged_by_fid else None
+    if fid_model is not None:
+        generate_fid.check_feature_model(cfg, prepared, fid_model)
     g = cfg.generate
     if generator_class(cfg.model.name).train_step is not None:  # the train stage's line says train.lr
         say(f"generate: {cfg.model.name} updates D {g.d_steps}x then G per batch, {cfg.train.optimizer} per net at "

@@ -34,17 +34,42 @@ from pipelines.services.progress import say
 
 FID_MODEL_DIR = "fid_model"
 VAL_IMAGES = "fid_val.npy"
+#: The models judged by FID (their class's ``primary``; named here so the pre-flight check imports no torch).
+JUDGED_MODELS = ("dcgan", "cdcgan", "ddpm")
 
 
-def feature_model(cfg: Config, prepared: Prepared, workdir: Path) -> Path:
-    """The judge's package (``generate.fid_model``), fetched once into ``workdir`` and checked against the
-    data; a ConfigError naming the key when it is missing or does not fit the images."""
-    from components.packaging import ModelSpec, load_package
+def check_registered(cfg: Config) -> None:
+    """Pre-flight, before any run or Ray starts: ``generate.fid_model`` names a registered model (and that
+    alias or version) in the configured store; a ConfigError naming the key otherwise."""
+    if cfg.model.name not in JUDGED_MODELS:
+        return
+    uri = cfg.generate.fid_model
+    store = tracking.resolve_uri(cfg.tracking.uri)
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    aliases = registry.model_aliases(store, name)
+    missing = aliases is None or (alias and alias not in aliases) or \
+        (version and (not version.isdigit() or int(version) not in registry.model_versions(store, name)))
+    if missing:
+        raise ConfigError(f"generate.fid_model={uri} is not registered in {store}; register a classifier of "
+                          f"{cfg.data.name} first (visionray run quickstart data={cfg.data.name}) or point "
+                          f"generate.fid_model at one.")
 
+
+def feature_model(cfg: Config, workdir: Path) -> Path:
+    """The judge's package (``generate.fid_model``), fetched once into ``workdir`` before anything else runs;
+    a ConfigError naming the key when it is not registered."""
     uri = cfg.generate.fid_model
     hint = (f"; register a classifier of {cfg.data.name} first (visionray run quickstart data={cfg.data.name}) "
             f"or point generate.fid_model at one.")
-    package = registry.fetch_registered(uri, workdir / FID_MODEL_DIR, "generate.fid_model", hint)
+    return registry.fetch_registered(uri, workdir / FID_MODEL_DIR, "generate.fid_model", hint)
+
+
+def check_feature_model(cfg: Config, prepared: Prepared, package: Path) -> None:
+    """The judge must be an image classifier of images like the data's (a ConfigError naming the key)."""
+    from components.packaging import ModelSpec, load_package
+
+    uri = cfg.generate.fid_model
     _, spec = load_package(package)
     if not isinstance(spec, ModelSpec) or spec.task != "classification":
         raise ConfigError(f"generate.fid_model={uri} is a {getattr(spec, 'task', '?')} model, not an image classifier.")
@@ -53,7 +78,6 @@ def feature_model(cfg: Config, prepared: Prepared, workdir: Path) -> Path:
         raise ConfigError(f"generate.fid_model={uri} takes {spec.image_size}×{spec.image_size}×{spec.in_channels} "
                           f"images; {cfg.data.name} has {h}×{h}×{c}: register a classifier of this data.")
     say(f"generate: FID in the features of {uri} ({spec.name}, {len(spec.classes)} classes)")
-    return package
 
 
 def train_hooks(cfg: Config, prepared: Prepared, workdir: Path, package: Path) -> list[Any]:

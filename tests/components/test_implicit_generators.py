@@ -90,3 +90,10 @@ def test_the_fid_hook_reports_val_fid_on_rank_zero_only(tmp_path):
     out = hook.end_epoch(model, 0, tmp_path)
     assert set(out) == {"val/fid", "val/kid"} and out["val/fid"] > 0
     assert hook.end_epoch(model, 0, tmp_path) == out  # fixed seeds: the same model scores the same
+
+
+def test_the_preflight_list_of_fid_judged_models_is_the_classes_own():
+    from components.models.generative import GENERATORS
+    from pipelines.flows.generate_fid import JUDGED_MODELS
+
+    assert {name for name, cls in GENERATORS.items() if cls.primary == "fid"} == set(JUDGED_MODELS)

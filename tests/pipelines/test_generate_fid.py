@@ -91,11 +91,12 @@ def test_a_served_generator_returns_the_count_asked_for_and_the_same_images_for_
 
 
 @pytest.mark.slow
-def test_a_judge_that_is_not_registered_stops_the_run_naming_the_key(runs):
+def test_a_judge_that_is_not_registered_stops_the_run_before_it_starts_naming_the_key(mlflow_store):
     from pipelines.config import ConfigError
     from pipelines.dispatch import run_pipeline
 
-    store, _ = runs
-    with store_context(store), pytest.raises(ConfigError, match="generate.fid_model=models:/nope@champion"):
-        run_pipeline(shrunk_config("generate", "model=dcgan", "generate.fid_model=models:/nope@champion"),
-                     command="test")
+    for judge in ("models:/nope@champion", "models:/digits-classifier@champion"):  # an empty store
+        with pytest.raises(ConfigError, match=f"generate.fid_model={judge} is not registered"):
+            run_pipeline(shrunk_config("generate", "model=dcgan", f"generate.fid_model={judge}"), command="test")
+    experiments = mlflow_store.client().search_experiments()
+    assert not mlflow_store.client().search_runs([e.experiment_id for e in experiments])  # no run started
