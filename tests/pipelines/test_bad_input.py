@@ -102,6 +102,7 @@ def _refused(capsys, store, overrides: list[str], pipeline: str = "quickstart") 
     ("cluster.max_failures=-1", "cluster.max_failures", "must be >= 0"),
     ("seed=-1", "seed", "must be in [0, 2**32)"),
     ("data.split_seed=-7", "data.split_seed", "must be >= 0"),
+    ("tune.seed=-1", "tune.seed", "must be in [0, 2**32)"),
     ("data.image_size=100000", "data.image_size", "must be in [8, 1024]"),
     ("data.path=" + "x" * 5000, "data.path", "longer than a path can be"),
 ])
