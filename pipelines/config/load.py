@@ -39,9 +39,26 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _WarnOnDuplicates(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys in a mapping without a word: say so, naming the file and line."""
+
+    path = ""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                print(f"visionray: warning: {self.path} sets {key} twice in one mapping (line "
+                      f"{key_node.start_mark.line + 1}); the last value is used.", file=sys.stderr)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    loader = type("Loader", (_WarnOnDuplicates,), {"path": str(path)})
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=loader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}.") from None
     if not isinstance(data, dict):

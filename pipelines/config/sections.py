@@ -127,6 +127,7 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_samples >= 1, "tune.num_samples", "must be >= 1")
+        _check(0 <= self.seed < 2**32, "tune.seed", "must be in [0, 2**32) (NumPy's seed range)")
         _check(self.grace_period >= 1, "tune.grace_period", "must be >= 1")
         _check(self.reduction_factor > 1, "tune.reduction_factor", "must be > 1")
         _check(self.max_concurrent >= 0, "tune.max_concurrent", "must be >= 0 (0: sized to the cluster)")

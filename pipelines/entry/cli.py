@@ -283,7 +283,7 @@ def _show(args: argparse.Namespace) -> int:
             return EXIT_OK
         args.parser.error("the following arguments are required: PIPELINE")
     cfg = config.load_config(args.pipeline, args.overrides)
-    print(describe.fields_text(cfg) if args.help or args.fields else describe.effective_yaml(cfg), end="")
+    print(_masked(describe.fields_text(cfg) if args.help or args.fields else describe.effective_yaml(cfg)), end="")
     return EXIT_OK
 
 

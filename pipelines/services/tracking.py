@@ -494,7 +494,8 @@ def log_figure(fig: Any, artifact_file: str) -> None:
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 
-    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+    # a manifest names its source (a URL may carry a token): masked like every text visionray writes
+    mlflow.log_text(mask(json.dumps(obj, indent=2, default=str)), artifact_file)
 
 
 def log_table(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:

@@ -102,6 +102,7 @@ def _refused(capsys, store, overrides: list[str], pipeline: str = "quickstart") 
     ("cluster.max_failures=-1", "cluster.max_failures", "must be >= 0"),
     ("seed=-1", "seed", "must be in [0, 2**32)"),
     ("data.split_seed=-7", "data.split_seed", "must be >= 0"),
+    ("tune.seed=-1", "tune.seed", "must be in [0, 2**32)"),
     ("data.image_size=100000", "data.image_size", "must be in [8, 1024]"),
     ("data.path=" + "x" * 5000, "data.path", "longer than a path can be"),
 ])
@@ -207,3 +208,16 @@ def test_a_real_ingest_records_every_skipped_entry_in_the_manifest(ray_local, ml
     skipped = {q["path"].rsplit("/", 1)[-1]: q["reason"] for q in manifest["skipped"]}
     assert set(skipped) == {"leak.png", "anim.gif", "notes.txt"}
     assert sum(s["rows"] for s in manifest["splits"].values()) == 19  # 18 good + the non-UTF-8 name
+
+
+def test_a_yaml_file_that_sets_a_key_twice_is_warned_and_conf_has_none(tmp_path, capsys):
+    from pipelines.config import available, load_config
+    from pipelines.config.load import _read_yaml
+
+    for pipeline in available("pipeline"):  # the project's own files: no duplicate anywhere
+        load_config(pipeline)
+    assert capsys.readouterr().err == ""
+    path = tmp_path / "x.yaml"
+    path.write_text("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    assert _read_yaml(path) == {"train": {"lr": 0.2, "epochs": 2}}
+    assert f"warning: {path} sets lr twice in one mapping (line 4); the last value is used" in capsys.readouterr().err

@@ -112,3 +112,11 @@ def test_secrets_are_not_sent_with_a_job_unless_asked(monkeypatch, capsys):
     monkeypatch.setenv(jobs.FORWARD_SECRETS_ENV, "1")
     assert jobs.runtime_env("http://mlflow:5000")["env_vars"]["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
     jobs.check_no_credentials(f"http://bob:{PASSWORD}@mlflow:5000", [])
+
+
+def test_show_prints_the_config_with_its_credentials_masked(capsys):
+    from pipelines.entry.cli import main
+
+    assert main(["show", "quickstart", f"tracking.uri=http://bob:{PASSWORD}@mlflow:5000"]) == 0
+    out = capsys.readouterr().out
+    assert "uri: http://bob:***@mlflow:5000" in out and PASSWORD not in out
