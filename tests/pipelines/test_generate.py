@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.services import names
 from tests.conftest import Store, shrunk_config, store_context
+from tests.scoring import post, serve_in_thread
 
 TINY = ("data.max_train_rows=512", "data.max_eval_rows=128", "generate.iw_samples=8", "generate.iw_rows=32",
         "generate.interpolations=2", "model.width=8")
@@ -83,3 +84,12 @@ def test_registered_generator_serves_one_image_per_seed_and_the_same_images_for_
         again = served.predict(np.array([1, 5], dtype=np.int64))["images"]
     assert first.shape == (5, 8, 8) and first.dtype == np.uint8
     assert np.array_equal(first[1], first[3]) and np.array_equal(again[0], first[1]) and np.array_equal(again[1], first[4])
+    if model == "vae":  # over HTTP, as `visionray serve` / `mlflow models serve` answer: seeds in, images out
+        with store_context(generate_runs.store):
+            server, thread, base = serve_in_thread(f"models:/digits-{model}@champion")
+        try:
+            over_http = post(f"{base}/invocations", {"inputs": [3, 1, 4]})["predictions"]["images"]
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+        assert np.array_equal(np.asarray(over_http, dtype=np.uint8), first[:3])
