@@ -12,8 +12,9 @@ images, timed at batch 1 and 64 with the same thread count, each model alone in 
 between the two flagged, and compiled once), and registered as a new version of the same registered
 model tagged ``compression=<method>``; no alias moves. ``compress/speedup`` is against eager fp32,
 ``compress/speedup_vs_compiled`` against the same fp32 weights under ``torch.compile``. A method that
-fails leaves the others' results and versions standing, and the run then fails (exit 1) naming it. Fine-tunes (pruning masks,
-centroids, low-rank factors) run on Ray Train through ``pipelines.stages.train.run`` with hooks.
+fails leaves the others' results and versions standing, and the run then fails (exit 1) naming it.
+Fine-tunes (pruning masks, centroids, low-rank factors) run on Ray Train through
+``pipelines.stages.train.run`` with hooks.
 """
 
 from __future__ import annotations
