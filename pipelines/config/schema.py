@@ -247,8 +247,9 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    name: str | None = _doc("registered model name (None: <dataset>-classifier, -charlm, -captioner, -segmenter, "
-                            "-detector; generate: <dataset>-<model>, e.g. fashion-mnist-vae)", None)
+    name: str | None = _doc("registered model name (None: <dataset>-classifier, or -charlm, -captioner, "
+                            "-segmenter, -detector, -<generative model>)",
+                            None)
     enabled: bool = _doc("register the evaluated model and run the champion gate", True)
 
 

@@ -58,11 +58,12 @@ def test_a_batch_over_the_cap_is_refused_naming_the_cap(served):
     assert raw_pixels(np.zeros((MAX_IMAGES, 2, 2), np.uint8)).shape == (MAX_IMAGES, 2, 2)
 
 
-def test_the_signature_of_an_image_model_has_no_input_schema_for_mlflow_to_cast_with():
+def test_the_signature_of_an_image_model_has_no_input_schema_for_mlflow_to_cast_with(tmp_path):
     from pipelines.records import Evaluation  # noqa: F401 - the record the signature is built from
     from pipelines.services.registry import signature
 
-    evaluation = type("E", (), {"task": "classification", "example": np.zeros((2, 8, 8), np.uint8)})()
+    evaluation = type("E", (), {"task": "classification", "example": np.zeros((2, 8, 8), np.uint8),
+                                "model_dir": str(tmp_path)})()  # a package folder without arch.json
     sig = signature(evaluation, 3)
     assert sig.inputs is None
     assert [s.name for s in sig.outputs.inputs] == ["class", "probabilities"]
