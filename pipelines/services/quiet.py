@@ -61,6 +61,9 @@ def quiet_driver(verbose_run: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
     if not verbose():
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", MLFLOW_LOG_LEVEL)  # read when mlflow is imported
+        # a progress bar per artifact download (the package checks, the register stage's served-form
+        # check): three lines each, nothing a user acts on
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         filter_known_records()
 
 
