@@ -128,7 +128,7 @@ def dream(net: Features, image: Tensor, layer: int = 1, steps: int = 40, lr: flo
         with torch.no_grad():
             moved = moved + lr * grad / (grad.abs().mean() + 1e-12)
             x = torch.roll(moved, (-dy, -dx), (2, 3)).clamp(0, 1)
-        result.history.append({"dream": float(objective)})
+        result.history.append({"dream": float(objective.detach())})
         if step % log_every == 0 or step == steps:
             result.snapshots.append((step, x[0].clone()))
     result.image = x[0]
