@@ -26,7 +26,7 @@ import numpy as np
 
 from components.data.errors import DataError
 from components.data.sources.fashion_mnist import fashion_mnist
-from components.data.sources.shapes import MAX_OBJECTS, split_sizes
+from components.data.sources.shapes import MAX_OBJECTS, split_sizes, visible_targets
 from components.data.types import RawDataset, RawSplit
 
 __all__ = ["FOREGROUND", "fashion_scenes", "paste_scenes"]
@@ -62,18 +62,8 @@ def paste_scenes(n: int, image_size: int, items: np.ndarray, item_labels: np.nda
             window = (slice(y0, y0 + h), slice(x0, x0 + w))
             images[i][window][fg, 0] = item[fg]
             instance[window][fg] = k + 1
-        slot, largest = 0, -1
-        for k in range(int(counts[i])):
-            ys, xs = np.nonzero(instance == k + 1)
-            if len(ys) == 0:
-                continue
-            cls = int(item_labels[picks[i, k]])
-            masks[i][ys, xs] = cls + 1
-            boxes[i, slot] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            box_labels[i, slot] = cls
-            if len(ys) > largest:
-                largest, labels[i] = len(ys), cls
-            slot += 1
+        classes = [int(item_labels[picks[i, k]]) for k in range(int(counts[i]))]
+        labels[i] = visible_targets(instance, classes, masks[i], boxes[i], box_labels[i])
     return RawSplit(images=images, labels=labels, masks=masks, boxes=boxes, box_labels=box_labels)
 
 

@@ -101,19 +101,28 @@ def draw_scenes(n: int, image_size: int, rng: np.random.Generator) -> RawSplit:
             instance[window][inside] = k + 1
             colours.append(colour)
             classes.append(cls)
-        slot, largest = 0, -1
-        for k, cls in enumerate(classes):
-            ys, xs = np.nonzero(instance == k + 1)
-            if len(ys) == 0:  # fully hidden by later objects
-                continue
-            masks[i][ys, xs] = cls + 1
-            boxes[i, slot] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            box_labels[i, slot] = cls
-            if len(ys) > largest:
-                largest, labels[i] = len(ys), cls
-            slot += 1
+        labels[i] = visible_targets(instance, classes, masks[i], boxes[i], box_labels[i])
         images[i] = image
     return RawSplit(images=images, labels=labels, masks=masks, boxes=boxes, box_labels=box_labels)
+
+
+def visible_targets(instance: np.ndarray, classes, mask: np.ndarray, boxes: np.ndarray,
+                    box_labels: np.ndarray) -> int:
+    """One scene's targets from its instance map (object k's pixels are k + 1, later objects drawn over
+    earlier ones), written in place: class + 1 into ``mask``, a box (x2, y2 one past the last pixel) and
+    class per visible object; an object fully hidden gets none. Returns the class of the largest one."""
+    slot, largest, label = 0, -1, 0
+    for k, cls in enumerate(classes):
+        ys, xs = np.nonzero(instance == k + 1)
+        if len(ys) == 0:  # fully hidden by later objects
+            continue
+        mask[ys, xs] = cls + 1
+        boxes[slot] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        box_labels[slot] = cls
+        if len(ys) > largest:
+            largest, label = len(ys), int(cls)
+        slot += 1
+    return label
 
 
 def shapes(num_images: int = 10_000, image_size: int = 64, seed: int = 0, val_fraction: float = 0.1,
