@@ -21,12 +21,13 @@ Photometric jitter needs no target logic: ``components.augment.color_jitter`` ap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.augment import _randint, _uniform
+from components.augment import _randint, _uniform, color_jitter, generator_for
 
 __all__ = ["DenseAugment", "crop_dense", "flip_dense"]
 
@@ -96,3 +97,19 @@ class DenseAugment:
         if self.flip:
             x, masks, boxes, labels = flip_dense(x, masks, boxes, labels, gen)
         return x, masks, boxes, labels
+
+
+def augment_batch(x: Tensor, masks: Tensor | None, boxes: Tensor | None, labels: Tensor | None, augment: Any,
+                  seed: int, epoch: int, idx: Any = None) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """A dense task's batch augmentation: flips and crops moving masks and boxes with the pixels, then colour
+    jitter on the pixels alone; seeded by (seed, epoch, the batch's first row id) as classification's is.
+    ``augment`` is the data section's AugmentConfig (None or disabled: the batch unchanged)."""
+    if augment is None or not augment.enabled:
+        return x, masks, boxes, labels
+    first = int(idx[0]) if idx is not None and len(idx) else 0
+    gen = generator_for(seed, epoch, 0, first)
+    x, masks, boxes, labels = DenseAugment(crop_padding=augment.crop_padding, flip=augment.flip)(
+        x, masks, boxes, labels, gen)
+    if augment.brightness or augment.contrast:
+        x = color_jitter(x, augment.brightness, augment.contrast, gen)
+    return x, masks, boxes, labels

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from components.augment import generator_for
 from components.detection_metrics import DetectionCounts
 from components.tasks.base import Report, Task, TensorSpec
 
@@ -90,16 +89,10 @@ class DetectionPrep:
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         boxes = torch.from_numpy(np.array(batch["boxes"], dtype=np.float32, copy=True))
         labels = torch.from_numpy(np.array(batch["box_labels"], dtype=np.int64, copy=True))
-        a = self.augment
-        if a is not None and a.enabled:
-            from components.augment import color_jitter
-            from components.dense_augment import DenseAugment
+        from components.dense_augment import augment_batch
 
-            first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
-            gen = generator_for(self.seed, self.epoch, 0, first)
-            x, _, boxes, labels = DenseAugment(crop_padding=a.crop_padding, flip=a.flip)(x, None, boxes, labels, gen)
-            if a.brightness or a.contrast:
-                x = color_jitter(x, a.brightness, a.contrast, gen)
+        x, _, boxes, labels = augment_batch(x, None, boxes, labels, self.augment, self.seed, self.epoch,
+                                            batch.get("idx"))
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
         return x, (boxes, labels)
 

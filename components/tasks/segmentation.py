@@ -98,19 +98,12 @@ class SegBatchPrep:
     pin_memory: bool = False
 
     def __call__(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-        from components.augment import color_jitter, generator_for
-        from components.dense_augment import DenseAugment
+        from components.dense_augment import augment_batch
 
         images = torch.from_numpy(np.array(batch["image"], dtype=np.uint8, order="C"))
         x = (images.unsqueeze(-1) if images.ndim == 3 else images).permute(0, 3, 1, 2).float().div_(255.0)
         y = torch.from_numpy(np.array(batch["mask"], dtype=np.int64, order="C"))
-        a = self.augment
-        if a is not None and a.enabled:
-            first = int(batch["idx"][0]) if "idx" in batch and len(batch["idx"]) else 0
-            gen = generator_for(self.seed, self.epoch, 0, first)
-            x, y, _, _ = DenseAugment(crop_padding=a.crop_padding, flip=a.flip)(x, y, None, None, gen)
-            if a.brightness or a.contrast:
-                x = color_jitter(x, a.brightness, a.contrast, gen)
+        x, y, _, _ = augment_batch(x, y, None, None, self.augment, self.seed, self.epoch, batch.get("idx"))
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
         return (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)
 
