@@ -63,6 +63,8 @@ class TrialSetup:
     #: shards starves: Ray Data divides the CPUs the training workers leave among all executions,
     #: and on 2 CPUs no execution gets the 1 CPU a read task needs.)
     datasets: dict[str, Any] | None = None
+    #: Or, for a split within ``data.feed``'s budget, the decoded splits put in the object store once.
+    in_memory: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- one trial (a Tune actor)
@@ -103,7 +105,7 @@ def run_trial(values: dict[str, Any], setup: TrialSetup) -> None:
             trained = train.run(cfg, Prepared.load(Path(setup.prepared_path)), setup.uri, run_id,
                                 f"{cfg.pipeline}-{setup.parent_run_id}-{trial_id}",
                                 Path(setup.workdir) / "trials" / trial_id,
-                                callbacks=[reports], datasets=setup.datasets)
+                                callbacks=[reports], datasets=setup.datasets, in_memory=setup.in_memory)
         except LossExplosion as e:
             # §6.2: a stopped trial, not a failed sweep.
             stopped = e
@@ -171,7 +173,15 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if run is None:
                 return
             last = trial.last_result or {}
-            done = self.epochs.get(trial.trial_id, int(last.get(names.EPOCH, 0)))
+            # ASHA stops a trial right at Tune's report, which can be before rank 0 logged that epoch
+            logger = tracking.RunLogger(uri, run.info.run_id)
+            logger.backfill({k: [(e, m[k]) for e, m in sorted(self.curves.get(trial.trial_id, {}).items()) if k in m]
+                             for k in EPOCH_METRICS})
+            # Epochs trained: the last one Tune saw or the run holds. A trial's last report can reach Tune
+            # only with its completion, or not at all when the trial's function returns as Ray Train hands
+            # the report over; rank 0 logged that epoch to the run either way.
+            done = max(self.epochs.get(trial.trial_id, 0), int(last.get(names.EPOCH, 0)),
+                       max(logger.logged_epochs, default=0))
             state = ("failed" if status == "FAILED" else "stopped_loss" if last.get(names.TRIAL_STOPPED_LOSS)
                      else "completed" if done >= epochs else "early_stopped")
             metrics: dict[str, float] = {names.TRIAL_EPOCHS: done}
@@ -183,10 +193,6 @@ def _tune_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str
             if best and not summarised and state != "stopped_loss" and Path(best[1], "model").is_dir():
                 # the layout train.run logs: best_model/best/<package files>
                 tracking.log_artifacts_to(uri, run.info.run_id, Path(best[1], "model"), f"{names.BEST_MODEL_ARTIFACT}/best")
-            # ASHA stops a trial right at Tune's report, which can be before rank 0 logged that epoch
-            logger = tracking.RunLogger(uri, run.info.run_id)
-            logger.backfill({k: [(e, m[k]) for e, m in sorted(self.curves.get(trial.trial_id, {}).items()) if k in m]
-                             for k in EPOCH_METRICS})
             tracking.finish_run(uri, run.info.run_id, status, metrics, {names.TRIAL_STATUS_TAG: state})
 
     return CloseTrialRuns()
@@ -288,13 +294,19 @@ def _rows(grid, setup: TrialSetup, metric: str, mode: str, keys: list[str]) -> l
         history = result.metrics_dataframe
         values = [] if history is None or metric not in history else [
             float(v) for v in history[metric] if v is not None and math.isfinite(float(v))]
-        best = (max(values) if mode == "max" else min(values)) if values else None
         run = runs.get(trial_id)
+        if run is not None:  # the run's record is the fuller one when Tune missed a trial's last report
+            logged = [v for _, v in tracking.metric_histories(setup.uri, run.info.run_id, (metric,))[metric]
+                      if math.isfinite(v)]
+            values = logged if len(logged) > len(values) else values
+        best = (max(values) if mode == "max" else min(values)) if values else None
         status = "failed" if result.error else (run.data.tags.get(names.TRIAL_STATUS_TAG, "completed")
                                                 if run else "unknown")
         rows.append({"trial_id": trial_id, "round": setup.round, "run_id": run.info.run_id if run else None,
                      **{k: result.config.get(k) for k in keys}, "status": status,
-                     "epochs": _epochs(history, last), "time_total_s": last.get("time_total_s"),
+                     "epochs": max(_epochs(history, last),
+                                   int(run.data.metrics.get(names.TRIAL_EPOCHS, 0)) if run else 0),
+                     "time_total_s": last.get("time_total_s"),
                      f"best {metric}": best,
                      f"last {metric}": values[-1] if values else None})
     return rows
@@ -328,7 +340,7 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     setup = TrialSetup(cfg.to_dict(), prepared_path, parent.uri, parent.experiment_id, parent.run_id,
                        str(workdir), "coarse", {names.GIT_SHA: parent.tags.get(names.GIT_SHA, ""),
                                                 names.PIPELINE_TAG: cfg.pipeline}, threads,
-                       _shared_datasets(prepared) if cfg.tune.base == "classify" else None)
+                       *(_shared_feed(cfg, prepared) if cfg.tune.base == "classify" else (None, None)))
     with stage("sweep", parent, cfg), CpuMeter() as cpu:
         rounds, bench = _search(cfg, setup, workdir / "tune")
         rows = [r for rnd in rounds for r in rnd.rows]
@@ -348,11 +360,18 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     return out
 
 
-def _shared_datasets(prepared) -> dict[str, Any]:
+def _shared_feed(cfg: Config, prepared) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What every trial trains from, made once: (materialised Ray Datasets, None), or (None, the decoded
+    splits in the object store) for a split within ``data.feed``'s budget."""
     from pipelines.stages.preprocess import image_dataset
+    from pipelines.stages.train import in_memory_splits
 
     manifest = prepared.manifest()
-    return {split: image_dataset(manifest, split, prepared.rows[split]).materialize() for split in ("train", "val")}
+    in_memory = in_memory_splits(cfg, manifest, prepared)
+    if in_memory:
+        return None, in_memory
+    return {split: image_dataset(manifest, split, prepared.rows[split]).materialize()
+            for split in ("train", "val")}, None
 
 
 def _search(cfg: Config, setup: TrialSetup, tune_dir: Path) -> tuple[list[Round], dict[str, float]]:
