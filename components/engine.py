@@ -137,6 +137,51 @@ def train_one_epoch(
     return meter
 
 
+def prefetched(batches: Iterable[Any], depth: int = 2) -> Iterable[Any]:
+    """``batches`` made in a background thread, up to ``depth`` ahead of the consumer: torch's ops release
+    the GIL, so the next batch's augmentation overlaps this step's forward and backward. An error in the
+    thread is raised in the consumer; a consumer that stops early (``max_steps``) stops the thread."""
+    import queue
+    import threading
+
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put((None, item)):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((e, None))
+            return
+        put((None, done))
+
+    thread = threading.Thread(target=produce, name="visionray-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = q.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _map_tensors(t: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     """``fn`` on a tensor, or on every tensor of a tuple/list/dict (a task's inputs, targets or outputs)."""
     if isinstance(t, Tensor):

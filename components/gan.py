@@ -98,6 +98,7 @@ class GanRecipe:
     label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - this
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (images in [-1, 1])
     d_steps: int = 1  # discriminator updates per generator update
+    class_weight: float = 0.0  # conditional GANs: weight of the auxiliary classifier's cross-entropy (AC-GAN)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -108,6 +109,8 @@ class GanRecipe:
             raise ValueError(f"gan.instance_noise must be >= 0, got {self.instance_noise}")
         if self.d_steps < 1:
             raise ValueError(f"gan.d_steps must be >= 1, got {self.d_steps}")
+        if self.class_weight < 0:
+            raise ValueError(f"gan.class_weight must be >= 0, got {self.class_weight}")
 
 
 def d_loss(real_logits: Tensor, fake_logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -160,22 +163,32 @@ def gan_step(model: nn.Module, real: Tensor, labels: Tensor | None, optimizer: P
     gan = getattr(model, "module", model)
     g, d = gan.generator, gan.discriminator
     y = labels if gan.conditional else None
+    aux = recipe.class_weight if y is not None else 0.0  # AC-GAN: D classifies real images, G's must read as y
     x = real * 2 - 1  # the generator's Tanh range
     std = recipe.instance_noise
     for _ in range(recipe.d_steps):
         z = torch.randn(len(x), gan.latent, device=x.device)
         with torch.no_grad():  # D's update: G is a fixed sampler here, no graph through it
             fake = g(z, y)
-        real_logits, fake_logits = d(_noisy(x, std), y), d(_noisy(fake, std), y)
-        loss_d = d_loss(real_logits, fake_logits, recipe.label_smoothing)
+        fake_logits = d(_noisy(fake, std), y)
+        if aux:
+            real_logits, real_classes = d(_noisy(x, std), y, classes=True)
+            loss_d = d_loss(real_logits, fake_logits, recipe.label_smoothing) + aux * F.cross_entropy(real_classes, y)
+        else:
+            real_logits = d(_noisy(x, std), y)
+            loss_d = d_loss(real_logits, fake_logits, recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss_d.backward()
         if not average_gradients(d, loss_d):  # diverged: the engine stops on the non-finite loss
             return {}, torch.tensor(float("nan"))
         optimizer.step("discriminator")
     z = torch.randn(len(x), gan.latent, device=x.device)
-    fake_logits_g = d(_noisy(g(z, y), std), y)
-    loss_g = g_loss(fake_logits_g, recipe.loss)
+    if aux:
+        fake_logits_g, fake_classes = d(_noisy(g(z, y), std), y, classes=True)
+        loss_g = g_loss(fake_logits_g, recipe.loss) + aux * F.cross_entropy(fake_classes, y)
+    else:
+        fake_logits_g = d(_noisy(g(z, y), std), y)
+        loss_g = g_loss(fake_logits_g, recipe.loss)
     optimizer.zero_grad(set_to_none=True)
     loss_g.backward()  # D's gradients from this pass are dropped: only G steps
     if not average_gradients(g, loss_g):

@@ -66,6 +66,9 @@ class ModelSpec:
     latent: int | None = None
     beta: float | None = None
     sample_steps: int | None = None  # ddpm: DDIM steps of the served sampler
+    # Classifiers: test-time augmentation inside the model (eval mode only): "flip" averages the logits of
+    # each image and its mirror image. None: none (packages written before it existed).
+    tta: str | None = None
 
     def build(self, normalize: Normalize | None = None) -> torch.nn.Module:
         if self.task == "language_model":
@@ -98,7 +101,7 @@ class ModelSpec:
                           dropout=self.dropout, batchnorm=self.batchnorm, activation=self.activation,
                           init=self.init, hidden=self.hidden, block=self.block, groups=self.groups,
                           growth=self.growth)
-        return ImageClassifier(normalize or self._placeholder_normalize(), net)
+        return ImageClassifier(normalize or self._placeholder_normalize(), net, tta=self.tta)
 
     def _placeholder_normalize(self) -> Normalize:
         # Buffers of the right shape, overwritten by load_state_dict.

@@ -235,12 +235,14 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
     import contextlib
     import time
 
-    from pipelines.services import runtime
+    from pipelines.services import runtime, startup
 
+    startup.begin()
     cfg, resume_id = resolve_resume(cfg)
     preflight(cfg)
     started = time.perf_counter()
     with tracking.pipeline_run(cfg, command, resume_id) as parent:
+        startup.mark("tracking")
         say(f"{cfg.pipeline}: MLflow run {parent.run_id} in experiment "
             f"{names.experiment_name(cfg.pipeline)} ({parent.uri})")
         # retrain starts Ray itself, once it knows there is something to train (a no-op stays quick); through
@@ -248,6 +250,7 @@ def run_pipeline(cfg: Config, command: str) -> PipelineResult:
         local_retrain = cfg.kind == "retrain" and not runtime.client_mode(cfg.cluster)
         ray = contextlib.nullcontext() if local_retrain else runtime.ray_session(cfg.cluster)
         with runtime.MemoryWatcher() as memory, ray:
+            startup.mark("ray")
             if not local_retrain:  # retrain runs this check right after it starts Ray
                 # Multi-node: shards and checkpoints must be on storage every node sees (else exit 2 here).
                 runtime.check_shared_storage(shared_paths(cfg))

@@ -20,6 +20,9 @@ from typing import Iterator
 
 import pytest
 
+# A developer's warm local Ray (`visionray up`) is never the tests' runtime: their own record directory.
+os.environ["VISIONRAY_STATE_DIR"] = tempfile.mkdtemp(prefix="vr-state-")
+
 #: The real quickstart recipe, shrunk to what a 2-core CI machine trains in well under a minute:
 #: digits is scikit-learn's bundled 8x8 set (offline, ~1.8k images), two workers like the default.
 SHRINK = ("data=digits", "train.epochs=2", "train.batch_size=64", "cluster.num_workers=2",

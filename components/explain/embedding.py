@@ -55,7 +55,7 @@ def umap(points: np.ndarray, seed: int = 0, neighbours: int = 15) -> np.ndarray:
     from umap import UMAP
 
     neighbours = min(neighbours, len(points) - 1)
-    return np.asarray(UMAP(n_neighbors=neighbours, random_state=seed).fit_transform(points), dtype=np.float32)
+    return np.asarray(UMAP(n_neighbors=neighbours, random_state=seed, n_jobs=1).fit_transform(points), dtype=np.float32)
 
 
 def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = 5) -> float:

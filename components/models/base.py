@@ -186,16 +186,22 @@ class ImageClassifier(nn.Module):
     probabilities out, so a saved model needs no separate preprocessing code.
     """
 
-    def __init__(self, normalize: Normalize, net: nn.Module) -> None:
+    def __init__(self, normalize: Normalize, net: nn.Module, tta: str | None = None) -> None:
         super().__init__()
+        if tta not in (None, "none", "flip"):
+            raise ValueError(f"unknown test-time augmentation {tta!r}; known: flip")
         self.normalize = normalize
         self.net = net
+        self.tta_flip = tta == "flip"  # eval mode: the mean of the logits of x and of x mirrored left-right
 
     @property
     def in_channels(self) -> int:
         return self.normalize.in_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.tta_flip and not self.training:
+            both = self.net(self.normalize(torch.cat([x, x.flip(-1)])))
+            return (both[: len(x)] + both[len(x):]) / 2
         return self.net(self.normalize(x))
 
     def predict_uint8(self, images: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
@@ -278,7 +284,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates of Conv2d and Linear layers for one (C, H, W) input.
+    """Multiply-accumulates of Conv2d, ConvTranspose2d and Linear layers for one (C, H, W) input.
 
     Counts only those layers (BN, ReLU, pooling and additions are a few percent
     at most). Runs one forward pass in eval mode on zeros, restoring the mode.
@@ -290,6 +296,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         kh, kw = m.kernel_size
         macs += out[0].numel() * (m.in_channels // m.groups) * kh * kw
 
+    def transposed_hook(m: nn.ConvTranspose2d, inp: tuple[Tensor, ...], _out: Tensor) -> None:
+        nonlocal macs  # every input pixel scatters a kh x kw patch into out_channels / groups maps
+        kh, kw = m.kernel_size
+        macs += inp[0][0].numel() * (m.out_channels // m.groups) * kh * kw
+
     def linear_hook(m: nn.Linear, _inp: tuple[Tensor, ...], out: Tensor) -> None:
         nonlocal macs
         macs += out[0].numel() * m.in_features
@@ -298,6 +309,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.ConvTranspose2d):
+            handles.append(m.register_forward_hook(transposed_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
     was_training = model.training

@@ -16,7 +16,9 @@ The paper's architecture rules, kept here:
 
 Conditioning (cGAN, Mirza & Osindero 2014; projection discriminator, Miyato & Koyama 2018): the generator
 reads z concatenated with a learned class embedding; the discriminator adds ⟨embed(y), features⟩ to its
-unconditional logit, which scores "real *and* of class y" rather than "real".
+unconditional logit, which scores "real *and* of class y" rather than "real". It also has an auxiliary
+classifier on the same features (AC-GAN, Odena et al. 2017): D learns the class of real images, and G is
+rewarded when D's classifier reads its images as the class asked for (``GanRecipe.class_weight``).
 """
 
 from __future__ import annotations
@@ -92,14 +94,20 @@ class Discriminator(nn.Module):
         features = 4 * w * base * base
         self.out = nn.Linear(features, 1)
         self.embed = nn.Embedding(num_classes, features) if num_classes else None  # projection
+        self.classify = nn.Linear(features, num_classes) if num_classes else None  # auxiliary classifier
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None = None, classes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The real/fake logit; with ``classes``, also the auxiliary classifier's class logits (conditional)."""
         h = self.body(x)
         logit = self.out(h).squeeze(1)
         if self.embed is not None:
             if labels is None:
                 raise ValueError("a conditional discriminator needs the labels of the images it judges")
             logit = logit + (self.embed(labels) * h).sum(dim=1)
+        if classes:
+            if self.classify is None:
+                raise ValueError("an unconditional discriminator has no class read-out")
+            return logit, self.classify(h)
         return logit
 
 

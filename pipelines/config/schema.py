@@ -89,6 +89,10 @@ class DataConfig:
         "per_channel: VGG-style channel mean/std; mean_image: AlexNet-style mean image (§6.1)", "per_channel")
     max_train_rows: int = _doc("use at most this many training rows (0: all); for smoke runs", 0)
     max_eval_rows: int = _doc("use at most this many val and test rows (0: all); for smoke runs", 0)
+    feed: Literal["auto", "ray_data", "memory"] = _doc(
+        "how training reaches its workers: ray_data (streaming Ray Datasets, split across the workers), memory "
+        "(the decoded train and val splits whole through Ray's object store, each worker its share of a "
+        "per-epoch shuffle), auto: memory up to 256 MiB of pixels, else ray_data", "auto")
     allow_download: bool = _doc("download the source when it is not found locally", False)
     num_images: int = _doc("shapes and fashion_scenes: scenes generated, split by data.val_fraction and "
                            "data.test_fraction", 10000)
@@ -135,6 +139,9 @@ class ModelConfig:
     backbone_from: str | None = _doc("detect: start the detector's ResNet backbone from a registered classifier "
                                      "of the same depth and width (models:/NAME@alias, models:/NAME/VERSION)",
                                      None)
+    tta: Literal["none", "flip"] = _doc("classifiers: test-time augmentation in the model itself (eval mode: "
+                                         "evaluation, serving, ensembles): flip averages the logits of each image "
+                                         "and its mirror image; needs data.augment.flip", "none")
     init_diagnostic: bool = _doc("train stage: log per-layer activation mean/std at initialisation on a real "
                                  "batch, with histograms (§6.1: is the init collapsing?)", True)
 
@@ -291,6 +298,8 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")
+        _check(self.model.tta == "none" or self.data.augment.flip, "model.tta",
+               "=flip needs data.augment.flip=true: a net that never saw mirror images is not judged on them")
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
             if key not in GROUPS:
                 walk_key(Config, str(key))

@@ -42,6 +42,8 @@ class BenchConfig:
     preprocess_rows: int = _doc("rows pushed through each preprocessing contender", 20000)
     rounds: int = _doc("times each comparison runs, the contenders in turns (A B A B ...); medians and spread "
                        "logged", 3)
+    ddp: bool = _doc("also compare Ray Train with native PyTorch DDP (torch.distributed.run), both fed the same "
+                     "rows in the same order: bench/train_ray_vs_ddp", True)
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, "bench.rounds", "must be >= 1")
@@ -325,6 +327,9 @@ class GenerateConfig:
                                   "images is 1 minus this)", 0.0)
     instance_noise: float = _doc("generate, dcgan/cdcgan: std of Gaussian noise added to both of D's inputs "
                                  "(images in [-1, 1])", 0.0)
+    class_weight: float = _doc("generate, cdcgan: weight of the auxiliary classifier's cross-entropy in D's and "
+                               "G's losses (AC-GAN: G is rewarded when D reads its images as the class asked "
+                               "for); 0 leaves the projection alone", 1.0)
     ddim_steps: int = _doc("generate, ddpm: DDIM sampling steps (of the 1,000 of the noise schedule)", 50)
 
     def __post_init__(self) -> None:
@@ -343,6 +348,7 @@ class GenerateConfig:
         _check(self.gan_lr > 0 and self.d_lr_ratio > 0, "generate.gan_lr", "and generate.d_lr_ratio must be > 0")
         _check(0 <= self.beta1 < 1, "generate.beta1", "must be in [0, 1)")
         _check(self.d_steps >= 1, "generate.d_steps", "must be >= 1")
+        _check(self.class_weight >= 0, "generate.class_weight", "must be >= 0")
         _check(0 <= self.label_smoothing < 0.5, "generate.label_smoothing", "must be in [0, 0.5)")
         _check(self.instance_noise >= 0, "generate.instance_noise", "must be >= 0")
         _check(1 <= self.ddim_steps <= 1000, "generate.ddim_steps", "must be in [1, 1000]")

@@ -56,6 +56,7 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "train.clip_norm": ("charlm",),
     "train.freeze": ("transfer",),
     "model.backbone_from": ("detect",),
+    "model.tta": ("classify", "sweep", "ensemble", "retrain", "bench", "compress"),  # image classifiers
 }
 
 #: Each model family's options (beside dropout and batchnorm) and their defaults: the keyword

@@ -5,6 +5,7 @@
     visionray show quickstart train.epochs=3        # the sections quickstart uses, with the values it uses
     visionray show quickstart --help                 # each of those keys: type, default, help
     visionray run quickstart                       # embedded local Ray + ./mlruns
+    visionray up / visionray down                  # a warm local Ray that runs attach to (no Ray start each run)
     RAY_ADDRESS=ray://head:10001 MLFLOW_TRACKING_URI=http://mlflow:5000 visionray run train model=resnet20
     visionray ui                                   # http://127.0.0.1:5000
     visionray serve fashion-mnist-classifier       # its champion, /invocations on http://127.0.0.1:5001
@@ -38,7 +39,8 @@ _USER_ERRORS = {"pipelines.config.base": ("ConfigError",), "components.data.erro
                 "pipelines.services.runtime": ("StorageNotShared",),
                 "pipelines.entry.jobs": ("JobNotFound",), "pipelines.entry.serve": ("ServeError",)}
 _CONNECTION_ERRORS = {"pipelines.services.tracking": ("StoreUnreachable",),
-                      "pipelines.services.runtime": ("ClusterUnavailable",)}
+                      "pipelines.services.runtime": ("ClusterUnavailable",),
+                      "pipelines.services.warm": ("WarmRuntimeError",)}
 
 
 def exit_code_for(e: BaseException) -> int | None:
@@ -169,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     v.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default: 1)")
     v.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=http://mlflow:5000")
+    w = sub.add_parser("up", help="start a warm local Ray (loopback only, token auth) that later runs attach to")
+    w.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs it offers (default: all)")
+    sub.add_parser("down", help="stop the warm local Ray of `visionray up` (its own processes only)")
     m = sub.add_parser("models", help="registered models: versions, aliases and test metrics")
     m.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tracking.uri=http://mlflow:5000")
     return p
@@ -212,7 +217,11 @@ def _enable_completion(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _enable_completion(parser)
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:  # this process is `visionray ...` itself, not a caller handing it arguments
+        from pipelines.services import startup
+
+        startup.count_from_process_start()  # perf/startup_s: from `visionray run` to the first training step
+        argv = sys.argv[1:]
     if not argv:  # bare `visionray`: the help, and the usage exit status (nothing was done)
         parser.print_help()
         return EXIT_USAGE
@@ -263,6 +272,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _models(args)
     if args.command == "schedule":
         return _schedule(args)
+    if args.command in ("up", "down"):
+        return _warm(args)
     if args.command in ("submit", "jobs"):
         from pipelines.entry import jobs
 
@@ -271,6 +282,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         return jobs.jobs(args.action, getattr(args, "job_id", None), args.address, getattr(args, "follow", False))
     cfg = config.load_config(args.pipeline, args.overrides)
     return _run(cfg, "visionray " + " ".join(shlex.quote(a) for a in ["run", args.pipeline, *args.overrides]))
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from pipelines.services import runtime, warm
+
+    if args.command == "down":
+        stopped = warm.down()
+        print(f"visionray: stopped the warm local Ray ({stopped} processes)." if stopped
+              else "visionray: no warm local Ray is running.")
+        return EXIT_OK
+    if args.num_cpus is not None and args.num_cpus < 1:
+        print("visionray: --num-cpus must be >= 1.", file=sys.stderr)
+        return EXIT_USAGE
+    if warm.current() is None:
+        print("visionray: starting a warm local Ray (loopback only, token authentication) ...", flush=True)
+    head, started = runtime.start_warm(args.num_cpus)
+    how = f"started in {head['start_seconds']:.0f} s" if started else "already running"
+    print(f"visionray: the warm local Ray at {head['address']} ({how}); `visionray run` attaches to it "
+          f"until `visionray down`.")
+    return EXIT_OK
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -25,6 +25,12 @@ comparison times the character language model's truncated-BPTT loop instead, in 
 each Ray Train rank reads its own slice of the token stream, as ``charlm`` trains; there is no Ray Data
 stage to compare there.
 
+3. Ray Train against native PyTorch DDP (``bench.ddp``): the same loop under ``torch.distributed.run``
+   with the same processes, threads per process, batch and gloo, both fed the same saved train rows, each
+   rank its block in the same order (``flows/benchloop.py``): ``bench/train_ray_vs_ddp``, and
+   ``bench/ddp_loss_gap``, the largest difference between the two sides' running losses (same seed,
+   same data, same order: float rounding only).
+
 The training ratio is logged twice: ``bench/<name>`` in the timed loop (after warm-up) and
 ``bench/<name>_end_to_end`` including start-up (``fit()``). Ratios, not absolute times: the machine
 is shared and noisy.
@@ -47,17 +53,22 @@ from components.augment import Augment
 from components.data.shards import Manifest
 from components.models import Normalize
 from components.packaging import ModelSpec
-from pipelines.config import Config, ConfigError, TrainConfig
+from pipelines.config import Config, ConfigError
+from pipelines.flows.benchloop import build_net, rows_loop, timed_loop
 from pipelines.flows.kit import prepare, stage, workdir_for
 from pipelines.records import TextPrepared
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
 from pipelines.services.runtime import worker_threads
-from pipelines.stages.preprocess import augment_from, decode_batch, image_dataset
+from pipelines.stages.preprocess import (
+    augment_from,
+    decode_batch,
+    image_dataset,
+    read_rows,
+)
 from pipelines.stages.train import (
     RayBatchPrep,
     build_task,
-    build_training,
     model_spec,
     prepare_worker_model,
     torch_trainer,
@@ -67,25 +78,6 @@ from pipelines.stages.train import (
 RESULT_FILE = "bench.json"
 
 
-def _timed_loop(model, tc: TrainConfig, spec: ModelSpec, batches, steps: int, warmup: int, per_step_images: int,
-                device=torch.device("cpu")) -> float:
-    """Images/s over ``steps`` optimiser steps after ``warmup`` untimed ones."""
-    optimizer, scheduler, task = build_training(tc, model, warmup + steps, spec)
-    clock: dict[str, float] = {}
-
-    def on_step(step: int, _stats: Any) -> None:
-        if step == warmup - 1:
-            clock["start"] = time.perf_counter()
-        if step == warmup + steps - 1:
-            clock["end"] = time.perf_counter()
-
-    engine.train_one_epoch(model, task, optimizer, batches, scheduler=scheduler, device=device,
-                           precision=tc.precision, max_steps=warmup + steps, on_step=on_step)
-    if "end" not in clock:
-        raise RuntimeError(f"the bench ran out of data before {warmup + steps} steps; lower bench.steps.")
-    return steps * per_step_images / (clock["end"] - clock["start"])
-
-
 def bench_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
@@ -93,6 +85,11 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     per_worker = config["batch_size"] // world
     task = build_task(tc, spec)
+    if config.get("rows"):  # the comparison with native DDP: the saved rows, each rank its block, in order
+        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
+        ips, losses = rows_loop(model, config, rank, world)
+        _report(rank, {"images_per_s": ips, "losses": losses})
+        return
     if config.get("stream"):  # a token stream: this rank's slice, in truncated-BPTT order, as charlm trains
         model = prepare_worker_model(spec.build(None), tc)
         batches = task.stream_batches(np.load(config["stream"], mmap_mode="r"), rank, world, per_worker,
@@ -103,33 +100,79 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
                                             channels_last=tc.channels_last))
         batches = ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
-    ips = _timed_loop(model, tc, spec, batches, config["steps"], config["warmup"],
-                      task.examples_per_step(per_worker) * world)
+    _report(rank, {"images_per_s": timed_loop(model, tc, spec, batches, config["steps"], config["warmup"],
+                                              task.examples_per_step(per_worker) * world)})
+
+
+def _report(rank: int, result: dict[str, Any]) -> None:
+    import ray.train
+
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if rank == 0:  # Train V2 returns metrics only with a checkpoint: carry them in one
-            Path(tmp, RESULT_FILE).write_text(json.dumps({"images_per_s": ips}))
+            Path(tmp, RESULT_FILE).write_text(json.dumps(result))
             ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"images_per_s": ips}, checkpoint=ckpt)
+        ray.train.report({"images_per_s": result["images_per_s"]}, checkpoint=ckpt)
+
+
+def _loop_config(cfg: Config, spec: ModelSpec, **extra: Any) -> dict[str, Any]:
+    """What a contender's every rank needs: the recipe, the net, the seed, the bench's sizes."""
+    b = cfg.bench
+    return {"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
+            "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(cfg.cluster),
+            "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps, **extra}
+
+
+def _rates(cfg: Config, spec: ModelSpec, result: dict[str, Any], seconds: float) -> tuple[float, float]:
+    """(the rate in the timed loop, the rate counting everything from the contender's launch)."""
+    b, world = cfg.bench, cfg.cluster.num_workers
+    per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size // world) * world
+    return result["images_per_s"], (b.warmup_steps + b.steps) * per_step / seconds
+
+
+def _fit(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], storage: Path,
+         **extra: Any) -> tuple[dict[str, Any], float]:
+    """One Ray Train ``fit()`` of the bench loop: rank 0's result, and the seconds it took in all."""
+    started = time.perf_counter()
+    trainer = torch_trainer(cfg, bench_loop_per_worker, _loop_config(cfg, spec, **extra), datasets,
+                            name=f"bench-{time.time_ns()}", storage_path=str(storage))
+    result = trainer.fit()
+    seconds = time.perf_counter() - started
+    with result.checkpoint.as_directory() as d:
+        return json.loads(Path(d, RESULT_FILE).read_text()), seconds
 
 
 def bench_ray_train(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], storage: Path,
                     stream: str | None = None) -> tuple[float, float]:
     """(Ray Train's rate in the timed loop, its rate including ``fit()``'s start-up), in the task's unit/s."""
-    b, c = cfg.bench, cfg.cluster
+    return _rates(cfg, spec, *_fit(cfg, spec, datasets, storage, stream=stream))
+
+
+def bench_ray_rows(cfg: Config, spec: ModelSpec, rows: Path, storage: Path) -> tuple[float, float, list[float]]:
+    """Ray Train fed the saved rows: (loop rate, end-to-end rate, rank 0's loss trajectory)."""
+    result, seconds = _fit(cfg, spec, {}, storage, rows=str(rows))
+    return (*_rates(cfg, spec, result, seconds), result["losses"])
+
+
+def bench_ddp(cfg: Config, spec: ModelSpec, rows: Path, workdir: Path) -> tuple[float, float, list[float]]:
+    """The same loop under ``torch.distributed.run`` (``cluster.num_workers`` processes, gloo, the same
+    threads): (loop rate, rate from torchrun's launch, rank 0's loss trajectory)."""
+    import subprocess
+    import sys
+
+    run_dir = Path(tempfile.mkdtemp(prefix="ddp-", dir=workdir))
+    config_file, result_file = run_dir / "config.json", run_dir / "result.json"
+    config_file.write_text(json.dumps(_loop_config(cfg, spec, rows=str(rows), result=str(result_file)), default=list))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={cfg.cluster.num_workers}", "-m", "pipelines.flows.benchloop", str(config_file)]
     started = time.perf_counter()
-    trainer = torch_trainer(
-        cfg, bench_loop_per_worker,
-        {"train": cfg.train.__dict__, "spec": spec.to_dict(), "seed": cfg.seed,
-         "augment": augment_from(cfg.data).__dict__, "threads": worker_threads(c), "stream": stream,
-         "batch_size": b.batch_size, "steps": b.steps, "warmup": b.warmup_steps},
-        datasets, name=f"bench-{int(time.time())}", storage_path=str(storage))
-    result = trainer.fit()
-    total = time.perf_counter() - started
-    with result.checkpoint.as_directory() as d:
-        loop_rate = json.loads(Path(d, RESULT_FILE).read_text())["images_per_s"]
-    per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size // c.num_workers) * c.num_workers
-    return loop_rate, (b.warmup_steps + b.steps) * per_step / total
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "OMP_NUM_THREADS": str(worker_threads(cfg.cluster))})
+    seconds = time.perf_counter() - started
+    if done.returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"the native DDP contender failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(result_file.read_text())
+    return (*_rates(cfg, spec, result, seconds), result["losses"])
 
 
 def alternate(contenders: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
@@ -156,11 +199,9 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     try:
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        image = spec.task in ("classification", "segmentation")  # nets behind a Normalize
-        model = spec.build(Normalize.identity(spec.in_channels) if image else None)
-        model = model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+        model = build_net(spec, cfg.train)
         per_step = build_task(cfg.train, spec).examples_per_step(b.batch_size)
-        loop_rate = _timed_loop(model, cfg.train, spec, batches_from(), b.steps, b.warmup_steps, per_step)
+        loop_rate = timed_loop(model, cfg.train, spec, batches_from(), b.steps, b.warmup_steps, per_step)
         total = time.perf_counter() - started
     finally:
         torch.set_num_threads(previous)
@@ -246,6 +287,30 @@ def _train_rounds(cfg: Config, torch_once: Callable[[], tuple[float, float]],
     return _training_results(unit, *(list(x) for x in zip(*rates["ray"])), *(list(x) for x in zip(*rates["torch"])))
 
 
+def _ddp_rounds(cfg: Config, spec: ModelSpec, rows: Path, workdir: Path) -> dict[str, float]:
+    """Ray Train against native DDP (torchrun), both fed the same saved rows in the same order, in turns."""
+    n = cfg.bench.rounds
+    runs = alternate({"ddp": lambda: bench_ddp(cfg, spec, rows, workdir),
+                      "ray": lambda: bench_ray_rows(cfg, spec, rows, workdir)}, n)
+    for i, ((d_loop, d_total, _), (r_loop, r_total, _)) in enumerate(zip(runs["ddp"], runs["ray"]), 1):
+        say(f"bench: round {i}/{n}: native DDP {d_loop:,.0f} img/s in the loop ({d_total:,.0f} with start-up), "
+            f"Ray Train on the same rows {r_loop:,.0f} ({r_total:,.0f})")
+    gaps = []
+    for (_, _, d_losses), (_, _, r_losses) in zip(runs["ddp"], runs["ray"]):
+        if len(d_losses) != len(r_losses):
+            raise RuntimeError(f"the DDP and Ray Train contenders ran {len(d_losses)} and {len(r_losses)} steps")
+        gaps.append(max(abs(a - b) for a, b in zip(d_losses, r_losses)))
+    m = names.bench_metric
+    loop, spread = ratio_stats([r[0] for r in runs["ray"]], [d[0] for d in runs["ddp"]])
+    total, _ = ratio_stats([r[1] for r in runs["ray"]], [d[1] for d in runs["ddp"]])
+    return {m("train_ray_vs_ddp"): loop, m("train_ray_vs_ddp_spread"): spread,
+            m("train_ray_vs_ddp_end_to_end"): total,
+            m("train_ddp_images_per_s"): float(np.median([d[0] for d in runs["ddp"]])),
+            m("train_ray_rows_images_per_s"): float(np.median([r[0] for r in runs["ray"]])),
+            # the same seed, rows and order: the two loss trajectories agree to float rounding
+            m("ddp_loss_gap"): max(gaps)}
+
+
 def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
@@ -254,6 +319,10 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     results = _train_rounds(
         cfg, lambda: bench_torch_train(cfg, spec, _image_batches(cfg, spec, train_rows)),
         lambda: bench_ray_train(cfg, spec, {"train": train_rows}, workdir), "img")
+    if b.ddp:
+        rows_file = workdir / "bench-rows.npz"  # the rows the other contenders train on, for torchrun's processes
+        np.savez(rows_file, **read_rows(manifest, "train", rows))
+        results.update(_ddp_rounds(cfg, spec, rows_file, workdir))
     pre = bench_preprocess(cfg, manifest, min(manifest.splits["train"]["rows"], b.preprocess_rows))
     ratio, spread = ratio_stats(pre["ray"], pre["torch"])
     say(f"bench: preprocessing, whole passes: Ray Data {float(np.median(pre['ray'])):,.0f} img/s vs DataLoader "

@@ -93,8 +93,10 @@ def run(cfg: Config, prepared: Prepared, trained: Trained, fid_model: Path | Non
         say(f"evaluate: importance-weighted bound (k={g.iw_samples}) {metrics[names.BITS_PER_DIM_IW]:.4f} bits/dim "
             f"vs ELBO {metrics[names.BITS_PER_DIM_ELBO_IW_ROWS]:.4f} on the same {len(rows):,} test images "
             f"({time.perf_counter() - started:.0f} s)")
-    train_images = read_split(prepared.manifest(), "train").images[:prepared.rows["train"]]
-    base = baselines(train_images, images, levels)
+    base = {}
+    if fid_model is None:  # bits/dim baselines say something only beside a likelihood
+        train_images = read_split(prepared.manifest(), "train").images[:prepared.rows["train"]]
+        base = baselines(train_images, images, levels)
     tracking.log_metrics({names.metric(names.TEST, k): v for k, v in {**metrics, **base}.items()})
     tracking.log_metrics({names.metric(names.TEST, names.PIXEL_LEVELS): float(levels)})
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.config import Config
 from pipelines.records import Evaluation, Prepared
-from pipelines.services import names, tracking
+from pipelines.services import names, startup, tracking
 from pipelines.services.progress import duration, say
 
 
@@ -83,6 +83,7 @@ class stage:
         import time
 
         suppressed = bool(self._cm.__exit__(*exc))
+        startup.mark(self.name)  # (a stage after train marks too, unread: the workers' timeline was taken)
         if exc[0] is None:
             say(f"stage {self.name} finished in {duration(time.perf_counter() - self.started)}")
         return suppressed

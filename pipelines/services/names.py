@@ -15,6 +15,15 @@ IMAGES_PER_S = "perf/images_per_s"
 CHARS_PER_S = "perf/chars_per_s"  # language models: characters predicted per second, all workers
 PEAK_MEMORY_GIB = "perf/peak_memory_gib"  # on every pipeline's parent run: all its processes together
 PIPELINE_SECONDS = "perf/pipeline_seconds"
+STARTUP_SECONDS = "perf/startup_s"  # every training run: from the process's start to the first training step
+STARTUP_PHASE_PREFIX = "perf/startup/"
+
+
+def startup_phase(phase: str) -> str:
+    """One start-up phase's seconds: ``perf/startup/<phase>_s`` (pipelines.services.startup)."""
+    return f"{STARTUP_PHASE_PREFIX}{phase}_s"
+
+
 TEST_IMAGES_PER_S = "perf/test_images_per_s"  # kNN's batch prediction on the test split
 # Final evaluation.
 TEST_LOSS = "test/loss"

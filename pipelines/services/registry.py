@@ -113,6 +113,7 @@ def policy_metric(eval_return: float) -> PrimaryMetric:
 #: How a version's description names each task (components.tasks), and a policy.
 TASK_WORDS = {"classification": "image classifier", "language_model": "character language model",
               "captioning": "image captioner", "generation": "image generator",
+              "segmentation": "semantic segmenter", "detection": "object detector",
               "policy": "reinforcement-learning policy"}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Self
 
 from pipelines.config import CONF_DIR, ClusterConfig
+from pipelines.services import warm
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +81,16 @@ QUIET_KEYS = frozenset({"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "RAY_DATA_LOG_
 #: Only for the embedded local Ray: a laptop is not a spot instance. Ray Train's preemption watcher is one
 #: more actor per fit asking whether the node is being drained, and its kill at the end of each fit put a
 #: GCS "Failed to kill actor" error line in the terminal (tests/pipelines/fitfloor.py: no measurable time).
-LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+#: And a one-node Ray's address is loopback: Ray's servers (GCS, raylet, every worker's gRPC server, the
+#: dashboard and runtime-env agents) listen on 127.0.0.1 only when the node's address is loopback, and on
+#: all interfaces otherwise. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is Ray's own switch for "no other
+#: node will join": a node then takes the loopback address, and so does every driver started from this
+#: process (a CLI subprocess joining it by ``RAY_ADDRESS``); ``ray.init(_node_ip_address="127.0.0.1")``
+#: cannot do it, Ray rewrites that to the machine's outward address.
+#: (Preloading torch and the training code into the workers Ray starts ahead, RAY_preload_python_modules,
+#: was measured and left out: start-up 26.1 s against 23.5 s (medians), peak memory 3.8 against 3.1 GiB on
+#: 2 cores, where those imports compete with the driver's own work; tests/pipelines/warmstart.py --preload.)
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def ray_env(local: bool = False) -> dict[str, str]:
@@ -123,6 +133,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         # (visionray submit) the job's working_dir already carries them, and Ray refuses a second
         # runtime_env that sets the same fields.
         kwargs["runtime_env"] = shipped_code()
+    warm_head = None if address else warm.current()
     if address:
         _use_given_token()
         try:
@@ -131,6 +142,8 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
             hint = "" if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") else (
                 "; if it uses token authentication, set RAY_AUTH_TOKEN to `ray get-auth-token` of the head")
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {address} ({e}){hint}.") from None
+    elif warm_head:
+        attach_warm(warm_head, cluster.num_cpus, **kwargs)
     else:
         init_local(cluster.num_cpus or None, **kwargs)
     _quiet_ray_data()
@@ -138,6 +151,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        _WARM_TEMP_DIR.clear()
         if not address:
             os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
@@ -150,11 +164,16 @@ def _use_given_token() -> None:
     """
     if os.environ.get("RAY_AUTH_MODE") or not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         return
+    _token_mode()
+
+
+def _token_mode() -> None:
+    """Token authentication for this driver: sets RAY_AUTH_MODE=token and refreshes Ray's cached config."""
     from ray._private.authentication.authentication_token_setup import (
         _enable_token_auth,
     )
 
-    _enable_token_auth()  # sets RAY_AUTH_MODE=token and refreshes Ray's cached config
+    _enable_token_auth()
 
 
 def inside_ray_job() -> bool:
@@ -209,7 +228,7 @@ def _exists(path: str) -> bool:
 
 
 def init_local(num_cpus: int | None, **kwargs) -> None:
-    """Start an embedded local Ray (token auth as Ray sets it) with its dashboard on loopback.
+    """Start an embedded local Ray (token auth as Ray sets it), all of its servers on loopback.
 
     The dashboard serves Ray's State API, which Ray Train's controller polls. Its port is chosen
     here and exported (inherited by every Ray process started below), so the State API finds *this*
@@ -218,7 +237,7 @@ def init_local(num_cpus: int | None, **kwargs) -> None:
     import psutil
     import ray
 
-    ray_env(local=True)  # before ray.init: every Ray process started below inherits it
+    _one_node()
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     before = {c.pid for c in psutil.Process().children(recursive=True)}
@@ -235,6 +254,42 @@ def init_local(num_cpus: int | None, **kwargs) -> None:
     _quiet_ray_data()
 
 
+def _one_node() -> None:
+    """This process's Ray settings for a one-node runtime (``LOCAL_RAY_ENV``), before ``ray.init``: every Ray
+    process it starts inherits them, and this process takes the loopback address too."""
+    ray_env(local=True)
+    from ray._private import ray_constants
+
+    # Ray read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when this process imported it, maybe before ray_env set it.
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+
+
+def attach_warm(head: dict, num_cpus: int | None = None, **kwargs) -> None:
+    """Join the warm local Ray of ``visionray up`` (pipelines.services.warm) instead of starting one; its
+    size was fixed by ``up --num-cpus``, so a different ``cluster.num_cpus`` is said, not applied."""
+    import ray
+
+    from pipelines.services.progress import say
+
+    _one_node()
+    os.environ["RAY_API_SERVER_ADDRESS"] = head["dashboard"]  # Ray Train's State API: this head's dashboard
+    if not os.environ.get("RAY_AUTH_MODE"):  # Ray turned token authentication on for the head; a driver
+        _token_mode()  # given its address must say so
+    ray.init(address=head["address"], **kwargs)
+    _WARM_TEMP_DIR[:] = [head["temp_dir"]]
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    say(f"ray: the warm local Ray at {head['address']} ({cpus} CPUs; `visionray down` stops it)")
+    if num_cpus and num_cpus != cpus:
+        say(f"ray: cluster.num_cpus={num_cpus} is not applied to the warm Ray ({cpus} CPUs): "
+            f"`visionray down`, then `visionray up --num-cpus {num_cpus}`")
+
+
+def start_warm(num_cpus: int | None = None) -> tuple[dict, bool]:
+    """``visionray up``: the warm local Ray with the embedded runtime's settings (its record, and whether
+    this call started it; see ``services/warm.py``)."""
+    return warm.up(ray_env(local=True), tuple(free_ports(2)), num_cpus)
+
+
 def _kill_new_children(before: set[int]) -> None:
     import psutil
 
@@ -247,11 +302,20 @@ def _kill_new_children(before: set[int]) -> None:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
+    return free_ports(1)[0]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that nothing listens on right now: all held open while they are
+    chosen (ports asked for one at a time can repeat, and Ray refuses one port for two components)."""
+    import socket
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        held = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
 
 
 def quiet_worker_logs() -> None:
@@ -305,12 +369,21 @@ class Sampler:
             self.sample()
 
 
+#: The temporary directory of the warm head this process is attached to (empty: none): its processes work
+#: for this run too, so the memory and CPU samplers count them (a warm head is not this process's child).
+_WARM_TEMP_DIR: list[str] = []
+
+
 def _process_tree() -> list:
-    """This process and every process it started (the embedded Ray cluster included)."""
+    """This process and every process it started (the embedded Ray cluster included), or, attached to the
+    warm local Ray, that head's processes."""
     import psutil
 
     me = psutil.Process()
-    return [me, *me.children(recursive=True)]
+    tree = {p.pid: p for p in [me, *me.children(recursive=True)]}
+    for temp_dir in _WARM_TEMP_DIR:
+        tree.update({p.pid: p for p in warm.processes(temp_dir)})
+    return list(tree.values())
 
 
 class MemoryWatcher(Sampler):

@@ -34,11 +34,17 @@ from components.packaging import WEIGHTS_FILE, ModelSpec, save_package, unwrap
 from components.tasks import Meter, Task
 from pipelines.config import Config, TrainConfig
 from pipelines.records import Prepared, TextPrepared, Trained
-from pipelines.services import names, quiet, tracking
+from pipelines.services import names, quiet, startup, tracking
 from pipelines.services.progress import duration, eta, say
 from pipelines.services.runtime import quiet_worker_logs, worker_threads
 from pipelines.stages import babysit
-from pipelines.stages.preprocess import augment_from, image_dataset
+from pipelines.stages.preprocess import (
+    IN_PROCESS_BYTES,
+    augment_from,
+    fits_in_process,
+    image_dataset,
+    read_rows,
+)
 
 STATE_FILE = "train_state.pt"
 #: Epochs are numbered from 1 in the history a checkpoint holds (older checkpoints, from 0, are shifted).
@@ -89,7 +95,8 @@ def model_spec(cfg: Config, manifest: Manifest) -> ModelSpec:
                      classes=classes, normalization=cfg.data.normalization,
                      width=(m.width or None) if "width" in takes else None,
                      dropout=m.dropout, batchnorm=m.batchnorm, **opts,
-                     **({"task": "segmentation"} if dense else {}))
+                     **({"task": "segmentation"} if dense else {}),
+                     **({"tta": m.tta} if m.tta != "none" and not dense else {}))
 
 
 def steps_per_epoch(rows: int, batch_size: int, world: int, max_steps: int) -> int:
@@ -165,10 +172,17 @@ class _Worker:
     guard: engine.ExplosionGuard | None = None
     start_epoch: int = 0
     history: dict = dataclasses.field(default_factory=dict)
+    startup: list[tuple[str, float]] | None = None  # rank 0 of a fresh run: the timeline to its first step
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    entered = time.time()
     w = _setup_worker(config)
+    if w.rank == 0 and w.start_epoch == 0 and config.get("startup"):
+        marks = [*map(tuple, config["startup"])]
+        # a process Ray started ahead (an idle worker it prestarts) gave none of its time to this run
+        spawned = max(startup.launched(), marks[-1][1])
+        w.startup = [*marks, ("worker_group", spawned), ("workers", entered), ("worker_setup", time.time())]
     try:
         _run_epochs(w)
     except engine.LossExplosion as e:
@@ -291,6 +305,8 @@ def _run_epochs(w: _Worker) -> None:
         bare = unwrap(model)
 
         def on_step(step: int, stats: Any) -> None:
+            if w.startup:  # the first step of a fresh run: where the time since launch went
+                _log_startup(w)
             for hook in w.hooks:
                 hook.after_step(bare, step)
             meter.step(step, examples_per_step)
@@ -339,10 +355,13 @@ def _run_epochs(w: _Worker) -> None:
 
 
 def _row_batches(w: _Worker, per_worker: int, epoch: int):
-    """Ray Data rows of this rank's shards through the task's batch prep: (train, val) iterables."""
+    """Ray Data rows of this rank's shards (or its share of the in-memory splits) through the task's batch
+    prep: (train, val) iterables."""
     import ray.train
 
     config, tc = w.config, w.tc
+    if config.get("in_memory"):
+        return _memory_batches(w, per_worker, epoch)
     prep = RayBatchPrep(w.task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"], epoch=epoch,
                                           channels_last=tc.channels_last, pin_memory=config["use_gpu"]))
     train = ray.train.get_dataset_shard("train").iter_torch_batches(
@@ -352,6 +371,53 @@ def _row_batches(w: _Worker, per_worker: int, epoch: int):
     val = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=512, collate_fn=RayBatchPrep(
         w.task.batch_prep(channels_last=tc.channels_last)), prefetch_batches=2)
     return train, val
+
+
+def _memory_batches(w: _Worker, per_worker: int, epoch: int):
+    """``data.feed=memory``: the decoded splits from Ray's object store (read zero-copy on this node). Train:
+    this rank's share of the epoch's permutation, every rank the same number of rows (DDP steps together),
+    seeded by (seed, epoch); val: this rank's contiguous block, every row on exactly one rank."""
+    import ray
+
+    config, tc = w.config, w.tc
+    train, val = ray.get([config["in_memory"]["train"], config["in_memory"]["val"]])
+    prep = w.task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"], epoch=epoch,
+                             channels_last=tc.channels_last, pin_memory=config["use_gpu"])
+    mine = train_share(len(train["idx"]), config["seed"], epoch, w.rank, w.world)
+    train_batches = engine.prefetched(prep({k: v[mine[i:i + per_worker]] for k, v in train.items()})
+                                      for i in range(0, len(mine), per_worker))
+    lo, hi = val_block(len(val["idx"]), w.rank, w.world)
+    val_prep = w.task.batch_prep(channels_last=tc.channels_last)
+    val_batches = (val_prep({k: v[i:min(i + 512, hi)] for k, v in val.items()}) for i in range(lo, hi, 512))
+    return train_batches, val_batches
+
+
+def train_share(n: int, seed: int, epoch: int, rank: int, world: int):
+    """Rank ``rank``'s rows of the epoch: every ``world``-th of a permutation seeded by (seed, epoch), all
+    ranks the same number (``n // world``; at most ``world - 1`` rows sit out an epoch, different ones each)."""
+    import numpy as np
+
+    return np.random.default_rng([seed, epoch]).permutation(n)[rank::world][: n // world]
+
+
+def val_block(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous block of ``n`` val rows: every row on exactly one rank."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+def feeds_in_memory(feed: str, rows: int, shape: tuple[int, ...], budget: int) -> bool:
+    """``data.feed``: memory, ray_data, or auto (memory when the rows' pixels fit ``budget`` bytes)."""
+    return feed == "memory" or (feed == "auto" and fits_in_process(rows, shape, budget))
+
+
+def in_memory_splits(cfg: Config, manifest: Manifest, prepared: Prepared) -> dict[str, Any] | None:
+    """``data.feed``: the decoded train and val rows put in Ray's object store, or ``None`` for Ray Datasets."""
+    import ray
+
+    if not feeds_in_memory(cfg.data.feed, prepared.rows["train"] + prepared.rows["val"], manifest.shape,
+                           IN_PROCESS_BYTES):
+        return None
+    return {split: ray.put(read_rows(manifest, split, prepared.rows[split])) for split in ("train", "val")}
 
 
 def _stream_batches(w: _Worker, path: str, per_worker: int, epoch: int, train: bool):
@@ -398,6 +464,13 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)  # sums: loss/correct/count, and images/s of all workers = the cluster's
     return t.tolist()
+
+
+def _log_startup(w: _Worker) -> None:
+    metrics = startup.breakdown([*w.startup, ("first_step", time.time())])
+    w.startup = None
+    w.logger.log_metrics(metrics, step=0)
+    _emit(f"train: {startup.summary(metrics)}")
 
 
 def _emit(line: str) -> None:
@@ -495,6 +568,17 @@ def root_cause(e: BaseException) -> BaseException:
     return getattr(e, "cause", None) or e
 
 
+def _startup_to_parent(run_id: str, uri: str, tags: dict[str, str]) -> None:
+    """A pipeline's first training run's start-up figures also on its parent run, beside its peak memory."""
+    parent = tags.get("mlflow.parentRunId")
+    if not parent or tags.get(names.STAGE_TAG) != "train":
+        return  # a sweep trial, a bench contender: their parent is not one pipeline's start
+    figures = {k: v for k, v in tracking.run_metrics(run_id, uri).items()
+               if k == names.STARTUP_SECONDS or k.startswith(names.STARTUP_PHASE_PREFIX)}
+    if figures and names.STARTUP_SECONDS not in tracking.run_metrics(parent, uri):
+        tracking.RunLogger(uri, parent).log_metrics(figures, step=0)
+
+
 def loop_config(cfg: Config, prepared: Prepared, uri: str, run_id: str, spec: ModelSpec | None = None) -> dict[str, Any]:
     mean, std = prepared.normalizer()
     spec = spec or model_spec(cfg, prepared.manifest())  # a detector's spec is the flow's, not model.*'s
@@ -543,12 +627,14 @@ def hooks_for(cfg: Config, spec: ModelSpec, prepared: Prepared, workdir: Path) -
 def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, workdir: Path,
         init_state: dict[str, torch.Tensor] | None = None, hooks: list[HookSpec] | None = None,
         spec: ModelSpec | None = None, callbacks: list[Any] | None = None,
-        datasets: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None) -> Trained:
+        datasets: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None,
+        in_memory: dict[str, Any] | None = None) -> Trained:
     """Train on Ray Train; ``init_state`` (a net's state dict) warm-starts instead of a fresh init;
     ``hooks`` plug into the loop (components.hooks); ``spec`` replaces the architecture of ``model.*``
     (transfer: the source model's); ``callbacks`` are Ray Train callbacks (a sweep trial passes Tune's
     TuneReportCallback so each epoch reaches its scheduler); ``datasets`` ("train", "val": Ray Datasets)
-    replace the ones read from the shards (a sweep's trials share datasets materialised once);
+    replace the ones read from the shards, ``in_memory`` (:func:`in_memory_splits`) the splits put in the
+    object store (a sweep's trials share either, made once);
     ``task_options`` reach the task's builder on every worker (a segmenter's preview images, a generative
     model's sample-grid period)."""
     from ray.train import CheckpointConfig, FailureConfig
@@ -561,18 +647,24 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         manifest = prepared.manifest()
         cfg, prepared = babysit.adjust(cfg, prepared)  # train.overfit_rows, the §6.2 sanity check
         hooks = [*(hooks or []), *hooks_for(cfg, spec or model_spec(cfg, manifest), prepared, workdir)]
-        datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
-                                "val": image_dataset(manifest, "val", prepared.rows["val"])}
+        if in_memory is None and not datasets and not cfg.train.overfit_rows:
+            in_memory = in_memory_splits(cfg, manifest, prepared)
+        if in_memory:  # the decoded splits whole, through the object store (data.feed)
+            datasets = {}
+        else:
+            datasets = datasets or {"train": image_dataset(manifest, "train", prepared.rows["train"]),
+                                    "val": image_dataset(manifest, "val", prepared.rows["val"])}
         if cfg.train.overfit_rows:
             datasets["train"] = babysit.overfit_dataset(manifest, cfg.train.overfit_rows)
         given_spec, spec = spec, spec or model_spec(cfg, manifest)
-        base_config = loop_config(cfg, prepared, uri, run_id, spec)
+        base_config = {**loop_config(cfg, prepared, uri, run_id, spec), "in_memory": in_memory}
     c = cfg.cluster
     task = build_task(cfg.train, spec)
     val_primary = names.metric(names.VAL, task.primary)
+    startup.mark("train_setup")
     trainer = torch_trainer(
         cfg, train_loop_per_worker,
-        {**base_config, "init_state": init_state, "hooks": list(hooks or []),
+        {**base_config, "init_state": init_state, "hooks": list(hooks or []), "startup": startup.timeline(),
          **({"task_options": task_options} if task_options else {}),
          **({"spec": given_spec.to_dict()} if given_spec else {})},
         datasets, name=run_name, storage_path=str(storage_path(cfg)),
@@ -586,9 +678,11 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
             f"truncated BPTT over {cfg.train.bptt} characters")
     else:
         log_model_profile(cfg, prepared, spec)
+    # a task that owns its step (a GAN's two optimisers) said its own; train.optimizer and train.lr are not used
+    optimizer = "its own optimisers" if task.train_step is not None else f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}"
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-        f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}, {cfg.train.precision}")
+        f"{optimizer}, {cfg.train.precision}")
     started = time.perf_counter()
     try:
         result = trainer.fit()
@@ -597,9 +691,10 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
         if cause is e:
             raise
         raise RuntimeError(f"training failed on a worker: {type(cause).__name__}: {cause}") from e
-    stopped = tracking.run_tags(run_id, uri).get(names.STOPPED_TAG)
-    if stopped:
-        raise engine.LossExplosion(stopped)
+    tags = tracking.run_tags(run_id, uri)
+    if tags.get(names.STOPPED_TAG):
+        raise engine.LossExplosion(tags[names.STOPPED_TAG])
+    _startup_to_parent(run_id, uri, tags)
     best, best_metrics = task.best(result.best_checkpoints, key=lambda cm: cm[1][val_primary])
     best_dir = workdir / "best"
     if best_dir.exists():

@@ -118,3 +118,36 @@ def test_model_package_round_trip_serves_raw_images(digits, tmp_path):
     classes, probs = loaded.predict_uint8(images[:100, :, :, 0])  # N×H×W, as a client sends grey images
     assert np.array_equal(classes.numpy(), preds)
     assert torch.allclose(probs.sum(1), torch.ones(100), atol=1e-5)
+
+
+def test_prefetched_yields_everything_in_order_and_raises_the_producers_error():
+    assert list(engine.prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad shard")
+
+    got = []
+    with pytest.raises(ValueError, match="bad shard"):
+        for item in engine.prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetched_stops_its_thread_when_the_consumer_stops_early():
+    import threading
+
+    made = []
+
+    def endless():
+        i = 0
+        while True:
+            made.append(i)
+            yield i
+            i += 1
+
+    it = engine.prefetched(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # what a loop's break (max_steps) does to the generator
+    assert not any(t.name == "visionray-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(made) <= 3 + 2 + 1  # at most depth batches (and the one in hand) made ahead

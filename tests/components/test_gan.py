@@ -95,6 +95,31 @@ def test_a_step_updates_d_then_g_alternately_each_by_its_own_optimiser():
     assert all(p.grad is None for p in gan.parameters())  # nothing left over for the next step
 
 
+def test_the_auxiliary_classifier_learns_real_classes_and_pulls_g_towards_the_class_asked_for():
+    torch.manual_seed(0)
+    gan = GAN(1, 8, latent=8, width=8, num_classes=3)
+    real, labels = torch.rand(12, 1, 8, 8), torch.randint(0, 3, (12,))
+    head = gan.discriminator.classify.weight.detach().clone()
+    opt = PairOptimizer.build(gan, "adam", lr=1e-3)
+    gan_step(gan, real, labels, opt, GanRecipe(class_weight=0.0))
+    assert torch.equal(head, gan.discriminator.classify.weight)  # weight 0: the head is not trained
+    # with the weight, D's loss adds the head's cross-entropy on the real images ...
+    torch.manual_seed(1)
+    gan_step(gan, real, labels, opt, GanRecipe(class_weight=1.0))
+    assert not torch.equal(head, gan.discriminator.classify.weight)
+    # ... and G's loss the head's cross-entropy on its own images, so both exceed the plain losses of the
+    # same nets by about ln 3 (an untrained head's cross-entropy over 3 classes)
+    fresh = GAN(1, 8, latent=8, width=8, num_classes=3)
+    torch.manual_seed(2)
+    base, _ = gan_step(fresh, real, labels, PairOptimizer.build(fresh, "adam", lr=0.0), GanRecipe())
+    torch.manual_seed(2)
+    with_aux, _ = gan_step(fresh, real, labels, PairOptimizer.build(fresh, "adam", lr=0.0), GanRecipe(class_weight=1.0))
+    for key in ("d_loss", "g_loss"):
+        assert float(with_aux[key] - base[key]) == pytest.approx(1.0986, abs=0.35), key
+    with pytest.raises(ValueError):
+        GanRecipe(class_weight=-1.0)
+
+
 def test_pair_optimizer_state_round_trips_and_a_schedule_scales_both():
     from components.optim import build_scheduler
 

@@ -87,6 +87,14 @@ def test_resnet20_size_and_shortcuts() -> None:
     assert len(resnet(32).stages) == 15
 
 
+def test_count_macs_counts_a_transposed_convolution_by_its_scattered_patches() -> None:
+    up = torch.nn.ConvTranspose2d(4, 6, kernel_size=2, stride=2)
+    # each of the 4 x 5 x 5 input values scatters a 2 x 2 patch into each of 6 output maps
+    assert count_macs(up, (4, 5, 5)) == 4 * 5 * 5 * 6 * 2 * 2
+    # ... the same count as the direct convolution it is the adjoint of, run on the 6 x 10 x 10 output
+    assert count_macs(torch.nn.Conv2d(6, 4, kernel_size=2, stride=2), (6, 10, 10)) == 4 * 5 * 5 * 6 * 2 * 2
+
+
 def test_count_macs_matches_hand_count() -> None:
     net = SoftmaxLinear(1, 10, 28)
     assert count_macs(net, (1, 28, 28)) == 784 * 10
@@ -233,3 +241,40 @@ def test_predict_uint8_takes_read_only_images_without_sharing_them(monkeypatch) 
     assert torch.equal(classes, expected[0]) and torch.equal(probs, expected[1])
     model.predict_uint8(images)
     assert given[-1] is images  # a writable array is not copied
+
+
+def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror_only_in_eval_mode():
+    torch.manual_seed(0)
+    net = ConvNet(in_channels=1, num_classes=10, image_size=28, width=8)
+    plain = ImageClassifier(Normalize.identity(1), net)
+    tta = ImageClassifier(Normalize.identity(1), net, tta="flip")
+    x = torch.rand(5, 1, 28, 28)
+    x[:, :, :, :14] = 0  # not mirror-symmetric: the mirror image scores differently
+    plain.eval(), tta.eval()
+    with torch.no_grad():
+        expected = (plain(x) + plain(x.flip(-1))) / 2
+        assert not torch.allclose(plain(x), expected, atol=1e-4)
+        torch.testing.assert_close(tta(x), expected)
+        assert torch.equal(tta(x[:1]).argmax(1), tta(x[:1].flip(-1)).argmax(1))  # mirror-invariant
+    tta.train()
+    torch.manual_seed(1)
+    a = tta(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, plain.train()(x))  # training sees each image once, as it is
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        ImageClassifier(Normalize.identity(1), net, tta="rotate")
+
+
+def test_a_package_keeps_its_flip_tta(tmp_path):
+    from components.package_base import ModelSpec, save_package
+    from components.packaging import load_package
+
+    spec = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=28, classes=tuple("abcdefghij"),
+                     width=8, tta="flip")
+    model = spec.build(Normalize.identity(1)).eval()
+    save_package(tmp_path / "pkg", model, spec)
+    loaded, loaded_spec = load_package(tmp_path / "pkg")
+    assert loaded_spec.tta == "flip" and loaded.tta_flip
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x))

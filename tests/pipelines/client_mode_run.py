@@ -21,18 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.services.runtime import free_port
+from pipelines.services.runtime import free_ports
 from tests.pipelines.test_jobs import BIN, clean_env, stop_tree, wait_http
 
 
 def main(argv: list[str]) -> int:
     root = Path(tempfile.mkdtemp(prefix="vrc-", dir="/tmp"))  # short: Ray's Unix sockets live below it
-    token, dash, cport = secrets.token_hex(32), free_port(), free_port()
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+    token = secrets.token_hex(32)
+    dash, cport, gcs, agent, agent_grpc, env_agent, metrics = free_ports(7)
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={cport}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-           f"--metrics-export-port={free_port()}", f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
+           f"--ray-client-server-port={cport}", f"--dashboard-agent-listen-port={agent}",
+           f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+           f"--metrics-export-port={metrics}", f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
     log = root / "ray.log"
     run = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops it: still stop the head

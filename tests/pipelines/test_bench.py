@@ -25,10 +25,15 @@ def test_bench_logs_every_ratio_on_the_parent_run(ray_local, mlflow_store, tmp_p
     metrics = client.get_run(result.run_id).data.metrics
     m = names.bench_metric
     for name in ("train_ray_vs_torch", "train_ray_vs_torch_end_to_end", "preprocess_ray_vs_torch",
-                 "train_ray_vs_torch_spread", "preprocess_ray_vs_torch_spread"):
+                 "train_ray_vs_torch_spread", "preprocess_ray_vs_torch_spread", "train_ray_vs_ddp",
+                 "train_ray_vs_ddp_end_to_end", "train_ray_vs_ddp_spread", "ddp_loss_gap"):
         assert metrics[m(name)] == pytest.approx(result.outputs["bench"][m(name)]), name
     assert metrics[m("train_ray_vs_torch")] == pytest.approx(
         metrics[m("train_ray_images_per_s")] / metrics[m("train_torch_images_per_s")])
+    assert metrics[m("train_ray_vs_ddp")] == pytest.approx(
+        metrics[m("train_ray_rows_images_per_s")] / metrics[m("train_ddp_images_per_s")])
+    # torchrun's DDP and Ray Train, the same seed, rows and order: the same loss trajectory
+    assert metrics[m("ddp_loss_gap")] <= 1e-6
     assert metrics[m("preprocess_ray_vs_torch")] == pytest.approx(
         metrics[m("preprocess_ray_images_per_s")] / metrics[m("preprocess_torch_images_per_s")])
     assert metrics[m("train_ray_vs_torch_spread")] == 0 == metrics[m("preprocess_ray_vs_torch_spread")]  # one round
@@ -59,6 +64,19 @@ def test_bench_charlm_times_the_language_models_loop_in_characters(ray_local, ml
     assert metrics[names.bench_metric("train_ray_vs_torch_end_to_end")] < 0.5 * (ray_cps / torch_cps)  # fit() start-up
     assert names.bench_metric("preprocess_ray_vs_torch") not in metrics  # no Ray Data stage in a text loop
     assert names.bench_metric("train_ray_images_per_s") not in metrics
+
+
+def test_each_rank_reads_its_own_block_of_the_saved_rows_in_order_and_drops_the_partial_batch(tmp_path) -> None:
+    import numpy as np
+
+    from pipelines.flows.benchloop import row_batches
+
+    path = tmp_path / "rows.npz"
+    np.savez(path, image=np.arange(22)[:, None, None] * np.ones((1, 2, 2)), label=np.arange(22))
+    blocks = [[b["label"].tolist() for b in row_batches(path, rank, 2, 4, lambda b: b)] for rank in (0, 1)]
+    assert blocks == [[[0, 1, 2, 3], [4, 5, 6, 7]], [[11, 12, 13, 14], [15, 16, 17, 18]]]
+    first = next(row_batches(path, 1, 2, 4, lambda b: b))
+    assert first["image"][:, 0, 0].tolist() == [11, 12, 13, 14]  # every column sliced alike
 
 
 def test_comparisons_alternate_the_contenders_and_report_the_median_ratio_and_its_spread() -> None:

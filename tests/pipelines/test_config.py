@@ -391,3 +391,14 @@ def test_compare_asha_without_asha_is_refused_naming_the_key():
     message = _error(["tune.compare_asha=true", "tune.asha=false"], pipeline="sweep")
     assert message.startswith("tune.compare_asha") and "tune.asha=true" in message
     assert load_config("sweep", ["tune.compare_asha=true"]).tune.asha
+
+
+def test_flip_tta_needs_flip_augmentation_and_reaches_the_model_spec():
+    message = _error(["model.tta=flip", "data.augment.flip=false"])
+    assert "model.tta" in message and "data.augment.flip" in message
+    from pipelines.stages.train import model_spec
+
+    cfg = load_config("quickstart", ["model.tta=flip", "data.augment.flip=true"])
+    manifest = type("M", (), {"shape": (28, 28, 1), "classes": tuple("abcdefghij")})()
+    assert model_spec(cfg, manifest).tta == "flip"
+    assert model_spec(load_config("quickstart"), manifest).tta is None  # specs of older packages compare equal

@@ -68,7 +68,7 @@ def test_effective_resolves_what_the_config_leaves_open():
     quick = usage.effective(load_config("quickstart"))
     assert quick["registry"]["name"] == "fashion-mnist-classifier"
     assert (quick["data"]["image_size"], quick["data"]["channels"]) == (28, 1)
-    assert set(quick["model"]) == {"name", "width", "dropout", "batchnorm", "init_diagnostic"}
+    assert set(quick["model"]) == {"name", "width", "dropout", "batchnorm", "tta", "init_diagnostic"}
     assert "bptt" not in quick["train"] and "freeze" not in quick["train"]
     assert usage.effective(load_config("quickstart", ["model.width=0"]))["model"]["width"] == 32  # convnet's
     resnet = usage.effective(load_config("train", ["model=resnet56"]))["model"]

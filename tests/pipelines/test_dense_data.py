@@ -11,7 +11,7 @@ from pipelines.config import load_config
 from pipelines.flows.kit import stage
 from pipelines.services import tracking
 from pipelines.stages import ingest
-from pipelines.stages.preprocess import image_dataset
+from pipelines.stages.preprocess import fit_normalizer, image_dataset, leading_rows
 
 
 def test_ray_data_batches_carry_masks_and_boxes(ray_local, tmp_path, mlflow_store):
@@ -29,6 +29,25 @@ def test_ray_data_batches_carry_masks_and_boxes(ray_local, tmp_path, mlflow_stor
     assert np.array_equal(batch["boxes"][order], want.boxes[batch["idx"][order]])
     assert np.array_equal(batch["box_labels"][order], want.box_labels[batch["idx"][order]])
     assert np.array_equal(batch["image"][order], want.images[batch["idx"][order]])
+
+
+def test_a_small_split_read_in_process_gives_ray_datas_rows_and_the_same_normaliser(ray_local, tmp_path,
+                                                                                    mlflow_store):
+    cfg = load_config("train", ["data=shapes", "data.num_images=40", "data.image_size=32",
+                                f"data.cache_dir={tmp_path}"])
+    with tracking.pipeline_run(cfg, "test") as parent, stage("ingest", parent, cfg):
+        manifest = ingest.run(cfg)
+    want = read_split(manifest, "train")
+    batches = list(leading_rows(manifest, "train", 25, batch_size=10))
+    assert [len(b["idx"]) for b in batches] == [10, 10, 5]  # the first 25 rows, in order, then it stops
+    got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    assert np.array_equal(got["image"], want.images[:25]) and np.array_equal(got["mask"], want.masks[:25])
+    assert np.array_equal(got["boxes"], want.boxes[:25]) and np.array_equal(got["label"], want.labels[:25])
+    for limit in (0, 17):  # in this process, or by a Ray Data job: exact integer sums, the same numbers
+        for mode in ("per_channel", "mean_image"):
+            here = fit_normalizer(manifest, mode, limit)
+            ray_data = fit_normalizer(manifest, mode, limit, in_process_bytes=0)
+            assert all(np.array_equal(a, b) for a, b in zip(here, ray_data)), (limit, mode)
 
 
 @pytest.mark.parametrize("pipeline,overrides,message", [

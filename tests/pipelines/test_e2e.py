@@ -123,6 +123,20 @@ def test_train_logs_one_point_per_epoch(run):
     assert all(0 <= a <= 1 for a in accuracy)
 
 
+def test_the_train_and_parent_runs_say_where_the_start_up_went(run):
+    qs, client, parent, children = run
+    train = children["train"].data.metrics
+    phases = {k.removeprefix(names.STARTUP_PHASE_PREFIX).removesuffix("_s"): v for k, v in train.items()
+              if k.startswith(names.STARTUP_PHASE_PREFIX)}
+    # from the pipeline's start: the MLflow runs, Ray, the stages before train, then the Train workers
+    assert {"tracking", "ray", "ingest", "preprocess", "train_setup", "worker_group", "workers", "worker_setup",
+            "first_step"} <= set(phases), phases
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(train[names.STARTUP_SECONDS], rel=1e-6)
+    assert 0 < train[names.STARTUP_SECONDS] < parent.data.metrics[names.PIPELINE_SECONDS]
+    assert parent.data.metrics[names.STARTUP_SECONDS] == train[names.STARTUP_SECONDS]  # beside peak memory
+
+
 def test_test_metrics_on_evaluate_and_parent(run):
     qs, client, parent, children = run
     for r in (parent, children["evaluate"]):
@@ -178,6 +192,21 @@ def test_champion_predicts_raw_images(run):
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-5)
     assert set(out["class"].tolist()) <= set(range(10))
     assert (model.predict(images[:300])["class"] == labels[:300]).mean() > 0.5
+
+
+def test_the_ray_data_feed_trains_as_well_as_the_in_memory_one(quickstart_run):
+    """The session's run fed its workers from memory (``data.feed=auto`` on digits); Ray Datasets, the feed
+    of splits over 256 MiB, train the same recipe as well."""
+    from pipelines.dispatch import run_pipeline
+
+    cfg = shrunk_config("quickstart", "data.feed=ray_data", "registry.enabled=false")
+    with store_context(quickstart_run.store):
+        result = run_pipeline(cfg, command="test")
+    client = quickstart_run.store.client()
+    streamed = client.get_run(result.run_id).data.metrics[names.TEST_ACCURACY]
+    in_memory = client.get_run(quickstart_run.run_id).data.metrics[names.TEST_ACCURACY]
+    assert streamed >= 0.9 and in_memory >= 0.9, (streamed, in_memory)
+    assert client.get_run(result.run_id).data.params["data.feed"] == "ray_data"
 
 
 def test_a_worse_run_becomes_the_challenger(quickstart_run):

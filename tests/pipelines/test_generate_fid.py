@@ -47,6 +47,7 @@ def test_each_model_trains_is_judged_by_fid_and_registers(runs, model):
     assert metrics[names.metric(names.TEST, names.FID_OVER_BLURRED)] == pytest.approx(fid / blurred)
     assert np.isfinite(metrics[names.metric(names.TEST, names.KID)])
     assert metrics[names.metric(names.TEST, names.NN_COPY_RATIO)] > 0
+    assert names.metric(names.TEST, names.BASELINE_XZ_BITS) not in metrics  # no likelihood to set them beside
     runs_ = client.search_runs([client.get_run(result.run_id).info.experiment_id],
                                f"tags.mlflow.parentRunId = '{result.run_id}'")
     train = next(r for r in runs_ if r.data.tags.get(names.STAGE_TAG) == "train")

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.services.runtime import free_port
+from pipelines.services.runtime import free_port, free_ports
 from tests import processes
 
 pytestmark = pytest.mark.slow
@@ -92,13 +92,13 @@ class Cluster:
 def cluster():
     root = Path(tempfile.mkdtemp(prefix="vrj-", dir="/tmp"))  # short: Ray's Unix sockets live below it
     token = secrets.token_hex(32)
-    dash, mport, cport = free_port(), free_port(), free_port()
+    dash, mport, cport, gcs, agent, agent_grpc, env_agent, metrics = free_ports(8)
     ray_log, mlflow_log = root / "ray.log", root / "mlflow.log"
     ray_cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-               f"--port={free_port()}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+               f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                f"--dashboard-port={dash}", f"--ray-client-server-port={cport}",
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+               f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+               f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
                f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
     mlflow_cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                   "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),

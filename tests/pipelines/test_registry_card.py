@@ -87,3 +87,9 @@ def test_a_compressed_variant_comes_from_its_method_run_and_still_finds_the_pipe
     assert len(client.get_metric_history(method_id, names.TEST_ACCURACY)) == 1
     assert "compressed: int8" in v.description
     assert f"data: digits-test version {'w' * 16}" in v.description  # found through the method run's parents
+
+
+def test_every_task_has_words_for_its_registered_models_description():
+    from components.tasks import TASKS
+
+    assert set(TASKS) <= set(registry.TASK_WORDS), set(TASKS) - set(registry.TASK_WORDS)

@@ -78,3 +78,28 @@ def test_code_shipped_to_a_remote_cluster_carries_conf(session_ray_address, tmp_
     assert not where.startswith(str(repo)), where  # the shipped copy, as on another machine
     assert not conf.startswith(str(repo)) and Path(conf, "pipeline", "sweep.yaml").is_file(), conf
     assert members >= 1
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_listens_on_loopback_only(ray_local):
+    """Every TCP port the local Ray's processes (GCS, raylet, agents, workers) listen on is on 127.0.0.1,
+    none on all interfaces or the machine's outward address; a second driver still joins it by address."""
+    import ipaddress
+
+    import ray
+
+    @ray.remote
+    def pid() -> int:
+        return os.getpid()
+
+    worker = ray.get(pid.remote())  # at least one worker process is up and listening
+    ray_processes = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert worker in ray_processes
+    listening = {(psutil.Process(c.pid).name(), c.laddr.ip) for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_processes}
+    names = {name for name, _ in listening}
+    assert {"gcs_server", "raylet"} <= names, names
+    wide = {(name, ip) for name, ip in listening
+            if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback}
+    assert not wide, wide
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")

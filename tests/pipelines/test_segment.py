@@ -90,3 +90,6 @@ def test_bench_segment_times_the_segmentation_loop(ray_local, mlflow_store):
     ray_ips, torch_ips = (metrics[names.bench_metric(f"train_{k}_images_per_s")] for k in ("ray", "torch"))
     assert ray_ips > 0 and torch_ips > 0
     assert metrics[names.bench_metric("train_ray_vs_torch")] == pytest.approx(ray_ips / torch_ips)
+    # native DDP on the same rows, masks included: the same loss trajectory as Ray Train's
+    assert metrics[names.bench_metric("train_ddp_images_per_s")] > 0
+    assert metrics[names.bench_metric("ddp_loss_gap")] <= 1e-6

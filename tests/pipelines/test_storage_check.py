@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.services.runtime import free_port
+from pipelines.services.runtime import free_ports
 from tests import processes
 
 pytestmark = pytest.mark.slow
@@ -67,11 +67,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return processes.clean_env(_SCRUB, **extra)
 
 
-def node_ports() -> list[str]:
-    """Every port a node opens, its own: two nodes share this machine."""
-    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+def node_ports(ports: list[int]) -> list[str]:
+    """Every port a node opens, its own (six of ``ports``, all distinct): two nodes share this machine."""
+    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+    return [*(f"{flag}={port}" for flag, port in zip(flags, ports, strict=True)),
             "--min-worker-port=0", "--max-worker-port=0"]  # 0: random ports, no clash between the nodes
 
 
@@ -137,14 +137,14 @@ def test_a_node_that_cannot_see_the_storage_path_is_named():
     visible.mkdir()
     token = secrets.token_hex(32)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    gcs = free_port()
+    gcs, client, *ports = free_ports(14)
     head_cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                "--num-cpus=1", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
-                *node_ports(), f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
+                "--num-cpus=1", "--include-dashboard=false", f"--ray-client-server-port={client}",
+                *node_ports(ports[:6]), f"--temp-dir={root / 'ray'}", "--disable-usage-stats"]
     worker_cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                   'mount -t tmpfs vrs-hidden "$0" && exec "$@"', str(hidden),
                   str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", "--block",
-                  f"--node-ip-address={WORKER_IP}", "--num-cpus=1", *node_ports(), f"--temp-dir={root / 'ray'}",
+                  f"--node-ip-address={WORKER_IP}", "--num-cpus=1", *node_ports(ports[6:]), f"--temp-dir={root / 'ray'}",
                   "--disable-usage-stats"]
     procs: list[subprocess.Popen] = []
     head_log, worker_log = root / "head.log", root / "worker.log"

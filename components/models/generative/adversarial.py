@@ -26,12 +26,14 @@ from components.models.ddpm import Diffusion
 from components.models.generative.base import GenerativeModel
 
 #: ``generate.*`` keys a GAN's step and optimisers read (the recipe's and the optimiser's options).
-GAN_OPTIONS = ("gan_loss", "label_smoothing", "instance_noise", "d_steps", "gan_lr", "beta1", "d_lr_ratio")
+GAN_OPTIONS = ("gan_loss", "label_smoothing", "instance_noise", "d_steps", "gan_lr", "beta1", "d_lr_ratio",
+               "class_weight")
 
 
 def recipe_of(options: Mapping[str, Any]) -> GanRecipe:
     return GanRecipe(loss=options.get("gan_loss", "nonsaturating"), label_smoothing=options.get("label_smoothing", 0.0),
-                     instance_noise=options.get("instance_noise", 0.0), d_steps=options.get("d_steps", 1))
+                     instance_noise=options.get("instance_noise", 0.0), d_steps=options.get("d_steps", 1),
+                     class_weight=options.get("class_weight", 0.0))
 
 
 def _labels(labels: Sequence[int] | Tensor | None, n: int, device: torch.device) -> Tensor | None:

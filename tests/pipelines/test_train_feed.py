@@ -1,0 +1,34 @@
+"""``data.feed``: which rows each Ray Train worker reads from the in-memory splits, and when they are used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.stages.train import feeds_in_memory, train_share, val_block
+
+
+def test_every_rank_gets_as_many_distinct_rows_and_a_new_order_each_epoch():
+    n, world = 1001, 2
+    shares = [train_share(n, 7, 0, rank, world) for rank in range(world)]
+    assert [len(s) for s in shares] == [500, 500]  # equal: the DDP ranks step together
+    both = np.concatenate(shares)
+    assert len(set(both.tolist())) == 1000 and both.max() < n  # disjoint, within the split
+    assert np.array_equal(shares[0], train_share(n, 7, 0, 0, world))  # the seed fixes it (a restart repeats it)
+    assert not np.array_equal(shares[0], train_share(n, 7, 1, 0, world))  # the next epoch reshuffles
+    assert not np.array_equal(shares[0], train_share(n, 8, 0, 0, world))
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (269, 2), (5, 4), (3, 4)])
+def test_val_blocks_cover_every_row_once(n, world):
+    blocks = [val_block(n, rank, world) for rank in range(world)]
+    assert blocks[0][0] == 0 and blocks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+
+
+def test_auto_feeds_from_memory_up_to_the_budget_and_the_user_can_force_either():
+    shape = (28, 28, 1)
+    assert feeds_in_memory("auto", 1000, shape, 1000 * 784)
+    assert not feeds_in_memory("auto", 1001, shape, 1000 * 784)
+    assert feeds_in_memory("memory", 10**9, shape, 0)
+    assert not feeds_in_memory("ray_data", 1, shape, 10**12)
