@@ -442,6 +442,9 @@ def _ui(args: argparse.Namespace) -> int:
           file=sys.stderr)
     _print_landing(uri, f"http://{host}:{args.port}")
     sys.stdout.flush()
+    # MLflow 3.18's server also starts a job executor (GenAI scorers and periodic trace tasks, unused here);
+    # on 2 cores its start-up stalls the first page loads for ~20 s (the artifact viewer stays on "loading")
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, cmd)
     return EXIT_OK  # not reached
 
