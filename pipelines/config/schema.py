@@ -54,7 +54,7 @@ ModelName = Literal["softmax", "convnet", "resnet",
 GENERATIVE_MODELS = ("vae", "pixelcnn", "dcgan", "cdcgan", "ddpm")
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal["constant", "step", "cosine"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,9 @@ class TrainConfig:
     gamma: float = _doc("step schedule: decay factor", 0.1)
     loss: Literal["softmax", "svm"] = _doc("softmax cross-entropy or multiclass SVM hinge (§3.1)", "softmax")
     label_smoothing: float = _doc("softmax only: label smoothing", 0.0)
-    precision: Precision = _doc("fp32; bf16 autocast (CPU or GPU); fp16 autocast + grad scaler (GPU)", "fp32")
+    precision: Precision = _doc("fp32; bf16 autocast (CPU or GPU); fp16 autocast + grad scaler (GPU); auto: bf16 "
+                                "where the device computes it natively (a CPU with AMX or AVX512-BF16, a GPU "
+                                "with bf16), else fp32", "fp32")
     channels_last: bool = _doc("NHWC memory format: 2-5x faster convolutions on CPU (oneDNN)", True)
     max_steps_per_epoch: int = _doc("stop each epoch after this many steps (0: whole split); smoke runs", 0)
     explode_factor: float = _doc(

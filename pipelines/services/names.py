@@ -130,6 +130,7 @@ EXPECTED_INITIAL_LOSS = "linear/expected_initial_loss"  # ln C (softmax) or C - 
 INITIAL_LOSS_TAG = "visionray.initial_loss_check"  # ok | off: the first-iteration sanity check (§6.2)
 OVERFIT_FINAL_LOSS = "overfit/final_loss"
 OVERFIT_FINAL_ACCURACY = "overfit/final_accuracy"
+PRECISION_TAG = "visionray.precision"  # what train.precision ran as on the workers (auto: bf16 or fp32)
 OVERFIT_TAG = "visionray.overfit"  # passed | failed: train.overfit_rows reached near-zero loss
 TRANSFER_ACCURACY = "transfer/test_accuracy"
 SCRATCH_ACCURACY = "transfer/scratch_test_accuracy"

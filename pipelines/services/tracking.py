@@ -587,6 +587,14 @@ class RunLogger:
                     raise
                 time.sleep(0.5 * 2 ** attempt)
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import RunTag
+
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def backfill(self, history: Mapping[str, list[tuple[int, float]]]) -> int:
         """Log the epochs of ``history`` the run does not have yet (after a restart); returns how many."""
         from mlflow import MlflowClient

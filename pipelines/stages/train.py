@@ -232,6 +232,8 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
 
     ctx, tc, spec = worker_setup(config)
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    tc = dataclasses.replace(tc, precision=engine.resolve_precision(tc.precision, device))
     model = spec.build(Normalize(torch.tensor(config["mean"]), torch.tensor(config["std"]))
                        if config.get("mean") is not None else None)
     if config.get("init_state") is not None:  # warm start (retrain): the net's weights, not its normaliser
@@ -248,8 +250,10 @@ def _setup_worker(config: dict[str, Any]) -> _Worker:
     optimizer, scheduler, task = build_training(tc, model, steps, spec, **config.get("task_options", {}))
     w = _Worker(config, tc, spec, model, optimizer, scheduler,
                 torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None, task,
-                ray.train.torch.get_device(), steps, rank, world,
+                device, steps, rank, world,
                 tracking.RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None, hooks)
+    if w.logger is not None:
+        w.logger.set_tags({names.PRECISION_TAG: tc.precision})
     w.guard = engine.ExplosionGuard(tc.explode_factor, _mean_over_ranks(w.device) if world > 1 else None,
                                     floor=w.task.loss_floor())
     checkpoint = ray.train.get_checkpoint()
@@ -554,6 +558,14 @@ def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[
     return profile
 
 
+def _precision_line(cfg: Config) -> str:
+    """``train.precision`` as the start line says it; ``auto`` with what it means on this machine's device."""
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    device = torch.device("cuda" if cfg.cluster.use_gpu and torch.cuda.is_available() else "cpu")
+    return f"auto ({engine.resolve_precision('auto', device)} on this node's {device.type.upper()})"
+
+
 def storage_path(cfg: Config) -> Path | str:
     """Where Ray Train keeps checkpoints: ``cluster.storage_path``, absolute (or a URI as given)."""
     s = cfg.cluster.storage_path
@@ -682,7 +694,7 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
     optimizer = "its own optimisers" if task.train_step is not None else f"{cfg.train.optimizer} lr {cfg.train.lr:.4g}"
     say(f"train: {spec.name} on {c.num_workers} worker(s) x {worker_threads(c)} thread(s)"
         f"{' + GPU' if c.use_gpu else ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-        f"{optimizer}, {cfg.train.precision}")
+        f"{optimizer}, {_precision_line(cfg)}")
     started = time.perf_counter()
     try:
         result = trainer.fit()

@@ -66,6 +66,22 @@ def test_bf16_autocast_trains_on_cpu(digits):
     assert np.isfinite(history).all() and history[-1] < history[0]
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    native = engine.native_bf16(cpu)
+    assert engine.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert [engine.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    with engine.autocast("auto", cpu):
+        dtype = torch.ones(2, 2).mm(torch.ones(2, 2)).dtype
+    assert dtype == (torch.bfloat16 if native else torch.float32)
+    # a CPU without AMX or AVX512-BF16 (this machine's probes answering no): auto falls back to fp32
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert not engine.native_bf16(cpu) and engine.resolve_precision("auto", cpu) == "fp32"
+    with engine.autocast("auto", cpu):
+        assert torch.ones(2, 2).mm(torch.ones(2, 2)).dtype == torch.float32
+
+
 def test_fp16_without_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         engine.autocast("fp16", torch.device("cpu"))
