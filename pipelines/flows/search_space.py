@@ -97,21 +97,23 @@ def refine(space: Mapping[str, Any], best: Sequence[Mapping[str, Any]], margin: 
 
 def train_overrides(winner: Config) -> list[str]:
     """The fewest ``key=value`` tokens that make ``visionray run train`` train ``winner``'s recipe:
-    for each group, the file that leaves the fewest differences, then every dotted key that differs."""
+    for each group, the file that leaves the fewest differences among those of the winner's own kind (its
+    ``model.name``, ``data.name``: a convnet's recipe starts from a convnet file, not from whichever other
+    model's file happens to differ in fewer keys), then every dotted key that differs."""
     want = _train_view(winner)
     chosen: list[str] = []
     for group in ("data", "model", "train", "cluster"):
-        best_name, best_diff = None, None
+        best: tuple[bool, int, str] | None = None  # (another kind, differences, file), smallest wins
         for name in config_module.available(group):
             try:
                 trial = _train_view(load_config("train", [*chosen, f"{group}={name}"]))
             except ConfigError:
                 continue
             diff = sum(1 for k, v in trial.items() if k.startswith(f"{group}.") and want.get(k) != v)
-            if best_diff is None or diff < best_diff:
-                best_name, best_diff = name, diff
-        if best_name is not None:
-            chosen.append(f"{group}={best_name}")
+            other_kind = trial.get(f"{group}.name", None) != want.get(f"{group}.name", None)
+            best = min(best, (other_kind, diff, name)) if best else (other_kind, diff, name)
+        if best is not None:
+            chosen.append(f"{group}={best[2]}")
     base = _train_view(load_config("train", chosen))
     keys = [f"{k}={_text(v)}" for k, v in want.items() if base.get(k) != v]
     defaults = config_module._read_yaml(config_module.CONF_DIR / "pipeline" / "train.yaml").get("defaults", {})

@@ -82,6 +82,16 @@ def test_the_best_config_becomes_a_train_command_that_reproduces_it():
     assert search_space.command(tokens).startswith("visionray run train data=digits")
 
 
+def test_the_train_command_starts_from_a_file_of_the_winners_own_model():
+    # the quickstart-sized sweep's winner: a convnet whose width and dropout moved; a detector's file once
+    # differed in fewer keys and the command read "model=centernet ... model.name=convnet"
+    winner = search_space.apply(sweep("data=fashion_mnist", "data.max_train_rows=10000"),
+                                {"model.width": 16, "model.dropout": 0.008, "train.lr": 0.078})
+    tokens = search_space.train_overrides(winner)
+    assert not any(t.startswith("model.name=") for t in tokens), tokens
+    assert search_space._train_view(load_config("train", tokens)) == search_space._train_view(winner)
+
+
 def test_the_cpu_meter_counts_this_process_cpu_time():
     from pipelines.flows.sweep import CpuMeter
 
