@@ -123,6 +123,17 @@ def test_train_logs_one_point_per_epoch(run):
     assert all(0 <= a <= 1 for a in accuracy)
 
 
+def test_the_quickstart_says_which_precision_auto_ran_as(run):
+    import torch
+
+    from components import engine
+
+    qs, client, parent, children = run
+    assert qs.cfg.train.precision == "auto"
+    # a local run: the workers' CPU is this machine's
+    assert children["train"].data.tags[names.PRECISION_TAG] == engine.resolve_precision("auto", torch.device("cpu"))
+
+
 def test_the_train_and_parent_runs_say_where_the_start_up_went(run):
     qs, client, parent, children = run
     train = children["train"].data.metrics
