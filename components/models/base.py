@@ -5,7 +5,8 @@ See :mod:`components.models` for the nets and the factory.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Sequence
+import contextlib
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -197,6 +198,17 @@ class ImageClassifier(nn.Module):
     @property
     def in_channels(self) -> int:
         return self.normalize.in_channels
+
+    @contextlib.contextmanager
+    def without_tta(self) -> Iterator[ImageClassifier]:
+        """The bare net's predictions in eval mode for a while: the training loop's per-epoch validation, which
+        only ranks epochs (the flips cost an extra forward pass per image every epoch); the final evaluation,
+        serving, ensembles and ``explain`` see the flips."""
+        saved, self.tta_flip = self.tta_flip, False
+        try:
+            yield self
+        finally:
+            self.tta_flip = saved
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tta_flip and not self.training:

@@ -256,6 +256,9 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror_only_in_eval_mo
         assert not torch.allclose(plain(x), expected, atol=1e-4)
         torch.testing.assert_close(tta(x), expected)
         assert torch.equal(tta(x[:1]).argmax(1), tta(x[:1].flip(-1)).argmax(1))  # mirror-invariant
+        with tta.without_tta():  # the training loop's per-epoch validation: the plain net
+            torch.testing.assert_close(tta(x), plain(x))
+        torch.testing.assert_close(tta(x), expected)  # and the flips again after it
     tta.train()
     torch.manual_seed(1)
     a = tta(x)
