@@ -127,25 +127,9 @@ def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: Mo
         build_optimizer(tc.optimizer, model.parameters(), lr=tc.lr, momentum=tc.momentum,
                         weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, schedule=tc.schedule, total_steps=tc.epochs * steps,
-                                warmup_steps=warmup_steps(tc, steps), step_every=tc.step_epochs * steps,
+                                warmup_steps=min(int(tc.warmup_epochs * steps), tc.epochs * steps), step_every=tc.step_epochs * steps,
                                 gamma=tc.gamma, cycles=tc.snapshots)
     return optimizer, scheduler, build_task(tc, spec, **task_options)
-
-
-#: Warm-up lasts at least this many optimiser steps where a run has them to spare (a quarter of its steps at
-#: most). Counted in epochs alone, half an epoch of a 3,200-image folder is 6 steps of batch 256: the loss
-#: blew up at step 4 at the default lr 0.1, where half an epoch of Fashion-MNIST is 105 steps.
-MIN_WARMUP_STEPS = 50
-
-
-def warmup_steps(tc: TrainConfig, steps: int) -> int:
-    """The linear warm-up's length in steps: ``train.warmup_epochs`` of ``steps`` per epoch, and at least
-    :data:`MIN_WARMUP_STEPS` or a quarter of the run, whichever is fewer; inside the first snapshot cycle."""
-    total = tc.epochs * steps
-    if tc.warmup_epochs <= 0:
-        return 0
-    floor = min(MIN_WARMUP_STEPS, total // 4, total // tc.snapshots - 1 if tc.snapshots > 1 else total)
-    return min(max(int(tc.warmup_epochs * steps), floor), total)
 
 
 def _ray_batch_prep_class():

@@ -32,17 +32,3 @@ def test_auto_feeds_from_memory_up_to_the_budget_and_the_user_can_force_either()
     assert not feeds_in_memory("auto", 1001, shape, 1000 * 784)
     assert feeds_in_memory("memory", 10**9, shape, 0)
     assert not feeds_in_memory("ray_data", 1, shape, 10**12)
-
-
-def test_warm_up_lasts_at_least_fifty_steps_where_the_run_has_them():
-    from pipelines.config import load_config
-    from pipelines.stages.train import MIN_WARMUP_STEPS, warmup_steps
-
-    tc = load_config("quickstart", []).train  # 6 epochs, half an epoch of warm-up
-    assert warmup_steps(tc, 211) == 105  # Fashion-MNIST: the epochs' count already exceeds the minimum
-    assert warmup_steps(tc, 40) == MIN_WARMUP_STEPS  # 10,000 images: 20 steps by epochs alone
-    assert warmup_steps(tc, 13) == 78 // 4  # a 3,200-image folder (6 steps by epochs): a quarter of its 78
-    short = load_config("quickstart", ["train.warmup_epochs=0"]).train
-    assert warmup_steps(short, 13) == 0  # no warm-up asked, none given
-    cycles = load_config("quickstart", ["train.snapshots=6"]).train  # one cosine cycle per epoch
-    assert warmup_steps(cycles, 13) == 12  # ends inside the first cycle
