@@ -94,7 +94,8 @@ def _split(prepared: Prepared, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _rows(images: np.ndarray) -> torch.Tensor:
     """uint8 N×H×W×C → uint8 N×(C·H·W), the layout KNearestNeighbors keeps."""
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).reshape(len(images), -1)
+    # a copy where the shards' array is read-only (one channel: the transpose is already contiguous)
+    return torch.from_numpy(np.require(images.transpose(0, 3, 1, 2), requirements=["C", "W"])).reshape(len(images), -1)
 
 
 def knn_spec(manifest: Manifest) -> ModelSpec:

@@ -85,3 +85,32 @@ def test_every_variant_is_registered_measured_and_serves_raw_images(quickstart_r
             floor = 0.3 if method in ("binary", "ternary") else 0.8
             assert accuracy > floor, f"{method}: {accuracy}"
             assert np.allclose(out["probabilities"].sum(1), 1, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_failed_method_fails_the_run_with_exit_1_after_registering_the_others(quickstart_run, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from pipelines.entry.cli import main
+    from pipelines.flows import compress
+    from tests.conftest import SHRINK
+
+    def crashes(ctx, directory, run_id):  # a method failing for reasons of its own (an exporter's crash)
+        raise RuntimeError("the exporter crashed")
+
+    monkeypatch.setitem(compress.METHODS, "ternary", crashes)
+    overrides = [*SHRINK, "compress.methods=[ternary,prune]", "compress.finetune=[]", "compress.latency_repeats=2"]
+    with store_context(quickstart_run.copy_store(tmp_path / "store")) as store:
+        rc = main(["run", "compress", *overrides])
+        err = capsys.readouterr().err
+        assert rc == 1, err[-3000:]
+        assert "ternary (RuntimeError: the exporter crashed)" in err
+        client, name = store.client(), shrunk_config("compress", *overrides).registered_model_name
+        # the method after the failed one still ran, was measured and registered; the champion did not move
+        versions = {v.tags.get(names.COMPRESSION) for v in client.search_model_versions(f"name='{name}'")}
+        assert "prune" in versions and "ternary" not in versions
+        assert str(client.get_model_version_by_alias(name, names.CHAMPION).version) == "1"
+        runs = client.search_runs([client.get_experiment_by_name(names.experiment_name("compress")).experiment_id])
+        by_method = {r.data.tags.get(names.COMPRESS_METHOD_TAG): r for r in runs}
+        assert by_method["ternary"].info.status == "FAILED" and by_method["prune"].info.status == "FINISHED"
+        parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+        assert parent.info.status == "FAILED" and parent.data.tags[names.COMPRESS_FAILED_TAG] == "ternary"
