@@ -195,6 +195,9 @@ class TrainConfig:
     overfit_rows: int = _doc(
         "§6.2 sanity check: train on only this many train rows, without regularisation (no weight decay, "
         "dropout, augmentation or label smoothing); the loss must approach zero (0: off)", 0)
+    model_epoch: Literal["best", "last"] = _doc(
+        "the epoch whose weights become the run's model: the best on val, or the last (a schedule that anneals "
+        "to zero, where the last epochs differ on val by noise and the last has the whole anneal)", "best")
     # -- ensembles (§7.1)
     ema_decay: float = _doc("keep an exponential moving average of the weights with this decay (0: off; §7.1)", 0.0)
     snapshots: int = _doc("snapshot ensemble: cyclic cosine schedule with this many cycles, a snapshot "

@@ -132,6 +132,16 @@ def build_training(tc: TrainConfig, model: torch.nn.Module, steps: int, spec: Mo
     return optimizer, scheduler, build_task(tc, spec, **task_options)
 
 
+def model_epoch(mode: str, best_metrics: dict[str, float], history: dict[str, list[tuple[int, float]]],
+                val_key: str) -> tuple[int, float]:
+    """(epoch number, its ``val_key``) of the epoch whose weights are the run's model: the best on val
+    (Ray Train's best checkpoint, ``best_metrics``) or, with ``train.model_epoch=last``, the last one."""
+    if mode == "last" and history.get(val_key):
+        number, value = history[val_key][-1]
+        return int(number), float(value)
+    return int(best_metrics[names.EPOCH]), float(best_metrics[val_key])
+
+
 def _ray_batch_prep_class():
     from ray.data.collate_fn import NumpyBatchCollateFn
 
@@ -729,16 +739,21 @@ def run(cfg: Config, prepared: Prepared, uri: str, run_id: str, run_name: str, w
                 extras_dir = workdir / EXTRAS_DIR
                 shutil.rmtree(extras_dir, ignore_errors=True)
                 shutil.copytree(Path(d) / EXTRAS_DIR, extras_dir)
-    epoch = int(best_metrics[names.EPOCH])  # its number, from 1
-    tracking.log_metrics({names.BEST_EPOCH: epoch, names.best_val(task.primary): best_metrics[val_primary],
+    epoch, chosen = model_epoch(cfg.train.model_epoch if last_dir is not None else "best", best_metrics, history,
+                                val_primary)
+    if epoch != int(best_metrics[names.EPOCH]):  # the last epoch's weights are the model
+        shutil.rmtree(best_dir)
+        shutil.copytree(last_dir, best_dir)
+    tracking.log_metrics({names.BEST_EPOCH: epoch, names.best_val(task.primary): chosen,
                           names.FIT_SECONDS: time.perf_counter() - started})
     tracking.log_artifact(best_dir, names.BEST_MODEL_ARTIFACT)
     from components.plots import curves_figure
 
     # the train run's own curves (the driver imports matplotlib, the workers never do)
-    tracking.log_figure(curves_figure(history, f"{spec.name}: best val {task.primary} at epoch {epoch}"),
+    which = "last epoch's" if cfg.train.model_epoch == "last" else "best"
+    tracking.log_figure(curves_figure(history, f"{spec.name}: {which} val {task.primary} at epoch {epoch}"),
                         names.CURVES_PLOT)
-    say(f"train: best val {task.primary} {best_metrics[val_primary]:.4f} at epoch {epoch} "
+    say(f"train: {which} val {task.primary} {chosen:.4f} at epoch {epoch} "
         f"({duration(time.perf_counter() - started)})")
     if not text:
         babysit.report(cfg, history, str(extras_dir) if extras_dir else None)

@@ -1,4 +1,5 @@
-"""``data.feed``: which rows each Ray Train worker reads from the in-memory splits, and when they are used."""
+"""The train stage's helpers: which rows each Ray Train worker reads from the in-memory splits, when they are
+used, and which epoch becomes the run's model."""
 
 from __future__ import annotations
 
@@ -32,3 +33,13 @@ def test_auto_feeds_from_memory_up_to_the_budget_and_the_user_can_force_either()
     assert not feeds_in_memory("auto", 1001, shape, 1000 * 784)
     assert feeds_in_memory("memory", 10**9, shape, 0)
     assert not feeds_in_memory("ray_data", 1, shape, 10**12)
+
+
+def test_the_model_is_the_best_val_epoch_or_with_model_epoch_last_the_last_one():
+    from pipelines.services import names
+    from pipelines.stages.train import model_epoch
+
+    history = {"val/accuracy": [(1, 0.90), (2, 0.93), (3, 0.929)]}  # val noise: epoch 2 edges out the last
+    best = {names.EPOCH: 2, "val/accuracy": 0.93}
+    assert model_epoch("best", best, history, "val/accuracy") == (2, 0.93)
+    assert model_epoch("last", best, history, "val/accuracy") == (3, 0.929)
