@@ -571,29 +571,31 @@ class RunLogger:
         self.logged_epochs: set[int] = set()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, attempts: int = 3) -> None:
-        from mlflow import MlflowClient
         from mlflow.entities import Metric
 
-        if self._client is None:
-            self._client = MlflowClient(self.uri)
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for attempt in range(attempts):
             try:
-                self._client.log_batch(self.run_id, metrics=batch)
+                self.client().log_batch(self.run_id, metrics=batch)
                 return
             except Exception:  # a busy SQLite file or a server hiccup: back off, then give up loudly
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.5 * 2 ** attempt)
 
+    def client(self) -> Any:
+        """This logger's MLflow client, made on first use (in the Ray worker that logs, not the driver)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow import MlflowClient
         from mlflow.entities import RunTag
 
-        if self._client is None:
-            self._client = MlflowClient(self.uri)
-        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def backfill(self, history: Mapping[str, list[tuple[int, float]]]) -> int:
         """Log the epochs of ``history`` the run does not have yet (after a restart); returns how many."""
