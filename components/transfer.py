@@ -72,10 +72,11 @@ class FreezeBackbone(TrainHook):
 
 
 def backbone_state(source: nn.Module, target: nn.Module, part: str = "backbone") -> dict[str, Tensor]:
-    """``target``'s state dict with its ``part`` (a detector's ResNet backbone) taken from ``source`` (a
-    classifier of the same family, depth, width and channels: its ``stem.*`` and ``stages.*``).
+    """``target``'s state dict with its ``part`` (the ResNet trunk of a detector or of ``fcn_resnet``) taken
+    from ``source`` (a classifier of the same family, depth, width and channels: its ``stem.*`` and ``stages.*``).
 
-    Everything else of ``target`` (the detector's neck and heads) keeps its fresh initialisation. A
+    Everything else of ``target`` (a detector's neck and heads, a segmenter's score heads) keeps its fresh
+    initialisation. A
     backbone tensor the source lacks, or has in another shape, is an error naming it."""
     src = source.state_dict()
     state = target.state_dict()
@@ -86,7 +87,7 @@ def backbone_state(source: nn.Module, target: nn.Module, part: str = "backbone")
             continue
         if inner not in src or src[inner].shape != value.shape:
             raise ValueError(f"the classifier has no tensor {inner} of shape {tuple(value.shape)}; its backbone "
-                             f"must be the detector's (same ResNet depth and width, same image channels)")
+                             f"must be the target's (same ResNet depth and width, same image channels)")
         state[key] = src[inner].clone()
         taken += 1
     if not taken:

@@ -217,7 +217,8 @@ def check_local_package(cfg: Config) -> None:
 
 
 def check_dense(cfg: Config) -> None:
-    """A segment pipeline needs a segmentation net and data with masks; other pipelines no segmentation net."""
+    """A segment pipeline needs a segmentation net and data with masks (and a ResNet trunk to start from a
+    classifier); other pipelines no segmentation net."""
     from components.models import SEGMENTATION_MODELS
 
     takes = DENSE_KINDS.get(cfg.kind)
@@ -227,6 +228,9 @@ def check_dense(cfg: Config) -> None:
     if takes and cfg.model.name not in SEGMENTATION_MODELS:
         raise ConfigError(f"the {cfg.pipeline} pipeline trains a segmentation net: "
                           + " or ".join(f"model={n}" for n in SEGMENTATION_MODELS) + f", not model={cfg.model.name}.")
+    if takes and cfg.model.backbone_from and cfg.model.name != "fcn_resnet":
+        raise ConfigError(f"model.backbone_from starts a ResNet trunk from a classifier: the {cfg.pipeline} pipeline "
+                          f"takes it with model=fcn_resnet; model={cfg.model.name} has an encoder of its own.")
     if not takes and cfg.kind != "bench" and cfg.model.name in SEGMENTATION_MODELS:
         raise ConfigError(f"model={cfg.model.name} is a segmentation net; train it with `visionray run segment`.")
 

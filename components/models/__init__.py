@@ -25,7 +25,7 @@ Families (:data:`BUILDERS`; every net is built as ``Net(in_channels, num_classes
 * ``convnet``, ``alexnet``, ``vgg``, ``googlenet`` - cnn.py
 * ``resnet`` (basic or bottleneck blocks, ResNeXt with ``groups``), ``wide_resnet`` - resnet.py
 * ``densenet`` (DenseNet-BC) - densenet.py
-* ``fcn``, ``unet``: per-pixel class scores for segmentation (:data:`SEGMENTATION_MODELS`) - segmentation.py
+* ``fcn``, ``unet``, ``fcn_resnet``: per-pixel class scores for segmentation (:data:`SEGMENTATION_MODELS`) - segmentation.py
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ from components.models.knn import build_knn
 from components.models.layers import ACTIVATIONS, INITS, Maxout
 from components.models.mlp import MLP, SoftmaxLinear
 from components.models.resnet import BasicBlock, Bottleneck, ResNet, WideResNet, resnet
-from components.models.segmentation import FCN, UNet
+from components.models.segmentation import FCN, FCNResNet, UNet
 
 __all__ = [
-    "MODEL_NAMES", "BUILDERS", "SEGMENTATION_MODELS", "FCN", "UNet", "NORMALIZATION_MODES", "NormalizationMode", "ACTIVATIONS", "INITS",
+    "MODEL_NAMES", "BUILDERS", "SEGMENTATION_MODELS", "FCN", "FCNResNet", "UNet", "NORMALIZATION_MODES", "NormalizationMode", "ACTIVATIONS", "INITS",
     "Normalize", "accumulate_moments", "finalize_moments", "normalization_stats", "ImageClassifier",
     "SoftmaxLinear", "MLP", "Maxout", "ConvNet", "AlexNet", "VGG", "GoogLeNet", "Inception",
     "BasicBlock", "Bottleneck", "ResNet", "resnet", "WideResNet", "DenseNet",
@@ -127,6 +127,11 @@ def _unet(c: int, k: int, s: int, *, width: int = 16, depth: int = 3, dropout: f
     return UNet(c, k, width=width, depth=depth, dropout=dropout, batchnorm=batchnorm)
 
 
+def _fcn_resnet(c: int, k: int, s: int, *, depth: int = 20, width: int = 16, dropout: float,
+                batchnorm: bool) -> nn.Module:
+    return FCNResNet(c, k, depth=depth, width=width, dropout=dropout, batchnorm=batchnorm)  # ResNet depth
+
+
 #: The one dispatch: model name -> builder.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "softmax": _softmax,
@@ -143,9 +148,10 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     # semantic segmentation (§11): per-pixel class scores, models/segmentation.py
     "fcn": _fcn,
     "unet": _unet,
+    "fcn_resnet": _fcn_resnet,
 }
 #: Families whose output is a score map per class (N, K, H, W): trained by the segmentation task.
-SEGMENTATION_MODELS: tuple[str, ...] = ("fcn", "unet")
+SEGMENTATION_MODELS: tuple[str, ...] = ("fcn", "unet", "fcn_resnet")
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 
 _ALWAYS = ("dropout", "batchnorm")

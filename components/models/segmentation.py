@@ -13,9 +13,14 @@ class out, at the input's resolution.
 * :class:`UNet` (Ronneberger et al. 2015): the same kind of encoder; the decoder up-samples *features*
   with a transposed convolution, *concatenates* the encoder's features of that resolution and convolves
   twice, so fine detail and deep context meet at every scale.
+* :class:`FCNResNet`: the FCN's decoder on the classification zoo's CIFAR ResNet (ResNet-20 by default),
+  whose ``backbone.stem`` / ``backbone.stages`` are the classifier's own tensors, so a registered
+  classifier can start it (``model.backbone_from``, components.transfer.backbone_state), as it starts the
+  detectors.
 
-Both pad an input whose sides are not multiples of ``2**depth`` and crop the scores back, so any image
-size works (a served model gets whatever size a client sends). ``depth`` counts the down-samplings.
+All pad an input whose sides are not multiples of their total stride and crop the scores back, so any
+image size works (a served model gets whatever size a client sends). For FCN and U-Net ``depth`` counts
+the down-samplings; for FCNResNet it is the ResNet's depth (6n+2 layers), and the stride is 8.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FCN", "UNet", "bilinear_kernel"]
+__all__ = ["FCN", "FCNResNet", "UNet", "bilinear_kernel"]
 
 
 def _double_conv(in_ch: int, out_ch: int, batchnorm: bool) -> nn.Sequential:
@@ -56,13 +61,13 @@ def _check(depth: int, width: int) -> None:
 
 
 class _PadToMultiple(nn.Module):
-    """Shared by both nets: pad H and W up to a multiple of 2**depth, run, crop the scores back."""
+    """Shared by every net here: pad H and W up to a multiple of 2**downsamplings, run, crop the scores back."""
 
-    depth: int
+    downsamplings: int
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        step = 2 ** self.depth
+        step = 2 ** self.downsamplings
         ph, pw = -h % step, -w % step
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))  # zeros after normalisation: the dataset's mean colour
@@ -81,7 +86,7 @@ class FCN(_PadToMultiple):
                  dropout: float = 0.0, batchnorm: bool = True) -> None:
         super().__init__()
         _check(depth, width)
-        self.depth = depth
+        self.depth = self.downsamplings = depth
         widths = [width * 2 ** i for i in range(depth + 1)]
         self.stem = _double_conv(in_channels, widths[0], batchnorm)
         self.down = nn.ModuleList(_double_conv(widths[i], widths[i + 1], batchnorm) for i in range(depth))
@@ -111,7 +116,7 @@ class UNet(_PadToMultiple):
                  dropout: float = 0.0, batchnorm: bool = True) -> None:
         super().__init__()
         _check(depth, width)
-        self.depth = depth
+        self.depth = self.downsamplings = depth
         widths = [width * 2 ** i for i in range(depth + 1)]
         self.stem = _double_conv(in_channels, widths[0], batchnorm)
         self.down = nn.ModuleList(_double_conv(widths[i], widths[i + 1], batchnorm) for i in range(depth))
@@ -128,3 +133,54 @@ class UNet(_PadToMultiple):
         for level in range(self.depth - 1, -1, -1):
             y = self.merge[level](torch.cat([self.up[level](y), features[level]], dim=1))
         return self.head(y)
+
+
+def _upsampler(channels: int) -> nn.ConvTranspose2d:
+    """A ×2 transposed convolution of class scores, initialised to bilinear interpolation."""
+    up = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
+    with torch.no_grad():
+        up.weight.copy_(bilinear_kernel(channels, 4))
+    return up
+
+
+class FCNResNet(_PadToMultiple):
+    """FCN on a CIFAR ResNet trunk (the classification zoo's ``resnet``, depth 20 and width 16 by default).
+
+    The trunk is the classifier's stem and three stages, kept under ``backbone.`` with the classifier's own
+    names, so its state dict loads a registered ResNet classifier's (minus ``fc``). As in the detectors, the
+    stem is strided (the same weights, every other pixel), so a 64 px scene costs what a 32 px CIFAR image
+    does: the stages sit at strides 2, 4 and 8. A 1×1 score head reads each stage; scores are up-sampled ×2
+    at a time by bilinear-initialised transposed convolutions and added (FCN's skips), and the last step
+    adds the scores of one full-resolution convolution of the image, which brings back the edges that the
+    strided stem skipped."""
+
+    downsamplings = 3
+
+    def __init__(self, in_channels: int, num_classes: int, *, depth: int = 20, width: int = 16,
+                 dropout: float = 0.0, batchnorm: bool = True) -> None:
+        from components.models.base import conv_bn_relu
+        from components.models.resnet import ResNet
+
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        res = ResNet(in_channels, num_classes, 32, depth=depth, width=width, batchnorm=batchnorm)
+        self.backbone = nn.Module()
+        self.backbone.stem, self.backbone.stages = res.stem, res.stages
+        self.backbone.stem[0].stride = (2, 2)
+        n = len(res.stages) // 3
+        self.split = (n, 2 * n)  # the blocks that end stage 1 (stride 2) and stage 2 (stride 4)
+        self.detail = nn.Sequential(*conv_bn_relu(in_channels, width, batchnorm))
+        self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
+        self.heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in (width, width, 2 * width, 4 * width))
+        self.up = nn.ModuleList(_upsampler(num_classes) for _ in range(3))
+
+    def scores(self, x: Tensor) -> Tensor:
+        stages = self.backbone.stages
+        c1 = stages[:self.split[0]](self.backbone.stem(x))  # stride 2
+        c2 = stages[self.split[0]:self.split[1]](c1)  # stride 4
+        c3 = stages[self.split[1]:](c2)  # stride 8
+        score = self.heads[3](self.dropout(c3))
+        for level, features in ((2, c2), (1, c1), (0, self.detail(x))):
+            score = self.up[level](score) + self.heads[level](features)
+        return score

@@ -45,7 +45,7 @@ ModelName = Literal["softmax", "convnet", "resnet",
                     # hand-made features + linear (kNN has its own pipeline)
                     "hoglinear",
                     # semantic segmentation (segment): per-pixel class scores
-                    "fcn", "unet",
+                    "fcn", "unet", "fcn_resnet",
                     # detectors (detect): components.models.detectors and two_stage
                     "centernet", "two_stage", "localizer",
                     # generative models (the generate pipeline only), components.models.generative
@@ -136,9 +136,9 @@ class ModelConfig:
                                                 "basic")
     groups: int = _doc("resnet bottleneck only: groups of the 3x3 conv; > 1 makes it a ResNeXt", 1)
     growth: int = _doc("densenet only: growth rate k (new feature maps per layer)", 12)
-    backbone_from: str | None = _doc("detect: start the detector's ResNet backbone from a registered classifier "
-                                     "of the same depth and width (models:/NAME@alias, models:/NAME/VERSION)",
-                                     None)
+    backbone_from: str | None = _doc("detect, and segment with model=fcn_resnet: start the net's ResNet backbone "
+                                     "from a registered classifier of the same depth and width "
+                                     "(models:/NAME@alias, models:/NAME/VERSION)", None)
     tta: Literal["none", "flip"] = _doc("classifiers: test-time augmentation in the model itself (eval mode: "
                                          "evaluation, serving, ensembles): flip averages the logits of each image "
                                          "and its mirror image; needs data.augment.flip", "none")
@@ -150,6 +150,8 @@ class ModelConfig:
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         _check(self.name not in ("fcn", "unet") or 1 <= self.depth <= 5, "model.depth",
                f"of {self.name} counts its down-samplings and must be 1..5")
+        _check(self.name != "fcn_resnet" or (self.depth - 2) % 6 == 0 and self.depth >= 8, "model.depth",
+               "of fcn_resnet is its ResNet's depth and must be 6n+2 (8, 14, 20, 32, ...)")
         per = 6 if self.block == "basic" else 9
         _check(self.name != "resnet" or (self.depth - 2) % per == 0 and self.depth >= per + 2,
                "model.depth", f"must be {per}n+2 for a CIFAR-style ResNet with {self.block} blocks "

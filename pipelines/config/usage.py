@@ -55,7 +55,7 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "train.bptt": ("charlm",),
     "train.clip_norm": ("charlm",),
     "train.freeze": ("transfer",),
-    "model.backbone_from": ("detect",),
+    "model.backbone_from": ("detect", "segment"),
     "model.tta": ("classify", "sweep", "ensemble", "retrain", "bench", "compress"),  # image classifiers
 }
 
@@ -75,6 +75,7 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
     "hoglinear": {},
     "fcn": {"width": 16, "depth": 3},
     "unet": {"width": 16, "depth": 3},
+    "fcn_resnet": {"depth": 20, "width": 16},
     # detectors (components.models.detectors.DETECTOR_OPTIONS): the size of their ResNet backbone
     "centernet": {"depth": 20, "width": 16}, "two_stage": {"depth": 20, "width": 16},
     "localizer": {"depth": 20, "width": 16},

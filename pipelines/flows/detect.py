@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import Config, ConfigError
-from pipelines.flows.kit import prepare, register, stage, test_metrics, workdir_for
+from pipelines.flows.kit import backbone_init, prepare, register, stage, test_metrics, workdir_for
 from pipelines.records import Evaluation, Prepared, Trained
 from pipelines.services import names, tracking
 from pipelines.services.progress import say
@@ -49,32 +49,6 @@ def detector_spec(cfg: Config, manifest):
                      classes=tuple(manifest.classes), normalization=cfg.data.normalization,
                      width=cfg.model.width or None, depth=cfg.model.depth, batchnorm=cfg.model.batchnorm,
                      task="detection")
-
-
-def backbone_init(cfg: Config, spec) -> dict[str, Any]:
-    """The detector's initial weights with its backbone from ``model.backbone_from`` (a registered ResNet
-    classifier; components.transfer.backbone_state), the rest freshly initialised with the run's seed."""
-    import torch
-
-    from components.packaging import load_package
-    from components.transfer import backbone_state
-    from pipelines.services.registry import fetch_package
-
-    source = cfg.model.backbone_from
-    with tempfile.TemporaryDirectory(prefix="visionray-backbone-") as tmp:
-        try:
-            classifier, _ = load_package(fetch_package(source, Path(tmp), tracking.resolve_uri(cfg.tracking.uri)))
-        except ConfigError as e:
-            raise ConfigError(str(e).replace("retrain.init_from", "model.backbone_from")) from None
-    torch.manual_seed(cfg.seed)
-    target = spec.build().net
-    try:
-        state = backbone_state(getattr(classifier, "net", classifier), target)
-    except ValueError as e:
-        raise ConfigError(f"model.backbone_from={source}: {e}.") from None
-    tracking.set_tags({names.TRANSFER_SOURCE_TAG: source})
-    say(f"train: {spec.name} backbone from {source}")
-    return state
 
 
 def preview_options(cfg: Config, prepared: Prepared) -> dict[str, Any]:

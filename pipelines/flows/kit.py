@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, startup, tracking
 from pipelines.services.progress import duration, say
@@ -88,3 +88,32 @@ class stage:
             say(f"stage {self.name} finished in {duration(time.perf_counter() - self.started)}")
         return suppressed
 
+
+def backbone_init(cfg: Config, spec) -> dict[str, Any]:
+    """The initial weights of ``spec``'s net (a detector, or a segmenter on a ResNet trunk) with its backbone
+    from ``model.backbone_from`` (a registered ResNet classifier of the same depth and width;
+    components.transfer.backbone_state), the rest freshly initialised with the run's seed. Tags the train
+    run with the source; the train stage hands the weights to every worker (``init_state``)."""
+    import tempfile
+
+    import torch
+
+    from components.packaging import load_package
+    from components.transfer import backbone_state
+    from pipelines.services.registry import fetch_package
+
+    source = cfg.model.backbone_from
+    with tempfile.TemporaryDirectory(prefix="visionray-backbone-") as tmp:
+        try:
+            classifier, _ = load_package(fetch_package(source, Path(tmp), tracking.resolve_uri(cfg.tracking.uri)))
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("retrain.init_from", "model.backbone_from")) from None
+    torch.manual_seed(cfg.seed)
+    target = spec.build().net
+    try:
+        state = backbone_state(getattr(classifier, "net", classifier), target)
+    except ValueError as e:
+        raise ConfigError(f"model.backbone_from={source}: {e}.") from None
+    tracking.set_tags({names.TRANSFER_SOURCE_TAG: source})
+    say(f"train: {spec.name} backbone from {source}")
+    return state

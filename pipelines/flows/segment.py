@@ -2,6 +2,8 @@
 
     visionray run segment                                  # shapes scenes, U-Net, test mIoU
     visionray run segment model=fcn                        # the FCN (transposed convolutions, added skips)
+    visionray run segment model=fcn_resnet                 # the FCN's decoder on a ResNet-20 trunk
+    visionray run segment model=fcn_resnet model.backbone_from=models:/shapes-classifier@champion
     visionray run segment data.num_images=2000 train.epochs=3
 
 The stages are the classification pipeline's: the shards carry a mask per image, each Ray Train worker
@@ -10,7 +12,8 @@ pixels), per-pixel cross-entropy trains the net, and every epoch logs ``train/``
 ``miou`` and ``pixel_accuracy`` from confusion matrices summed over the workers. A few val images with
 the prediction drawn over the ground truth are logged every few epochs (``previews/epoch_NNN.png``), the
 test split's after evaluation (``previews/test.png``) beside the per-class IoU table
-(``eval/test_report.json``, ``test/iou_<class>``). Registered as ``<dataset>-segmenter``, gated on test
+(``eval/test_report.json``, ``test/iou_<class>``). ``model=fcn_resnet`` starts its ResNet trunk from a
+registered classifier of the same depth and width with ``model.backbone_from``, as the detectors do. Registered as ``<dataset>-segmenter``, gated on test
 mIoU; served: uint8 N×H×W×3 in, per-pixel class ids N×H×W out (``mask``), class names in the model's
 metadata (background first).
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.flows.kit import prepare, register, stage, test_metrics, workdir_for
+from pipelines.flows.kit import backbone_init, prepare, register, stage, test_metrics, workdir_for
 from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, tracking
 
@@ -64,8 +67,11 @@ def flow(cfg: Config, parent: tracking.PipelineRun) -> dict[str, Any]:
     manifest = out["manifest"]
     if "train" in cfg.stages:
         with stage("train", parent, cfg) as run_id:
+            spec = train.model_spec(cfg, manifest)
+            init_state = backbone_init(cfg, spec) if cfg.model.backbone_from else None
             trained = out["trained"] = train.run(cfg, prepared, parent.uri, run_id, f"{cfg.pipeline}-{parent.run_id}",
-                                                 workdir, task_options=preview_options(cfg, prepared))
+                                                 workdir, init_state=init_state, spec=spec,
+                                                 task_options=preview_options(cfg, prepared))
     if "evaluate" in cfg.stages:
         with stage("evaluate", parent, cfg):
             evaluation = out["evaluation"] = evaluate.run(cfg, prepared, trained)

@@ -1,5 +1,5 @@
 """The segmentation task and its nets: mIoU and pixel accuracy against hand-computed cases, meters that sum
-across ranks, the served form, and FCN / U-Net shapes and up-sampling."""
+across ranks, the served form, and FCN / U-Net / FCN-on-ResNet shapes and up-sampling."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from components.augment import Augment
 from components.dense_plots import colourise, overlay_grid, png_bytes
 from components.models import ImageClassifier, Normalize, build_model
-from components.models.segmentation import FCN, UNet, bilinear_kernel
+from components.models.segmentation import FCN, FCNResNet, UNet, bilinear_kernel
 from components.tasks import build_task
 from components.tasks.segmentation import confusion, iou_from_confusion, scores
 
@@ -125,3 +125,26 @@ def test_fcn_upsampling_starts_bilinear():
     # equal away from the border (the transposed convolution pads with zeros there)
     assert torch.allclose(up(x)[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], atol=1e-6)
     assert bilinear_kernel(3, 4)[0, 1].abs().sum() == 0  # no mixing between classes
+
+
+def test_fcn_on_a_resnet_trunk_scores_every_pixel_and_takes_a_classifiers_trunk():
+    """fcn_resnet: any size in, one score map per class out at that size; its trunk is a ResNet classifier's
+    stem and stages under backbone., so components.transfer.backbone_state loads them, and the score heads
+    keep their own initialisation."""
+    from components.models.resnet import ResNet
+    from components.transfer import backbone_state
+
+    torch.manual_seed(0)
+    net = FCNResNet(3, 4, depth=8, width=4)
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 4, 32, 32)
+    assert net(torch.rand(1, 3, 21, 30)).shape == (1, 4, 21, 30)  # stride 8: padded, cropped back
+    loss = torch.nn.functional.cross_entropy(net(torch.rand(2, 3, 16, 16)), torch.randint(0, 4, (2, 16, 16)))
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())  # every head is used: DDP needs no unused-param search
+    classifier = ResNet(3, 10, 32, depth=8, width=4)
+    state = backbone_state(classifier, net)
+    trunk = [k for k in state if k.startswith("backbone.")]
+    assert trunk and all(torch.equal(state[k], classifier.state_dict()[k[len("backbone."):]]) for k in trunk)
+    assert torch.equal(state["heads.0.weight"], net.state_dict()["heads.0.weight"])
+    with pytest.raises(ValueError, match="same ResNet depth and width"):
+        backbone_state(ResNet(3, 10, 32, depth=8, width=8), net)

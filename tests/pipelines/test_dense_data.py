@@ -52,7 +52,10 @@ def test_a_small_split_read_in_process_gives_ray_datas_rows_and_the_same_normali
 
 @pytest.mark.parametrize("pipeline,overrides,message", [
     ("segment", ["data=digits"], "data=shapes or data=fashion_scenes or data=mask_folder, not data=digits"),
-    ("segment", ["model=resnet20"], "model=fcn or model=unet, not model=resnet"),
+    ("segment", ["model=resnet20"], "model=fcn or model=unet or model=fcn_resnet, not model=resnet"),
+    ("segment", ["model.backbone_from=models:/shapes-classifier@champion"],
+     "takes it with model=fcn_resnet; model=unet has an encoder of its own"),
+    ("segment", ["model=fcn_resnet", "model.depth=21"], "of fcn_resnet is its ResNet's depth and must be 6n+2"),
     ("train", ["data=shapes", "model=unet"], "model=unet is a segmentation net"),
     ("segment", ["data=mask_folder"], "data=mask_folder needs data.path"),
     ("segment", ["model.depth=7"], "model.depth"),

@@ -112,7 +112,7 @@ def test_the_backbone_starts_from_a_classifier_package(mlflow_store, tmp_path):
 
     from components.models import Normalize
     from components.package_base import ModelSpec, save_package
-    from pipelines.flows.detect import backbone_init
+    from pipelines.flows.kit import backbone_init
 
     classifier_spec = ModelSpec(name="resnet", in_channels=3, num_classes=4, image_size=32, classes=tuple("abcd"),
                                 width=8, depth=8)
@@ -130,3 +130,34 @@ def test_the_backbone_starts_from_a_classifier_package(mlflow_store, tmp_path):
     wider = ModelSpec(**{**detector.to_dict(), "width": 16, "classes": detector.classes})
     with mlflow.start_run(), pytest.raises(ConfigError, match="model.backbone_from=.*same ResNet depth and width"):
         backbone_init(cfg, wider)
+
+
+def test_a_segmenter_on_a_resnet_trunk_starts_from_a_classifier_package(mlflow_store, tmp_path):
+    """The same mechanism for segment's fcn_resnet: the classifier's trunk, fresh score heads, the source tagged."""
+    import mlflow
+    import torch
+
+    from components.models import Normalize
+    from components.package_base import ModelSpec, save_package
+    from pipelines.flows.kit import backbone_init
+    from pipelines.stages.train import model_spec
+
+    classifier_spec = ModelSpec(name="resnet", in_channels=3, num_classes=4, image_size=32, classes=tuple("abcd"),
+                                width=8, depth=8)
+    torch.manual_seed(2)
+    classifier = classifier_spec.build(Normalize.identity(3))
+    save_package(tmp_path / "resnet8", classifier, classifier_spec)
+    cfg = shrunk_config("segment", "model=fcn_resnet", "model.width=8", "model.depth=8",
+                        f"model.backbone_from={tmp_path / 'resnet8'}")
+
+    class _Manifest:  # the two fields model_spec reads
+        shape, classes = (32, 32, 3), ("circle", "square", "triangle")
+
+    spec = model_spec(cfg, _Manifest())
+    assert (spec.task, spec.num_classes) == ("segmentation", 4)  # background + three classes
+    with mlflow.start_run() as run:
+        state = backbone_init(cfg, spec)
+    assert torch.equal(state["backbone.stages.2.conv2.weight"], classifier.net.stages[2].conv2.weight)
+    assert "fc.weight" not in state and "heads.3.weight" in state
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    assert tags[names.TRANSFER_SOURCE_TAG] == str(tmp_path / "resnet8")
