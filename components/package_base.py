@@ -67,7 +67,8 @@ class ModelSpec:
     beta: float | None = None
     sample_steps: int | None = None  # ddpm: DDIM steps of the served sampler
     # Classifiers: test-time augmentation inside the model (eval mode only): "flip" averages the logits of
-    # each image and its mirror image. None: none (packages written before it existed).
+    # each image and its mirror image, "flip_shift" also of each moved one pixel (components.models.base.
+    # TTA_VIEWS). None: none (packages written before it existed).
     tta: str | None = None
 
     def build(self, normalize: Normalize | None = None) -> torch.nn.Module:

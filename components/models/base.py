@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 NormalizationMode = Literal["per_channel", "mean_image"]
@@ -180,6 +181,26 @@ def normalization_stats(
 # --------------------------------------------------------------------------
 
 
+#: Test-time augmentation inside a classifier (``model.tta``): the views (mirrored?, dx, dy) whose logits
+#: are averaged in eval mode. ``flip``: the image and its mirror image; ``flip_shift``: those two and each
+#: moved one pixel right, left, down and up (zeros come in, as the training crops pad), ten views.
+TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
+    "flip": ((False, 0, 0), (True, 0, 0)),
+    "flip_shift": tuple((m, dx, dy) for m in (False, True)
+                        for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))),
+}
+
+
+def _view(x: Tensor, mirrored: bool, dx: int, dy: int) -> Tensor:
+    """``x`` (N, C, H, W) mirrored left-right if asked, then its content moved ``dx`` pixels right and ``dy``
+    down (|d| <= 1), zeros filling the vacated edge."""
+    x = x.flip(-1) if mirrored else x
+    if not (dx or dy):
+        return x
+    h, w = x.shape[-2:]
+    return F.pad(x, (1, 1, 1, 1))[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
 class ImageClassifier(nn.Module):
     """``net(normalize(x))``: float [0,1] NCHW images in, logits out.
 
@@ -189,11 +210,11 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, normalize: Normalize, net: nn.Module, tta: str | None = None) -> None:
         super().__init__()
-        if tta not in (None, "none", "flip"):
-            raise ValueError(f"unknown test-time augmentation {tta!r}; known: flip")
+        if tta not in (None, "none", *TTA_VIEWS):
+            raise ValueError(f"unknown test-time augmentation {tta!r}; known: {', '.join(TTA_VIEWS)}")
         self.normalize = normalize
         self.net = net
-        self.tta_flip = tta == "flip"  # eval mode: the mean of the logits of x and of x mirrored left-right
+        self.tta = None if tta in (None, "none") else tta  # eval mode: the mean logits of TTA_VIEWS[tta]
 
     @property
     def in_channels(self) -> int:
@@ -204,16 +225,17 @@ class ImageClassifier(nn.Module):
         """The bare net's predictions in eval mode for a while: the training loop's per-epoch validation, which
         only ranks epochs (the flips cost an extra forward pass per image every epoch); the final evaluation,
         serving, ensembles and ``explain`` see the flips."""
-        saved, self.tta_flip = self.tta_flip, False
+        saved, self.tta = self.tta, None
         try:
             yield self
         finally:
-            self.tta_flip = saved
+            self.tta = saved
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.tta_flip and not self.training:
-            both = self.net(self.normalize(torch.cat([x, x.flip(-1)])))
-            return (both[: len(x)] + both[len(x):]) / 2
+        if self.tta and not self.training:
+            views = TTA_VIEWS[self.tta]
+            logits = self.net(self.normalize(torch.cat([_view(x, *v) for v in views])))
+            return logits.view(len(views), len(x), *logits.shape[1:]).mean(0)
         return self.net(self.normalize(x))
 
     def predict_uint8(self, images: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:

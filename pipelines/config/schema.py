@@ -139,9 +139,11 @@ class ModelConfig:
     backbone_from: str | None = _doc("detect, and segment with model=fcn_resnet: start the net's ResNet backbone "
                                      "from a registered classifier of the same depth and width "
                                      "(models:/NAME@alias, models:/NAME/VERSION)", None)
-    tta: Literal["none", "flip"] = _doc("classifiers: test-time augmentation in the model itself (eval mode: "
-                                         "evaluation, serving, ensembles): flip averages the logits of each image "
-                                         "and its mirror image; needs data.augment.flip", "none")
+    tta: Literal["none", "flip", "flip_shift"] = _doc(
+        "classifiers: test-time augmentation in the model itself (eval mode: evaluation, serving, ensembles): "
+        "flip averages the logits of each image and its mirror image (needs data.augment.flip); flip_shift "
+        "also each moved one pixel in the four directions, ten views (needs data.augment.crop_padding >= 1 too)",
+        "none")
     init_diagnostic: bool = _doc("train stage: log per-layer activation mean/std at initialisation on a real "
                                  "batch, with histograms (§6.1: is the init collapsing?)", True)
 
@@ -306,7 +308,11 @@ class Config:
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32) (NumPy's seed range)")
         _check(self.model.tta == "none" or self.data.augment.flip, "model.tta",
-               "=flip needs data.augment.flip=true: a net that never saw mirror images is not judged on them")
+               f"={self.model.tta} needs data.augment.flip=true: a net that never saw mirror images is not judged "
+               f"on them")
+        _check(self.model.tta != "flip_shift" or self.data.augment.crop_padding >= 1, "model.tta",
+               "=flip_shift needs data.augment.crop_padding >= 1: a net that never saw shifted images is not "
+               "judged on them")
         for key in self.tune.space:  # a dotted key must name a config value (groups are checked by tune)
             if key not in GROUPS:
                 walk_key(Config, str(key))

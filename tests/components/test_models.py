@@ -268,6 +268,31 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror_only_in_eval_mo
         ImageClassifier(Normalize.identity(1), net, tta="rotate")
 
 
+def test_flip_shift_tta_averages_ten_views_each_moved_one_pixel():
+    """flip_shift: the image, its mirror, and each moved one pixel right, left, down and up (zeros fill in),
+    logits averaged; the shifts move the content the named way."""
+    from components.models.base import TTA_VIEWS, _view
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 2] = 1.0
+    assert _view(x, False, 1, 0)[0, 0, 1, 3] == 1 and _view(x, False, -1, 0)[0, 0, 1, 1] == 1
+    assert _view(x, False, 0, 1)[0, 0, 2, 2] == 1 and _view(x, False, 0, -1)[0, 0, 0, 2] == 1
+    assert _view(x, True, 0, 0)[0, 0, 1, 1] == 1
+    edge = torch.ones(1, 1, 3, 3)
+    assert _view(edge, False, 1, 0)[0, 0, :, 0].sum() == 0  # the vacated column is zeros
+    assert len(TTA_VIEWS["flip_shift"]) == 10 and set(TTA_VIEWS["flip"]) < set(TTA_VIEWS["flip_shift"])
+    torch.manual_seed(0)
+    net = ConvNet(in_channels=1, num_classes=10, image_size=28, width=8)
+    plain = ImageClassifier(Normalize.identity(1), net).eval()
+    tta = ImageClassifier(Normalize.identity(1), net, tta="flip_shift").eval()
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([plain(_view(images, *v)) for v in TTA_VIEWS["flip_shift"]]).mean(0)
+        torch.testing.assert_close(tta(images), expected)
+        assert not torch.allclose(tta(images), ImageClassifier(Normalize.identity(1), net, tta="flip").eval()(images),
+                                  atol=1e-4)
+
+
 def test_a_package_keeps_its_flip_tta(tmp_path):
     from components.package_base import ModelSpec, save_package
     from components.packaging import load_package
@@ -277,7 +302,7 @@ def test_a_package_keeps_its_flip_tta(tmp_path):
     model = spec.build(Normalize.identity(1)).eval()
     save_package(tmp_path / "pkg", model, spec)
     loaded, loaded_spec = load_package(tmp_path / "pkg")
-    assert loaded_spec.tta == "flip" and loaded.tta_flip
+    assert loaded_spec.tta == "flip" and loaded.tta == "flip"
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model(x))

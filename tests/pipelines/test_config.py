@@ -402,3 +402,6 @@ def test_flip_tta_needs_flip_augmentation_and_reaches_the_model_spec():
     manifest = type("M", (), {"shape": (28, 28, 1), "classes": tuple("abcdefghij")})()
     assert model_spec(cfg, manifest).tta == "flip"
     assert model_spec(load_config("quickstart"), manifest).tta is None  # specs of older packages compare equal
+    message = _error(["model.tta=flip_shift", "data.augment.crop_padding=0"])
+    assert "model.tta" in message and "data.augment.crop_padding" in message
+    assert model_spec(load_config("quickstart", ["model.tta=flip_shift"]), manifest).tta == "flip_shift"
