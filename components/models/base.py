@@ -191,6 +191,10 @@ TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
 }
 
 
+#: Rows a test-time view is scored in at a time (a CPU keeps a small convnet's activations in cache).
+_TTA_CHUNK = 128
+
+
 def _view(x: Tensor, mirrored: bool, dx: int, dy: int) -> Tensor:
     """``x`` (N, C, H, W) mirrored left-right if asked, then its content moved ``dx`` pixels right and ``dy``
     down (|d| <= 1), zeros filling the vacated edge."""
@@ -233,9 +237,17 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tta and not self.training:
+            # One view at a time, in chunks, in the layout of the net's weights (channels-last where the evaluate
+            # stage put it, as training did): ten views concatenated into one NCHW batch of 10N images ran 3x
+            # slower on a CPU. The same chunks whatever the batch, so a served request and the evaluation loop
+            # compute the same numbers.
+            layout = torch.channels_last if any(
+                p.ndim == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                for p in self.net.parameters()) else torch.contiguous_format
             views = TTA_VIEWS[self.tta]
-            logits = self.net(self.normalize(torch.cat([_view(x, *v) for v in views])))
-            return logits.view(len(views), len(x), *logits.shape[1:]).mean(0)
+            total = sum(torch.cat([self.net(self.normalize(c).contiguous(memory_format=layout))
+                                   for c in _view(x, *v).split(_TTA_CHUNK)]) for v in views)
+            return total / len(views)
         return self.net(self.normalize(x))
 
     def predict_uint8(self, images: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:

@@ -72,6 +72,10 @@ def score_package(cfg: Config, prepared: Prepared, model_dir: str | Path) -> tup
 def run(cfg: Config, prepared: Prepared, trained: Trained) -> Evaluation:
     manifest = prepared.manifest()
     model, spec = load_package(trained.best_checkpoint)
+    if spec.tta and cfg.train.channels_last:  # its views run in the weights' layout: 3x faster on a CPU
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
     task = task_of(cfg, spec)
     test = test_rows(prepared)
     images = test.images
