@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import Config, ConfigError
-from pipelines.flows.kit import backbone_init, prepare, register, stage, test_metrics, workdir_for
+from pipelines.flows.kit import (
+    backbone_init,
+    prepare,
+    register,
+    stage,
+    test_metrics,
+    workdir_for,
+)
 from pipelines.records import Evaluation, Prepared, Trained
 from pipelines.services import names, tracking
 from pipelines.services.progress import say

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.flows.kit import backbone_init, prepare, register, stage, test_metrics, workdir_for
+from pipelines.flows.kit import (
+    backbone_init,
+    prepare,
+    register,
+    stage,
+    test_metrics,
+    workdir_for,
+)
 from pipelines.records import Evaluation, Prepared
 from pipelines.services import names, tracking
 
