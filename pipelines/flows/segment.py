@@ -13,9 +13,9 @@ pixels), per-pixel cross-entropy trains the net, and every epoch logs ``train/``
 the prediction drawn over the ground truth are logged every few epochs (``previews/epoch_NNN.png``), the
 test split's after evaluation (``previews/test.png``) beside the per-class IoU table
 (``eval/test_report.json``, ``test/iou_<class>``). ``model=fcn_resnet`` starts its ResNet trunk from a
-registered classifier of the same depth and width with ``model.backbone_from``, as the detectors do. Registered as ``<dataset>-segmenter``, gated on test
-mIoU; served: uint8 N×H×W×3 in, per-pixel class ids N×H×W out (``mask``), class names in the model's
-metadata (background first).
+registered classifier of the same depth and width with ``model.backbone_from``, as the detectors do.
+Registered as ``<dataset>-segmenter``, gated on test mIoU; served: uint8 N×H×W×3 in, per-pixel class ids
+N×H×W out (``mask``), class names in the model's metadata (background first).
 """
 
 from __future__ import annotations

@@ -543,13 +543,14 @@ def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[
 
     from components.data.shards import read_split
     from components.diagnostics import activation_stats, collapse_ratio
-    from components.models import count_macs, count_parameters
+    from components.models import count_parameters
+    from components.models.base import TTA_VIEWS
     from components.plots import activation_stats_figure
 
     mean, std = prepared.normalizer()
     torch.manual_seed(cfg.seed)
     model = spec.build(Normalize(mean, std))
-    macs = count_macs(model, (spec.in_channels, spec.image_size, spec.image_size))
+    macs = training_macs(model, spec)
     profile = {names.MODEL_PARAMS: count_parameters(model), names.MODEL_MACS: macs, names.MODEL_FLOPS: 2 * macs}
     tracking.log_metrics(profile)
     if cfg.model.init_diagnostic:
@@ -565,9 +566,23 @@ def log_model_profile(cfg: Config, prepared: Prepared, spec: ModelSpec) -> dict[
                                 names.INIT_PLOT)
             tracking.log_json([{"layer": s.name, "mean": s.mean, "std": s.std} for s in stats],
                               "diagnostics/init_activations.json")
+    views = len(TTA_VIEWS[spec.tta]) if spec.tta else 1
     say(f"train: {spec.name} has {profile[names.MODEL_PARAMS]:,} parameters, "
-        f"{profile[names.MODEL_FLOPS] / 1e6:.1f} MFLOPs per image")
+        f"{profile[names.MODEL_FLOPS] / 1e6:.1f} MFLOPs per image"
+        + (f" ({views} test-time views of it when evaluated and served)" if views > 1 else ""))
     return profile
+
+
+def training_macs(model: torch.nn.Module, spec: ModelSpec) -> int:
+    """Multiply-accumulates of one image's forward pass as training runs it: a classifier's test-time views
+    (``model.tta``, eval mode only) left out, so ``model/flops`` is the cost each training step pays."""
+    import contextlib
+
+    from components.models import count_macs
+
+    plain = model.without_tta() if getattr(model, "tta", None) else contextlib.nullcontext()
+    with plain:
+        return count_macs(model, (spec.in_channels, spec.image_size, spec.image_size))
 
 
 def _precision_line(cfg: Config) -> str:

@@ -43,3 +43,17 @@ def test_the_model_is_the_best_val_epoch_or_with_model_epoch_last_the_last_one()
     best = {names.EPOCH: 2, "val/accuracy": 0.93}
     assert model_epoch("best", best, history, "val/accuracy") == (2, 0.93)
     assert model_epoch("last", best, history, "val/accuracy") == (3, 0.929)
+
+
+def test_the_logged_flops_are_a_training_steps_not_the_ten_test_time_views():
+    from components.models import Normalize, count_macs
+    from components.package_base import ModelSpec
+    from pipelines.stages.train import training_macs
+
+    spec = ModelSpec(name="convnet", in_channels=1, num_classes=10, image_size=28, classes=tuple("abcdefghij"),
+                     width=8, tta="flip_shift")
+    model = spec.build(Normalize.identity(1))
+    plain = ModelSpec(**{**spec.to_dict(), "tta": None, "classes": spec.classes}).build(Normalize.identity(1))
+    assert training_macs(model, spec) == count_macs(plain, (1, 28, 28))
+    assert count_macs(model.eval(), (1, 28, 28)) == 10 * training_macs(model, spec)  # served: ten views
+    assert model.tta == "flip_shift"  # left as it was
