@@ -73,11 +73,11 @@ class FreezeBackbone(TrainHook):
 
 def backbone_state(source: nn.Module, target: nn.Module, part: str = "backbone") -> dict[str, Tensor]:
     """``target``'s state dict with its ``part`` (the ResNet trunk of a detector or of ``fcn_resnet``) taken
-    from ``source`` (a classifier of the same family, depth, width and channels: its ``stem.*`` and ``stages.*``).
+    from ``source`` (a classifier of the same family, depth, width and channels: its ``stem.*`` and
+    ``stages.*``).
 
     Everything else of ``target`` (a detector's neck and heads, a segmenter's score heads) keeps its fresh
-    initialisation. A
-    backbone tensor the source lacks, or has in another shape, is an error naming it."""
+    initialisation. A backbone tensor the source lacks, or has in another shape, is an error naming it."""
     src = source.state_dict()
     state = target.state_dict()
     prefix, taken = part + ".", 0
