@@ -92,11 +92,7 @@ class FCN(_PadToMultiple):
         self.down = nn.ModuleList(_double_conv(widths[i], widths[i + 1], batchnorm) for i in range(depth))
         self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
         self.heads = nn.ModuleList(nn.Conv2d(widths[i], num_classes, 1) for i in range(depth + 1))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1, bias=False)
-                                for _ in range(depth))
-        for up in self.up:
-            with torch.no_grad():
-                up.weight.copy_(bilinear_kernel(num_classes, 4))
+        self.up = nn.ModuleList(_upsampler(num_classes) for _ in range(depth))
 
     def scores(self, x: Tensor) -> Tensor:
         features = [self.stem(x)]
