@@ -5,8 +5,12 @@
 
 1. Training: Ray Train (``cluster.num_workers`` workers × their threads, DDP over gloo) against the
    same engine loop in this one process with the same total threads, model, batch and augmentation,
-   both fed the same way: the train rows decoded once into a materialised Ray Dataset, iterated by
-   ``iter_torch_batches`` with the same collate (the workers through their shards).
+   both fed the way training feeds them (``data.feed``): by default (``auto``, rows that fit in memory)
+   the decoded train rows put once in Ray's object store, each rank taking its share of the epoch's
+   permutation, as the train stage's in-memory feed does, and plain PyTorch the whole permutation in
+   batches of the same global size (step by step the same rows); with ``data.feed=ray_data`` a
+   materialised Ray Dataset, iterated by ``iter_torch_batches`` with the same collate (the workers
+   through their shards).
 2. Preprocessing: whole passes over the same rows, clock started before anything is read: Ray Data
    (read Parquet → decode → augment per batch) against a ``torch.utils.data.DataLoader`` with the same
    transforms and as many worker processes as CPUs; both drop the last partial batch, so they push the
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import ray
 import torch
 
 from components import engine
@@ -61,6 +66,7 @@ from pipelines.services import names, tracking
 from pipelines.services.progress import say
 from pipelines.services.runtime import worker_threads
 from pipelines.stages.preprocess import (
+    IN_PROCESS_BYTES,
     augment_from,
     decode_batch,
     image_dataset,
@@ -69,8 +75,10 @@ from pipelines.stages.preprocess import (
 from pipelines.stages.train import (
     RayBatchPrep,
     build_task,
+    feeds_in_memory,
     model_spec,
     prepare_worker_model,
+    share_batches,
     torch_trainer,
     worker_setup,
 )
@@ -94,6 +102,9 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
         model = prepare_worker_model(spec.build(None), tc)
         batches = task.stream_batches(np.load(config["stream"], mmap_mode="r"), rank, world, per_worker,
                                       epoch=0, seed=config["seed"], train=True)
+    elif config.get("in_memory"):  # data.feed: the decoded rows from the object store, this rank's share
+        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
+        batches = _share(config, ray.get(config["in_memory"]), tc, task, per_worker, rank, world)
     else:
         model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
         prep = RayBatchPrep(task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"],
@@ -102,6 +113,14 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
             batch_size=per_worker, collate_fn=prep, prefetch_batches=2)
     _report(rank, {"images_per_s": timed_loop(model, tc, spec, batches, config["steps"], config["warmup"],
                                               task.examples_per_step(per_worker) * world)})
+
+
+def _share(config: dict[str, Any], rows: dict[str, np.ndarray], tc, task, batch: int, rank: int, world: int):
+    """As training's in-memory feed hands them: rank ``rank``'s share of the rows' first epoch, augmented
+    in a background thread."""
+    prep = task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"], epoch=0,
+                           channels_last=tc.channels_last)
+    return share_batches(rows, prep, batch, config["seed"], 0, rank, world)
 
 
 def _report(rank: int, result: dict[str, Any]) -> None:
@@ -143,9 +162,10 @@ def _fit(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], storage: Path,
 
 
 def bench_ray_train(cfg: Config, spec: ModelSpec, datasets: dict[str, Any], storage: Path,
-                    stream: str | None = None) -> tuple[float, float]:
-    """(Ray Train's rate in the timed loop, its rate including ``fit()``'s start-up), in the task's unit/s."""
-    return _rates(cfg, spec, *_fit(cfg, spec, datasets, storage, stream=stream))
+                    **feed: Any) -> tuple[float, float]:
+    """(Ray Train's rate in the timed loop, its rate including ``fit()``'s start-up), in the task's unit/s;
+    ``feed``: ``stream=`` a token stream's path, or ``in_memory=`` the decoded rows' object ref."""
+    return _rates(cfg, spec, *_fit(cfg, spec, datasets, storage, **feed))
 
 
 def bench_ray_rows(cfg: Config, spec: ModelSpec, rows: Path, storage: Path) -> tuple[float, float, list[float]]:
@@ -206,6 +226,12 @@ def bench_torch_train(cfg: Config, spec: ModelSpec, batches_from: Callable[[], I
     finally:
         torch.set_num_threads(previous)
     return loop_rate, (b.warmup_steps + b.steps) * per_step / total
+
+
+def _memory_batches(cfg: Config, spec: ModelSpec, rows: dict[str, np.ndarray]) -> Callable[[], Iterable]:
+    """The decoded rows in this process, fed as one rank of one: the in-memory feed's batches, whole."""
+    config = _loop_config(cfg, spec)
+    return lambda: _share(config, rows, cfg.train, build_task(cfg.train, spec), cfg.bench.batch_size, 0, 1)
 
 
 def _image_batches(cfg: Config, spec: ModelSpec, dataset) -> Callable[[], Iterable]:
@@ -315,10 +341,18 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
-    train_rows = image_dataset(manifest, "train", rows).materialize()  # decoded once, for both contenders
-    results = _train_rounds(
-        cfg, lambda: bench_torch_train(cfg, spec, _image_batches(cfg, spec, train_rows)),
-        lambda: bench_ray_train(cfg, spec, {"train": train_rows}, workdir), "img")
+    if feeds_in_memory(cfg.data.feed, rows, manifest.shape, IN_PROCESS_BYTES):  # as training feeds them
+        decoded = read_rows(manifest, "train", rows)
+        ref = ray.put(decoded)
+        say(f"bench: both training contenders fed {rows:,} decoded rows in memory (data.feed={cfg.data.feed})")
+        results = _train_rounds(cfg, lambda: bench_torch_train(cfg, spec, _memory_batches(cfg, spec, decoded)),
+                                lambda: bench_ray_train(cfg, spec, {}, workdir, in_memory=ref), "img")
+    else:
+        train_rows = image_dataset(manifest, "train", rows).materialize()  # decoded once, for both contenders
+        say(f"bench: both training contenders fed {rows:,} rows through one materialised Ray Dataset")
+        results = _train_rounds(
+            cfg, lambda: bench_torch_train(cfg, spec, _image_batches(cfg, spec, train_rows)),
+            lambda: bench_ray_train(cfg, spec, {"train": train_rows}, workdir), "img")
     if b.ddp:
         rows_file = workdir / "bench-rows.npz"  # the rows the other contenders train on, for torchrun's processes
         np.savez(rows_file, **read_rows(manifest, "train", rows))

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -399,13 +399,20 @@ def _memory_batches(w: _Worker, per_worker: int, epoch: int):
     train, val = ray.get([config["in_memory"]["train"], config["in_memory"]["val"]])
     prep = w.task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"], epoch=epoch,
                              channels_last=tc.channels_last, pin_memory=config["use_gpu"])
-    mine = train_share(len(train["idx"]), config["seed"], epoch, w.rank, w.world)
-    train_batches = engine.prefetched(prep({k: v[mine[i:i + per_worker]] for k, v in train.items()})
-                                      for i in range(0, len(mine), per_worker))
+    train_batches = share_batches(train, prep, per_worker, config["seed"], epoch, w.rank, w.world)
     lo, hi = val_block(len(val["idx"]), w.rank, w.world)
     val_prep = w.task.batch_prep(channels_last=tc.channels_last)
     val_batches = (val_prep({k: v[i:min(i + 512, hi)] for k, v in val.items()}) for i in range(lo, hi, 512))
     return train_batches, val_batches
+
+
+def share_batches(rows: dict[str, Any], prep: Callable, per_worker: int, seed: int, epoch: int, rank: int,
+                  world: int) -> Iterable[Any]:
+    """Rank ``rank``'s share of the epoch's rows (``train_share``) in batches of ``per_worker`` through
+    ``prep``, made a batch ahead in a background thread (``engine.prefetched``)."""
+    mine = train_share(len(rows["idx"]), seed, epoch, rank, world)
+    return engine.prefetched(prep({k: v[mine[i:i + per_worker]] for k, v in rows.items()})
+                             for i in range(0, len(mine), per_worker))
 
 
 def train_share(n: int, seed: int, epoch: int, rank: int, world: int):

@@ -87,3 +87,25 @@ def test_comparisons_alternate_the_contenders_and_report_the_median_ratio_and_it
     assert order == ["a", "b"] * 3 and results == {"a": [1, 3, 5], "b": [2, 4, 6]}
     median, spread = ratio_stats([2.0, 3.0, 8.0], [1.0, 1.0, 2.0])  # ratios 2, 3, 4
     assert (median, spread) == (3.0, 2.0)
+
+
+def test_the_in_memory_contenders_step_through_the_same_global_batches() -> None:
+    """data.feed=memory: plain PyTorch takes whole batches of the epoch's permutation, each Ray Train rank
+    its share, as training's in-memory feed hands them; step by step, the ranks' batches together hold the
+    rows of plain PyTorch's batch."""
+    import numpy as np
+
+    from components import tasks
+    from pipelines.config.schema import TrainConfig
+    from pipelines.flows.bench import _share
+
+    rows = {"image": np.zeros((40, 1, 4, 4), np.uint8), "label": np.arange(40) % 10, "idx": np.arange(40)}
+    rows["label"] = rows["idx"]  # a row's label names it
+    task = tasks.build_task("classification", num_classes=40)
+    config = {"augment": {}, "seed": 3}
+    whole = [y.tolist() for _x, y in _share(config, rows, TrainConfig(), task, 8, 0, 1)]
+    ranks = [[y.tolist() for _x, y in _share(config, rows, TrainConfig(), task, 4, r, 2)] for r in (0, 1)]
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 5
+    assert sorted(sum(whole, [])) == list(range(40)) and whole[0] != list(range(8))  # every row, shuffled
+    for step, batch in enumerate(whole):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch)

@@ -83,7 +83,7 @@ def test_bench_segment_times_the_segmentation_loop(ray_local, mlflow_store):
 
     cfg = shrunk_config("bench_segment", "data=shapes", "data.num_images=160", "data.image_size=32", "model.width=4",
                         "model.depth=2", "bench.steps=3", "bench.warmup_steps=1", "bench.batch_size=16",
-                        "bench.preprocess_rows=64", "bench.rounds=1")
+                        "bench.preprocess_rows=64", "bench.rounds=1", "data.feed=ray_data")
     assert cfg.model.name == "unet"
     result = run_pipeline(cfg, command="test")
     metrics = mlflow_store.client().get_run(result.run_id).data.metrics
