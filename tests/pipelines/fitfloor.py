@@ -2,12 +2,18 @@
 
     .venv/bin/python tests/pipelines/fitfloor.py 3                       # 3 rounds, ~1 min each on 2 cores
     .venv/bin/python tests/pipelines/fitfloor.py 3 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2.0
+    .venv/bin/python tests/pipelines/fitfloor.py --prestart 2           # can a fit reuse warmed processes?
 
 Each round runs, in a fresh process per side (Ray reads its settings when a process starts): side A with
 the given ``KEY=VALUE`` settings (default: Ray's own 2 s health-check interval), side B with visionray's
 ``RAY_ENV`` as is. Per side: a local Ray, two fits of a loop that only reports (the floor), then the
 digits quickstart's train stage (2 epochs, 2 workers): its wall time and its steady img/s (the in-loop
 speed, which must not move). Prints medians per side; the machine is shared, so read the ratios.
+
+``--prestart``: in one driver, no-op fits alternating cold and warmed: before a warmed fit, two tasks with
+Ray Train's worker runtime env (the propagated ``RAY_TRAIN_*`` variables) import torch and
+``ray.train.torch`` and return their pids, leaving two idle pool processes that Ray Train's worker actors
+could take. Prints each fit's seconds and whether its ranks ran in the warmed processes.
 """
 from __future__ import annotations
 
@@ -51,6 +57,52 @@ print("RESULT " + json.dumps({"noop_fit_s": min(floor), "quickstart_s": stage,
 """
 
 
+PRESTART = r"""
+import logging, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import ray, ray.train
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.constants import get_env_vars_to_propagate
+from pipelines.services.runtime import init_local
+
+init_local(2, logging_level=logging.WARNING)
+OUT = sys.argv[2]  # the loop runs in Ray's worker processes: a global, pickled with it
+
+
+@ray.remote(num_cpus=1)
+def warm():
+    import torch, ray.train.torch  # noqa: F401
+    return os.getpid()
+
+
+def loop(_config):
+    with open(os.path.join(OUT, f"pid{ray.train.get_context().get_world_rank()}"), "w") as f:
+        f.write(str(os.getpid()))
+    ray.train.report({})
+
+
+for i in range(2 * int(sys.argv[3])):
+    mode = ("cold", "warmed")[i % 2]
+    t = time.perf_counter()
+    warmed = set(ray.get([warm.options(runtime_env={"env_vars": get_env_vars_to_propagate()}).remote()
+                          for _ in range(2)])) if mode == "warmed" else set()
+    TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(storage_path=sys.argv[2], name=f"fit{i}")).fit()
+    ranks = {int(open(os.path.join(OUT, f"pid{k}")).read()) for k in (0, 1)}
+    print(f"{mode:6s} fit {time.perf_counter() - t:5.1f} s (warm-up included); ranks in the warmed "
+          f"processes: {len(ranks & warmed)} of 2", flush=True)
+"""
+
+
+def prestart(rounds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="prestart-") as d:
+        done = subprocess.run([sys.executable, "-c", PRESTART, str(ROOT), d, str(rounds)], cwd=d,
+                              capture_output=True, text=True, timeout=900)
+    print("\n".join(x for x in done.stdout.splitlines() if x.startswith(("cold", "warmed"))) or done.stderr[-3000:])
+    return done.returncode
+
+
 def side(settings: dict[str, str]) -> dict:
     env = {**os.environ, **settings}
     with tempfile.TemporaryDirectory(prefix="fitfloor-") as d:
@@ -63,6 +115,8 @@ def side(settings: dict[str, str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--prestart"]:
+        return prestart(int(argv[1]) if len(argv) > 1 else 2)
     rounds = int(argv[0]) if argv else 3
     a = dict(kv.split("=", 1) for kv in argv[1:]) or {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
     results: dict[str, list[dict]] = {"A": [], "B": []}
