@@ -90,7 +90,13 @@ QUIET_KEYS = frozenset({"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "RAY_DATA_LOG_
 #: (Preloading torch and the training code into the workers Ray starts ahead, RAY_preload_python_modules,
 #: was measured and left out: start-up 26.1 s against 23.5 s (medians), peak memory 3.8 against 3.1 GiB on
 #: 2 cores, where those imports compete with the driver's own work; tests/pipelines/warmstart.py --preload.)
-LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: And Ray starts its workers at nice 15, so that on a shared cluster node its own daemons stay responsive
+#: under load. On a laptop the workers are the job the user asked for: at 15 every process at nice 0 (the
+#: driver, Ray's daemons, anything else running) preempts them, and a ``torch.distributed.run`` process
+#: would run at 0. The bench's Ray Train against native DDP, in the loop, A/B two runs each: 0.98, 0.97 at
+#: 15; 1.00, 1.03 at 0 (docs/results.md, bench). The daemons at 0 still get their fair share of a core.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                 "RAY_worker_niceness": "0"}
 
 
 def ray_env(local: bool = False) -> dict[str, str]:

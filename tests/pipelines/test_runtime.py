@@ -103,3 +103,15 @@ def test_the_embedded_ray_listens_on_loopback_only(ray_local):
             if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback}
     assert not wide, wide
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+
+
+def test_the_embedded_rays_workers_run_at_the_drivers_priority(ray_local):
+    """Ray starts workers at nice 15 (for a shared cluster node); on one machine they are the user's job
+    and run at the driver's priority, as torch.distributed.run's processes would."""
+    import ray
+
+    @ray.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
