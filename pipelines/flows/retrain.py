@@ -144,8 +144,8 @@ def _decide(cfg: Config, version: int, challenger: float, champion, champ_acc: f
 
 
 def _warm_start(cfg: Config, prepared, champion, champion_dir: Path | None, scratch: Path) -> dict | None:
-    """The net weights to start from: ``retrain.init_from``, else the champion's; None when the
-    architecture differs (training starts from scratch, with a line saying so)."""
+    """The net weights to start from: ``retrain.init_from``, else the champion's; None when they do not fit
+    this run's net (training starts from scratch, with a line saying why)."""
     from components.packaging import load_package
     from pipelines.services import registry
     from pipelines.stages.train import model_spec
@@ -161,13 +161,32 @@ def _warm_start(cfg: Config, prepared, champion, champion_dir: Path | None, scra
         return None
     model, spec = load_package(package)  # runs no code from the package (components.package_safety)
     wanted = model_spec(cfg, prepared.manifest())
-    if {k: v for k, v in spec.to_dict().items() if k != "normalization"} != \
-            {k: v for k, v in wanted.to_dict().items() if k != "normalization"}:
-        say(f"retrain: warm start skipped: {source} is a different architecture ({spec.name}, "
-            f"{spec.num_classes} classes) from model={wanted.name}; training from scratch")
+    state = model.net.state_dict()
+    differs = spec_differences(spec, wanted)
+    if differs and not warm_startable(spec, wanted, state):
+        say(f"retrain: warm start skipped: {source}'s weights do not fit model={wanted.name}'s net "
+            f"({'; '.join(differs)}); training from scratch")
         return None
-    say(f"retrain: warm start from {source}'s weights")
-    return {k: v.clone() for k, v in model.net.state_dict().items()}
+    also = f" (its {'; '.join(differs)}: the weights fit this run's net)" if differs else ""
+    say(f"retrain: warm start from {source}'s weights{also}")
+    return {k: v.clone() for k, v in state.items()}
+
+
+def spec_differences(source, wanted) -> list[str]:
+    """What the source package's spec has that this run's does not, as ``field a, here b`` (the normaliser
+    aside: it is refitted on every run's data)."""
+    a, b = source.to_dict(), wanted.to_dict()
+    return [f"{k} {a.get(k)!r}, here {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k != "normalization" and a.get(k) != b.get(k)]
+
+
+def warm_startable(source, wanted, state: dict) -> bool:
+    """Whether ``state`` (the source's net) can start this run's net: the same task and classes, and every
+    tensor the same name and shape. Dropout or test-time views change no weight; a width or depth does."""
+    if (source.task, tuple(source.classes)) != (wanted.task, tuple(wanted.classes)):
+        return False
+    target = wanted.build().net.state_dict()
+    return state.keys() == target.keys() and all(state[k].shape == target[k].shape for k in target)
 
 
 def _record(parent: tracking.PipelineRun, decision: RetrainDecision) -> dict[str, Any]:
