@@ -93,8 +93,9 @@ QUIET_KEYS = frozenset({"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "RAY_DATA_LOG_
 #: And Ray starts its workers at nice 15, so that on a shared cluster node its own daemons stay responsive
 #: under load. On a laptop the workers are the job the user asked for: at 15 every process at nice 0 (the
 #: driver, Ray's daemons, anything else running) preempts them, and a ``torch.distributed.run`` process
-#: would run at 0. The bench's Ray Train against native DDP, in the loop, A/B two runs each: 0.98, 0.97 at
-#: 15; 1.00, 1.03 at 0 (docs/results.md, bench). The daemons at 0 still get their fair share of a core.
+#: would run at 0, so the bench's Ray Train against native DDP compared unequal priorities. Measured
+#: (docs/results.md, bench): in the loop 0.96-0.98 at 15, 0.94-1.03 at 0 (three runs each), within the
+#: runs' spread; start-up unchanged. The daemons at 0 still get their fair share of a core.
 LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                  "RAY_worker_niceness": "0"}
 
