@@ -3,6 +3,7 @@
     .venv/bin/python tests/pipelines/fitfloor.py 3                       # 3 rounds, ~1 min each on 2 cores
     .venv/bin/python tests/pipelines/fitfloor.py 3 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2.0
     .venv/bin/python tests/pipelines/fitfloor.py --prestart 2           # can a fit reuse warmed processes?
+    .venv/bin/python tests/pipelines/fitfloor.py --idle 3               # the CPU a fit's start leaves idle
 
 Each round runs, in a fresh process per side (Ray reads its settings when a process starts): side A with
 the given ``KEY=VALUE`` settings (default: Ray's own 2 s health-check interval), side B with visionray's
@@ -14,6 +15,11 @@ speed, which must not move). Prints medians per side; the machine is shared, so 
 Ray Train's worker runtime env (the propagated ``RAY_TRAIN_*`` variables) import torch and
 ``ray.train.torch`` and return their pids, leaving two idle pool processes that Ray Train's worker actors
 could take. Prints each fit's seconds and whether its ranks ran in the warmed processes.
+
+``--idle``: in one driver on a running Ray, no-op fits while a thread samples the machine's idle CPU time
+(``/proc/stat``, every 50 ms): the core-seconds the fit's start leaves unused. That is the most that
+overlapping the driver's own work (tracking, ingest, preprocessing) with a worker group's start could
+take off a run's start-up on this machine.
 """
 from __future__ import annotations
 
@@ -95,6 +101,44 @@ for i in range(2 * int(sys.argv[3])):
 """
 
 
+IDLE = r"""
+import logging, os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import ray, ray.train
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from pipelines.services.runtime import init_local
+
+init_local(2, logging_level=logging.WARNING)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def idle_seconds() -> float:
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return (int(fields[3]) + int(fields[4])) / TICK  # idle + iowait, all CPUs
+
+
+for i in range(int(sys.argv[3]) + 1):
+    time.sleep(3)  # the previous fit's processes gone
+    idle0, t = idle_seconds(), time.perf_counter()
+    TorchTrainer(lambda c: ray.train.report({}), scaling_config=ScalingConfig(num_workers=2),
+                 run_config=RunConfig(storage_path=sys.argv[2], name=f"fit{i}")).fit()
+    seconds, idle = time.perf_counter() - t, idle_seconds() - idle0
+    if i:  # the first fit also imports Ray Train into this driver
+        print(f"fit {seconds:5.1f} s on {os.cpu_count()} CPUs: {idle:4.1f} CPU-seconds idle "
+              f"({idle / (seconds * os.cpu_count()):.0%})", flush=True)
+"""
+
+
+def idle(rounds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="idle-") as d:
+        done = subprocess.run([sys.executable, "-c", IDLE, str(ROOT), d, str(rounds)], cwd=d,
+                              capture_output=True, text=True, timeout=900)
+    print("\n".join(x for x in done.stdout.splitlines() if x.startswith("fit ")) or done.stderr[-3000:])
+    return done.returncode
+
+
 def prestart(rounds: int) -> int:
     with tempfile.TemporaryDirectory(prefix="prestart-") as d:
         done = subprocess.run([sys.executable, "-c", PRESTART, str(ROOT), d, str(rounds)], cwd=d,
@@ -115,6 +159,8 @@ def side(settings: dict[str, str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--idle"]:
+        return idle(int(argv[1]) if len(argv) > 1 else 3)
     if argv[:1] == ["--prestart"]:
         return prestart(int(argv[1]) if len(argv) > 1 else 2)
     rounds = int(argv[0]) if argv else 3
