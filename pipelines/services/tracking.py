@@ -28,7 +28,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from pipelines.config import Config, dump, flatten, usage
 from pipelines.config.secrets import mask, mask_key
@@ -184,9 +184,7 @@ def pipeline_run(cfg: Config, command: str, resume_run_id: str | None = None) ->
         mlflow.set_tag(names.RUN_NOTE_TAG, describe_run(cfg, {}, {**run.data.tags, **tags}, "running"))
         try:
             yield parent
-            drain()  # the stages' background logging (a figure), before the run concludes
         except BaseException as e:
-            drain(raise_errors=False)
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed: {type(e).__name__}: {e}"
             _describe_failure(parent, mask(status)[:2000])
             raise
@@ -205,9 +203,7 @@ def attached(parent: PipelineRun) -> Iterator[None]:
     mlflow.start_run(run_id=parent.run_id)
     try:
         yield
-        drain()  # this task's process may end with it: its background logging first
     finally:
-        drain(raise_errors=False)
         while mlflow.active_run() is not None and mlflow.active_run().info.run_id != parent.run_id:
             mlflow.end_run("FAILED")  # a stage the flow left open
         stack = fluent._active_run_stack.get()  # detach without ending: the driver owns the status
@@ -488,14 +484,10 @@ def log_params(params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: mask_key(k, str(v)) for k, v in params.items()})
 
 
-def log_figure(fig: Any, artifact_file: str, uri: str | None = None, run_id: str | None = None) -> None:
-    """``fig`` as an artifact of the active run, or of ``run_id`` in ``uri`` (from :func:`in_background`)."""
+def log_figure(fig: Any, artifact_file: str) -> None:
     import mlflow
 
-    if run_id:
-        mlflow.MlflowClient(uri).log_figure(run_id, fig, artifact_file)
-    else:
-        mlflow.log_figure(fig, artifact_file)
+    mlflow.log_figure(fig, artifact_file)
     fig.clear()
 
 
@@ -818,44 +810,6 @@ def active_run_id() -> str | None:
 
     active = mlflow.active_run()
     return active.info.run_id if active else None
-
-
-_pending: list[Any] = []  # futures of in_background work, in the order submitted
-_background: Any = None  # one thread: the work runs in order
-
-
-def in_background(work: Callable[[str, str], None]) -> None:
-    """Runs ``work(uri, run_id)`` for this process's active run in a background thread, for logging that
-    nothing after it reads (a stage's figure): it overlaps what the driver does next, such as Ray Train's
-    worker group starting, where a core sits idle. The pipeline run waits for it (:func:`drain`) before it
-    ends, and an error in it fails the run there; without an active run it runs here and now."""
-    import concurrent.futures
-
-    import mlflow
-
-    global _background
-    run_id = active_run_id()
-    if run_id is None:
-        return work(mlflow.get_tracking_uri(), "")
-    if _background is None:
-        _background = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionray-log")
-    _pending.append(_background.submit(work, mlflow.get_tracking_uri(), run_id))
-
-
-def drain(raise_errors: bool = True) -> None:
-    """Waits for every :func:`in_background` work of this process; raises the first error (or, with
-    ``raise_errors=False``, only says it: the run is failing for another reason)."""
-    from pipelines.services.progress import say
-
-    first: BaseException | None = None
-    while _pending:
-        error = _pending.pop(0).exception()
-        if error is not None and first is None:
-            first = error
-        if error is not None and not raise_errors:
-            say(f"a background log of this run failed too: {type(error).__name__}: {mask(str(error))}")
-    if first is not None and raise_errors:
-        raise first
 
 
 @contextlib.contextmanager

@@ -133,15 +133,13 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> Prepared:
         normalization=mode, num_classes=len(manifest.classes), shape=tuple(manifest.shape),
         rows={s: split_rows(cfg.data, manifest, s) for s in ("train", "val", "test")})
     prepared.save(workdir)
-    # nothing reads the figure: drawn while the next stage starts (Ray Train's worker group leaves a core idle)
-    tracking.in_background(lambda uri, run_id: _log_augmentation_grid(cfg, manifest, uri, run_id))
+    _log_augmentation_grid(cfg, manifest)
     say(f"preprocess: {mode} normaliser fitted on {prepared.rows['train']:,} train images "
         f"(mean {float(mean.mean()):.3f}, std {float(std.mean()):.3f})")
     return prepared
 
 
-def _log_augmentation_grid(cfg: Config, manifest: Manifest, uri: str, run_id: str, n: int = 8,
-                           repeats: int = 4) -> None:
+def _log_augmentation_grid(cfg: Config, manifest: Manifest, n: int = 8, repeats: int = 4) -> None:
     import torch
 
     from components.plots import image_grid_figure
@@ -156,4 +154,4 @@ def _log_augmentation_grid(cfg: Config, manifest: Manifest, uri: str, run_id: st
         titles.append(f"augmented #{r + 1}")
     fig = image_grid_figure(rows, titles, class_names=list(manifest.classes), labels=list(sample["label"]),
                             title=f"train-time augmentation: {augment}")
-    tracking.log_figure(fig, "plots/augmentation_grid.png", uri, run_id)
+    tracking.log_figure(fig, "plots/augmentation_grid.png")

@@ -135,36 +135,6 @@ def test_a_failing_stage_marks_both_runs_failed_with_the_error(store):
     assert "failed: RuntimeError: boom" in client.get_run(parent.run_id).data.tags[names.RUN_NOTE_TAG]
 
 
-def test_background_logging_lands_on_its_stage_run_before_the_pipeline_ends_and_its_error_fails_it(store):
-    import threading
-
-    started = threading.Event()
-
-    def figure(uri: str, run_id: str) -> None:
-        started.wait(10)  # still running when the stage has ended and the next one started
-        MlflowClient(uri).log_text(run_id, threading.current_thread().name, "bg.txt")
-
-    with tracking.pipeline_run(cfg(), "test") as parent:
-        with tracking.stage_run("preprocess", parent) as first:
-            tracking.in_background(figure)
-        with tracking.stage_run("train", parent):
-            started.set()
-    client = MlflowClient(parent.uri)
-    assert client.get_run(parent.run_id).info.status == "FINISHED"
-    text = client.download_artifacts(first, "bg.txt", str(store / "dl"))
-    assert open(text).read().startswith("visionray-log")  # drawn off the main thread, on the stage's run
-
-    def broken(uri: str, run_id: str) -> None:
-        raise ValueError("no figure")
-
-    with pytest.raises(ValueError, match="no figure"):
-        with tracking.pipeline_run(cfg(), "test") as failing:
-            with tracking.stage_run("preprocess", failing):
-                tracking.in_background(broken)
-    run = client.get_run(failing.run_id)
-    assert run.info.status == "FAILED" and "no figure" in run.data.tags[names.ERROR_TAG]
-
-
 def test_resume_continues_the_same_runs(store):
     c = cfg()
     with pytest.raises(KeyboardInterrupt):
