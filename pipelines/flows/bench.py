@@ -341,6 +341,7 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
     b = cfg.bench
     spec = model_spec(cfg, manifest)
     rows = min(manifest.splits["train"]["rows"], (b.steps + b.warmup_steps + 2) * b.batch_size)
+    decoded = None  # the decoded rows, read once for the contenders that take them in memory
     if feeds_in_memory(cfg.data.feed, rows, manifest.shape, IN_PROCESS_BYTES):  # as training feeds them
         decoded = read_rows(manifest, "train", rows)
         ref = ray.put(decoded)
@@ -355,7 +356,7 @@ def run(cfg: Config, manifest: Manifest, workdir: Path) -> dict[str, float]:
             lambda: bench_ray_train(cfg, spec, {"train": train_rows}, workdir), "img")
     if b.ddp:
         rows_file = workdir / "bench-rows.npz"  # the rows the other contenders train on, for torchrun's processes
-        np.savez(rows_file, **read_rows(manifest, "train", rows))
+        np.savez(rows_file, **(decoded if decoded is not None else read_rows(manifest, "train", rows)))
         results.update(_ddp_rounds(cfg, spec, rows_file, workdir))
     pre = bench_preprocess(cfg, manifest, min(manifest.splits["train"]["rows"], b.preprocess_rows))
     ratio, spread = ratio_stats(pre["ray"], pre["torch"])
