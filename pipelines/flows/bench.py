@@ -93,20 +93,19 @@ def bench_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     per_worker = config["batch_size"] // world
     task = build_task(tc, spec)
+    # a token stream's net takes token ids; an image net sits behind an identity normaliser (rows come decoded)
+    model = prepare_worker_model(spec.build(None if config.get("stream") else Normalize.identity(spec.in_channels)),
+                                 tc)
     if config.get("rows"):  # the comparison with native DDP: the saved rows, each rank its block, in order
-        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
         ips, losses = rows_loop(model, config, rank, world)
         _report(rank, {"images_per_s": ips, "losses": losses})
         return
     if config.get("stream"):  # a token stream: this rank's slice, in truncated-BPTT order, as charlm trains
-        model = prepare_worker_model(spec.build(None), tc)
         batches = task.stream_batches(np.load(config["stream"], mmap_mode="r"), rank, world, per_worker,
                                       epoch=0, seed=config["seed"], train=True)
     elif config.get("in_memory"):  # data.feed: the decoded rows from the object store, this rank's share
-        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
         batches = _share(config, ray.get(config["in_memory"]), tc, task, per_worker, rank, world)
     else:
-        model = prepare_worker_model(spec.build(Normalize.identity(spec.in_channels)), tc)
         prep = RayBatchPrep(task.batch_prep(augment=Augment(**config["augment"]), seed=config["seed"],
                                             channels_last=tc.channels_last))
         batches = ray.train.get_dataset_shard("train").iter_torch_batches(
